@@ -1,0 +1,207 @@
+//! Roster commits: the admin's signed changes to a thread's membership (assign, add to group,
+//! remove, transfer, rekey). Each starts a new epoch with a fresh secret, wrapped to every member
+//! of the new roster except the admin itself, and carries the previous roster hash.
+
+use serde::{Deserialize, Serialize};
+
+use crate::encoding::Tbs;
+use crate::error::CommitError;
+use crate::ids::{DeviceId, Epoch, ThreadId, Timestamp};
+use crate::keys::{IdentityPublicKey, Signature};
+use crate::roster::{Floor, Member, Role, Roster, RosterHash};
+use crate::wire::{Version, WireType};
+use crate::wrap::KeyWrap;
+
+/// A change to a thread's roster. Every change starts a new epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CommitAction {
+    /// Forward the thread to an agent, who gets the floor. Allowed only while no agent is a
+    /// member (otherwise use `Transfer` or `AddToGroup`).
+    Assign {
+        /// The agent.
+        agent: Box<Member>,
+    },
+    /// Add an agent; the thread becomes a group in which every agent may post.
+    AddToGroup {
+        /// The agent.
+        agent: Box<Member>,
+    },
+    /// Remove an agent. If it held the floor, the floor returns to the admin.
+    Remove {
+        /// The agent's device.
+        device: DeviceId,
+    },
+    /// Replace one agent by another, who gets the floor (in a group, the floor stays shared).
+    Transfer {
+        /// The agent leaving.
+        from: DeviceId,
+        /// The agent joining.
+        to: Box<Member>,
+    },
+    /// Same roster, fresh secret (periodic rotation, or after a device compromise).
+    Rekey,
+}
+
+impl CommitAction {
+    fn encode(&self, tbs: &mut Tbs) {
+        match self {
+            Self::Assign { agent } => tbs.u8(1).fixed(agent.device().as_bytes()),
+            Self::AddToGroup { agent } => tbs.u8(2).fixed(agent.device().as_bytes()),
+            Self::Remove { device } => tbs.u8(3).fixed(device.as_bytes()),
+            Self::Transfer { from, to } => tbs
+                .u8(4)
+                .fixed(from.as_bytes())
+                .fixed(to.device().as_bytes()),
+            Self::Rekey => tbs.u8(5),
+        };
+    }
+
+    /// The roster that results from applying this action to `prev`.
+    ///
+    /// # Errors
+    /// [`CommitError::InvalidAction`] when the action does not fit `prev` (adding a device that is
+    /// already a member, adding a non-agent, removing the customer or admin, ...).
+    pub fn apply(&self, prev: &Roster) -> Result<Roster, CommitError> {
+        let mut next = prev.clone();
+        let invalid = |msg: String| Err(CommitError::InvalidAction(msg));
+        let check_new_agent = |agent: &Member| -> Result<(), CommitError> {
+            if !matches!(agent.role, Role::Agent { .. }) {
+                return Err(CommitError::InvalidAction(format!(
+                    "{} is not an agent; only agents can be added",
+                    agent.device()
+                )));
+            }
+            if prev.contains(agent.device()) {
+                return Err(CommitError::InvalidAction(format!(
+                    "{} is already a member",
+                    agent.device()
+                )));
+            }
+            Ok(())
+        };
+        let check_agent_member = |device: DeviceId| -> Result<(), CommitError> {
+            match prev.get(device).map(|m| &m.role) {
+                Some(Role::Agent { .. }) => Ok(()),
+                Some(Role::Customer | Role::Admin) => Err(CommitError::InvalidAction(format!(
+                    "{device} is the customer or the admin and cannot be removed"
+                ))),
+                None => Err(CommitError::InvalidAction(format!(
+                    "{device} is not a member"
+                ))),
+            }
+        };
+        match self {
+            Self::Assign { agent } => {
+                check_new_agent(agent)?;
+                if prev.agents().next().is_some() {
+                    return invalid(
+                        "the thread already has an agent: use transfer or add_to_group".to_owned(),
+                    );
+                }
+                next.floor = Floor::Agent(agent.device());
+                next.members.insert(agent.device(), (**agent).clone());
+            }
+            Self::AddToGroup { agent } => {
+                check_new_agent(agent)?;
+                next.floor = Floor::Group;
+                next.members.insert(agent.device(), (**agent).clone());
+            }
+            Self::Remove { device } => {
+                check_agent_member(*device)?;
+                next.members.remove(device);
+                let holder_left = next.floor == Floor::Agent(*device);
+                let group_empty = next.floor == Floor::Group && next.agents().next().is_none();
+                if holder_left || group_empty {
+                    next.floor = Floor::Admin;
+                }
+            }
+            Self::Transfer { from, to } => {
+                check_agent_member(*from)?;
+                check_new_agent(to)?;
+                next.members.remove(from);
+                next.members.insert(to.device(), (**to).clone());
+                if next.floor != Floor::Group {
+                    next.floor = Floor::Agent(to.device());
+                }
+            }
+            Self::Rekey => {}
+        }
+        Ok(next)
+    }
+}
+
+/// A signed roster change with the new epoch's secret wrapped to each member.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Commit {
+    /// Protocol version.
+    pub v: Version,
+    /// The thread.
+    pub thread: ThreadId,
+    /// The epoch this commit starts.
+    pub epoch: Epoch,
+    /// The roster hash of the previous epoch.
+    pub prev_roster_hash: RosterHash,
+    /// The change.
+    pub action: CommitAction,
+    /// The whole new roster (so that new members learn it); must equal `action` applied to the
+    /// previous roster, which existing members check.
+    pub roster: Roster,
+    /// The admin device that made the commit.
+    pub committer: DeviceId,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// The new epoch secret, wrapped to each member except the committer.
+    pub wraps: Vec<KeyWrap>,
+    /// The admin's signature.
+    pub signature: Signature,
+}
+
+impl WireType for Commit {
+    const WHAT: &'static str = "commit";
+}
+
+impl Commit {
+    pub(crate) fn tbs(&self, roster_hash: &RosterHash) -> Tbs {
+        let mut tbs = Tbs::new("switchboard/1 commit");
+        tbs.fixed(self.thread.as_bytes())
+            .u64(self.epoch.0)
+            .fixed(&self.prev_roster_hash.0)
+            .fixed(&roster_hash.0)
+            .fixed(self.committer.as_bytes())
+            .u64(self.created_at.0);
+        self.action.encode(&mut tbs);
+        tbs.u64(u64::try_from(self.wraps.len()).unwrap_or(u64::MAX));
+        for wrap in &self.wraps {
+            tbs.fixed(wrap.recipient.as_bytes())
+                .fixed(wrap.wrap_id.as_bytes());
+        }
+        tbs
+    }
+
+    /// Verifies the admin's signature (given the hash of `self.roster`).
+    pub(crate) fn verify_signature(
+        &self,
+        roster_hash: &RosterHash,
+        admin: DeviceId,
+        admin_key: &IdentityPublicKey,
+    ) -> Result<(), CommitError> {
+        if self.committer == admin
+            && admin_key.verify(self.tbs(roster_hash).as_slice(), &self.signature)
+        {
+            Ok(())
+        } else {
+            Err(CommitError::BadSignature {
+                epoch: self.epoch,
+                admin,
+            })
+        }
+    }
+
+    /// The wrap addressed to `device`, if any.
+    #[must_use]
+    pub fn wrap_for(&self, device: DeviceId) -> Option<&KeyWrap> {
+        self.wraps.iter().find(|w| w.recipient == device)
+    }
+}

@@ -1,0 +1,387 @@
+//! Errors, one enum per operation, plus [`Error`] which any of them converts into.
+//!
+//! Every message says what went wrong and, where there is something to do, what to do. Refusals
+//! caused by input (a bad signature, a replay) are distinct from [`Error::Internal`], which
+//! means a bug in this crate.
+
+use crate::ids::{DeviceId, Epoch, ThreadId, Timestamp, WrapId};
+use crate::suite::CipherSuite;
+
+/// The operating system could not provide randomness.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the operating system's random source failed: {detail}; retry, and check the host's entropy source"
+)]
+pub struct RandomnessError {
+    /// What the operating system reported.
+    pub detail: String,
+}
+
+/// Decoding a wire value failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The value is not valid JSON of the expected shape, or a field has an invalid encoding.
+    #[error("malformed {what}: {detail}")]
+    Malformed {
+        /// Which kind of value was being decoded.
+        what: &'static str,
+        /// What the decoder found wrong.
+        detail: String,
+    },
+    /// The value declares a protocol version this build does not speak.
+    #[error(
+        "unsupported protocol version {found} in {what}: this build speaks switchboard/{supported}; upgrade the peer or this device"
+    )]
+    UnsupportedVersion {
+        /// Which kind of value was being decoded.
+        what: &'static str,
+        /// The version found on the wire.
+        found: u64,
+        /// The version this build speaks.
+        supported: u64,
+    },
+}
+
+/// A key, key bundle or fingerprint was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The bytes are not a valid Ed25519 public key.
+    #[error("invalid Ed25519 identity key: {detail}")]
+    InvalidIdentityKey {
+        /// Why it was refused.
+        detail: String,
+    },
+    /// The Ed25519 key is of small order (for example all zero): anyone could forge its signatures.
+    #[error("weak (small-order) Ed25519 identity key refused")]
+    WeakIdentityKey,
+    /// The KEM public key has the wrong length or is not a valid key for its suite.
+    #[error("invalid {suite} KEM public key: {detail}")]
+    InvalidKemKey {
+        /// The suite the key claims.
+        suite: CipherSuite,
+        /// Why it was refused.
+        detail: String,
+    },
+    /// The X25519 public key is all zero or of small order: a wrap to it would not be secret.
+    #[error("small-order (for example all-zero) X25519 key refused")]
+    WeakKemKey,
+    /// The key bundle's self-signature does not verify.
+    #[error("key bundle of device {device} has an invalid signature")]
+    BadBundleSignature {
+        /// The device the bundle claims to be.
+        device: DeviceId,
+    },
+    /// The bundle belongs to a different device than expected.
+    #[error("key bundle is for device {found}, expected {expected}")]
+    WrongDevice {
+        /// The device that was expected.
+        expected: DeviceId,
+        /// The device in the bundle.
+        found: DeviceId,
+    },
+}
+
+/// An agent credential was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    /// The signature does not verify under the entity's admin identity key.
+    #[error("agent credential for device {device} is not signed by the entity's admin")]
+    BadSignature {
+        /// The agent device named in the credential.
+        device: DeviceId,
+    },
+    /// The credential has expired.
+    #[error(
+        "agent credential for device {device} expired at {expires_at} (now {now}); ask the admin to issue a new one"
+    )]
+    Expired {
+        /// The agent device named in the credential.
+        device: DeviceId,
+        /// When it expired.
+        expires_at: Timestamp,
+        /// The time it was checked at.
+        now: Timestamp,
+    },
+    /// The credential names another entity or another admin device.
+    #[error("agent credential for device {device} was issued for another entity or admin")]
+    WrongIssuer {
+        /// The agent device named in the credential.
+        device: DeviceId,
+    },
+    /// The credential's identity key differs from the device's key bundle.
+    #[error(
+        "agent credential for device {device} names a different identity key than its key bundle"
+    )]
+    KeyMismatch {
+        /// The agent device named in the credential.
+        device: DeviceId,
+    },
+    /// The display name is empty, too long or contains control characters.
+    #[error("invalid agent display name: {detail}")]
+    InvalidDisplayName {
+        /// What is wrong with it.
+        detail: String,
+    },
+}
+
+/// Opening (or sealing) a key wrap failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WrapError {
+    /// The wrap uses another suite than the recipient's KEM key.
+    #[error("wrap uses suite {found} but the recipient's key is {expected}")]
+    SuiteMismatch {
+        /// The recipient key's suite.
+        expected: CipherSuite,
+        /// The suite named in the wrap.
+        found: CipherSuite,
+    },
+    /// The wrap is addressed to another device.
+    #[error("wrap {wrap_id} is addressed to device {found}, not to this device {expected}")]
+    WrongRecipient {
+        /// The wrap.
+        wrap_id: WrapId,
+        /// This device.
+        expected: DeviceId,
+        /// The addressee in the wrap.
+        found: DeviceId,
+    },
+    /// The wrap claims a sender other than the one this device accepts wraps from.
+    #[error("wrap {wrap_id} claims sender {found}; only {expected} may wrap keys for this thread")]
+    UnexpectedSender {
+        /// The wrap.
+        wrap_id: WrapId,
+        /// The accepted sender (the pinned admin, or the customer who opened the thread).
+        expected: DeviceId,
+        /// The sender in the wrap.
+        found: DeviceId,
+    },
+    /// The wrap's signature does not verify under the expected sender's identity key.
+    #[error(
+        "wrap {wrap_id} has an invalid signature (unsigned, tampered, or signed by someone other than {sender})"
+    )]
+    BadSignature {
+        /// The wrap.
+        wrap_id: WrapId,
+        /// The sender whose key was used.
+        sender: DeviceId,
+    },
+    /// The wrap has expired.
+    #[error("wrap {wrap_id} expired at {expires_at} (now {now})")]
+    Expired {
+        /// The wrap.
+        wrap_id: WrapId,
+        /// When it expired.
+        expires_at: Timestamp,
+        /// The time it was checked at.
+        now: Timestamp,
+    },
+    /// A wrap with this id was opened before.
+    #[error("wrap {wrap_id} was already opened once: replay refused")]
+    Replayed {
+        /// The wrap.
+        wrap_id: WrapId,
+    },
+    /// The wrap is for another thread, epoch or roster than the caller expects.
+    #[error("wrap {wrap_id} does not match the expected {field}")]
+    ContextMismatch {
+        /// The wrap.
+        wrap_id: WrapId,
+        /// Which context field differs.
+        field: &'static str,
+    },
+    /// HPKE decapsulation or decryption failed: the wrap was tampered with or is not for this key.
+    #[error("wrap {wrap_id} could not be decrypted with this device's KEM key")]
+    Decrypt {
+        /// The wrap.
+        wrap_id: WrapId,
+    },
+    /// The recipient's key could not be used.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A bug in this crate.
+    #[error("internal error while {0}; please report this")]
+    Internal(&'static str),
+}
+
+/// Creating or applying a roster commit (forward, add, remove, transfer) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    /// The commit is for another thread.
+    #[error("commit is for thread {found}, not {expected}")]
+    WrongThread {
+        /// This thread.
+        expected: ThreadId,
+        /// The thread in the commit.
+        found: ThreadId,
+    },
+    /// The commit is not signed by the entity's admin.
+    #[error("commit for epoch {epoch} is not signed by the thread's admin {admin}")]
+    BadSignature {
+        /// The epoch the commit would start.
+        epoch: Epoch,
+        /// The admin device whose key was checked.
+        admin: DeviceId,
+    },
+    /// The commit does not start the epoch after the current one.
+    #[error(
+        "commit starts epoch {found} but this device is at epoch {current}; commits must be applied in order"
+    )]
+    EpochMismatch {
+        /// This device's current epoch.
+        current: Epoch,
+        /// The epoch the commit starts.
+        found: Epoch,
+    },
+    /// The commit was made on top of a different roster than this device has.
+    #[error(
+        "commit for epoch {epoch} builds on a different roster than this device's; the views have diverged"
+    )]
+    RosterMismatch {
+        /// The epoch the commit would start.
+        epoch: Epoch,
+    },
+    /// The action is not valid for the current roster.
+    #[error("invalid roster change: {0}")]
+    InvalidAction(String),
+    /// This device is not a member of the new epoch (it was removed).
+    #[error("device {device} is not a member of epoch {epoch}: it was removed from the thread")]
+    Removed {
+        /// This device.
+        device: DeviceId,
+        /// The new epoch.
+        epoch: Epoch,
+    },
+    /// This device's wrap in the commit is missing or refused.
+    #[error("key wrap in commit refused: {0}")]
+    Wrap(#[from] WrapError),
+    /// A member's credential was refused.
+    #[error("member credential refused: {0}")]
+    Credential(#[from] CredentialError),
+    /// A member's key bundle was refused.
+    #[error("member key bundle refused: {0}")]
+    Key(#[from] KeyError),
+    /// Only the admin device can make commits.
+    #[error("only the thread's admin device can change the roster")]
+    NotAdmin,
+}
+
+/// Sealing or opening a message failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    /// The message is for another thread.
+    #[error("message is for thread {found}, not {expected}")]
+    WrongThread {
+        /// This thread.
+        expected: ThreadId,
+        /// The thread in the header.
+        found: ThreadId,
+    },
+    /// This device holds no secret for the message's epoch (too old, deleted by policy, or never
+    /// granted).
+    #[error(
+        "no key for epoch {epoch} of this thread (current epoch {current}): not granted, or deleted by the retention policy"
+    )]
+    UnknownEpoch {
+        /// The message's epoch.
+        epoch: Epoch,
+        /// This device's current epoch.
+        current: Epoch,
+    },
+    /// The header's roster hash differs from the roster of its epoch.
+    #[error("message claims a roster that differs from this device's roster for epoch {epoch}")]
+    RosterMismatch {
+        /// The message's epoch.
+        epoch: Epoch,
+    },
+    /// The sender is not a member of the message's epoch.
+    #[error("sender {sender} is not a member of epoch {epoch}")]
+    UnknownSender {
+        /// The claimed sender.
+        sender: DeviceId,
+        /// The message's epoch.
+        epoch: Epoch,
+    },
+    /// The signature does not verify under the claimed sender's identity key.
+    #[error(
+        "message signature does not verify for sender {sender}: tampered, or sent by another member"
+    )]
+    BadSignature {
+        /// The claimed sender.
+        sender: DeviceId,
+    },
+    /// The message (sender, epoch, generation) was seen before.
+    #[error(
+        "duplicate message: generation {generation} of {sender} in epoch {epoch} was already received"
+    )]
+    Duplicate {
+        /// The sender.
+        sender: DeviceId,
+        /// The epoch.
+        epoch: Epoch,
+        /// The generation.
+        generation: u64,
+    },
+    /// The generation is too far ahead of, or too far behind, what was seen from this sender.
+    #[error(
+        "generation {generation} of {sender} is outside the accepted window (highest seen {highest}, max jump {max_jump}, window {window})"
+    )]
+    GenerationOutOfWindow {
+        /// The sender.
+        sender: DeviceId,
+        /// The generation in the header.
+        generation: u64,
+        /// The highest generation seen from this sender in this epoch.
+        highest: u64,
+        /// How far ahead a generation may jump.
+        max_jump: u64,
+        /// How far behind a late message may be.
+        window: u64,
+    },
+    /// AEAD decryption failed.
+    #[error("message could not be decrypted: tampered ciphertext or header")]
+    Decrypt,
+    /// The decrypted content does not match the header's content type, or is malformed.
+    #[error("message content is invalid: {0}")]
+    InvalidContent(String),
+    /// An agent that does not hold the floor sent something other than a receipt or typing
+    /// indicator.
+    #[error("agent {sender} does not hold the floor in epoch {epoch} and may not post")]
+    NoFloor {
+        /// The agent.
+        sender: DeviceId,
+        /// The epoch.
+        epoch: Epoch,
+    },
+    /// This device cannot send: it is not a member, or its generation counter is exhausted.
+    #[error("cannot send: {0}")]
+    CannotSend(&'static str),
+}
+
+/// Any error of this crate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// See [`RandomnessError`].
+    #[error(transparent)]
+    Randomness(#[from] RandomnessError),
+    /// See [`WireError`].
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// See [`KeyError`].
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// See [`CredentialError`].
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+    /// See [`WrapError`].
+    #[error(transparent)]
+    Wrap(#[from] WrapError),
+    /// See [`CommitError`].
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    /// See [`MessageError`].
+    #[error(transparent)]
+    Message(#[from] MessageError),
+    /// A bug in this crate.
+    #[error("internal error while {0}; please report this")]
+    Internal(&'static str),
+}

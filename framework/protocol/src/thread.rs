@@ -1,0 +1,699 @@
+//! One device's view of a thread: the epochs it holds, their rosters, its send counter and the
+//! replay state of what it received. Customers, admins and agents all use [`ThreadState`].
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::commit::{Commit, CommitAction};
+use crate::credential::AgentKind;
+use crate::error::{CommitError, Error, KeyError, MessageError, WrapError};
+use crate::ids::{DeviceId, EntityId, Epoch, MessageId, ThreadId, Timestamp};
+use crate::keys::{DeviceKeys, IdentityPublicKey, KeyBundle, Signature};
+use crate::message::{
+    self, Content, MessageHeader, MessageKeySchedule, ReceiveWindow, ReplayPolicy, SealedMessage,
+};
+use crate::rng::Csprng;
+use crate::roster::{Role, Roster, RosterHash};
+use crate::wire::{Version, WireType};
+use crate::wrap::{
+    DEFAULT_WRAP_LIFETIME_SECS, EpochSecret, ExpectedWrap, KeyWrap, SeenWraps, WrapContext,
+};
+
+/// How many epochs before the current one a device keeps secrets for. Older secrets are
+/// zeroized and deleted as soon as a new epoch is installed, so a device compromised later cannot
+/// read them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionPolicy {
+    /// Number of previous epochs kept (default 1: late messages of the epoch just closed can
+    /// still be read).
+    pub previous_epochs: u64,
+}
+
+impl Default for RetentionPolicy {
+    fn default() -> Self {
+        Self { previous_epochs: 1 }
+    }
+}
+
+impl RetentionPolicy {
+    /// Keep every epoch: for the admin device's security-information repository.
+    #[must_use]
+    pub const fn keep_all() -> Self {
+        Self {
+            previous_epochs: u64::MAX,
+        }
+    }
+
+    /// Keep only the current epoch.
+    #[must_use]
+    pub const fn current_only() -> Self {
+        Self { previous_epochs: 0 }
+    }
+}
+
+/// The first message of a thread, from the customer's device to the entity's admin: the
+/// customer's bundle, the admin bundle the customer pinned, and epoch 0's secret wrapped to the
+/// admin and signed by the customer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThreadOpen {
+    /// Protocol version.
+    pub v: Version,
+    /// The new thread.
+    pub thread: ThreadId,
+    /// The entity.
+    pub entity: EntityId,
+    /// The customer's device bundle.
+    pub customer: KeyBundle,
+    /// The admin bundle the customer wrapped to.
+    pub admin: KeyBundle,
+    /// Epoch 0's secret, wrapped to the admin, signed by the customer.
+    pub wrap: KeyWrap,
+}
+
+impl WireType for ThreadOpen {
+    const WHAT: &'static str = "thread open";
+}
+
+/// Who sent a received message, as verified against the roster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Sender {
+    /// The customer.
+    Customer,
+    /// The entity's admin device.
+    Admin,
+    /// An agent, with the name and kind from its admin-signed credential.
+    Agent {
+        /// Display name, e.g. "OrderBot".
+        display_name: String,
+        /// Bot or human.
+        kind: AgentKind,
+    },
+}
+
+/// A verified, decrypted message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    /// The message id (derived from thread, epoch, sender, generation).
+    pub id: MessageId,
+    /// The epoch it was sent in.
+    pub epoch: Epoch,
+    /// The sending device.
+    pub sender: DeviceId,
+    /// Who that device is.
+    pub sender_info: Sender,
+    /// The sender's generation counter.
+    pub generation: u64,
+    /// The quoted message, for replies.
+    pub quoted: Option<MessageId>,
+    /// The content.
+    pub content: Content,
+}
+
+struct EpochState {
+    schedule: MessageKeySchedule,
+    roster: Roster,
+    roster_hash: RosterHash,
+    windows: HashMap<DeviceId, ReceiveWindow>,
+    /// Kept for the keystore and history grants; zeroized on drop.
+    secret: EpochSecret,
+}
+
+impl EpochState {
+    fn new(secret: EpochSecret, roster: Roster) -> Self {
+        Self {
+            schedule: MessageKeySchedule::new(&secret),
+            roster_hash: roster.hash(),
+            roster,
+            windows: HashMap::new(),
+            secret,
+        }
+    }
+}
+
+/// One device's state of one thread.
+///
+/// See the crate documentation for a whole flow: open, accept, assign, reply, transfer.
+pub struct ThreadState {
+    thread: ThreadId,
+    entity: EntityId,
+    me: DeviceId,
+    admin: DeviceId,
+    admin_key: IdentityPublicKey,
+    current: Epoch,
+    epochs: BTreeMap<Epoch, EpochState>,
+    next_generation: u64,
+    retention: RetentionPolicy,
+    replay: ReplayPolicy,
+    seen_wraps: SeenWraps,
+}
+
+impl std::fmt::Debug for ThreadState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreadState")
+            .field("thread", &self.thread)
+            .field("entity", &self.entity)
+            .field("me", &self.me)
+            .field("current", &self.current)
+            .field("epochs_held", &self.epochs.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ThreadState {
+    fn new(
+        thread: ThreadId,
+        me: DeviceId,
+        admin: DeviceId,
+        admin_key: IdentityPublicKey,
+        epoch: Epoch,
+        secret: EpochSecret,
+        roster: Roster,
+    ) -> Self {
+        let entity = roster.entity.clone();
+        let mut epochs = BTreeMap::new();
+        epochs.insert(epoch, EpochState::new(secret, roster));
+        Self {
+            thread,
+            entity,
+            me,
+            admin,
+            admin_key,
+            current: epoch,
+            epochs,
+            next_generation: 0,
+            retention: RetentionPolicy::default(),
+            replay: ReplayPolicy::default(),
+            seen_wraps: SeenWraps::new(),
+        }
+    }
+
+    /// The customer opens a thread with `entity`, whose admin bundle it has fetched and pinned.
+    /// Returns the customer's state and the [`ThreadOpen`] to send to the admin.
+    ///
+    /// # Errors
+    /// [`Error::Key`] if the admin bundle does not verify; [`Error::Wrap`] if wrapping fails.
+    pub fn open(
+        customer: &DeviceKeys,
+        entity: EntityId,
+        admin_bundle: &KeyBundle,
+        now: Timestamp,
+        rng: &mut Csprng,
+    ) -> Result<(Self, ThreadOpen), Error> {
+        admin_bundle.verify()?;
+        let thread = ThreadId::random(rng);
+        let customer_bundle = customer.bundle(now);
+        let roster = Roster::initial(
+            entity.clone(),
+            customer_bundle.clone(),
+            admin_bundle.clone(),
+        );
+        let secret = EpochSecret::generate(rng);
+        let context = WrapContext {
+            thread,
+            epoch: Epoch(0),
+            roster_hash: roster.hash(),
+            expires_at: now.plus(DEFAULT_WRAP_LIFETIME_SECS),
+        };
+        let wrap = KeyWrap::seal(customer, admin_bundle, &context, &secret, rng)?;
+        let state = Self::new(
+            thread,
+            customer.device(),
+            admin_bundle.device,
+            admin_bundle.identity_key,
+            Epoch(0),
+            secret,
+            roster,
+        );
+        let open = ThreadOpen {
+            v: Version,
+            thread,
+            entity,
+            customer: customer_bundle,
+            admin: admin_bundle.clone(),
+            wrap,
+        };
+        Ok((state, open))
+    }
+
+    /// The admin accepts a thread a customer opened. It checks the customer's bundle, that the
+    /// customer wrapped to this admin's current keys, and opens epoch 0's secret.
+    ///
+    /// # Errors
+    /// [`Error::Key`] for a bad bundle or keys that are not this admin's; [`Error::Wrap`] if the
+    /// wrap is refused.
+    pub fn accept(
+        admin: &DeviceKeys,
+        entity: &EntityId,
+        open: &ThreadOpen,
+        now: Timestamp,
+    ) -> Result<Self, Error> {
+        if &open.entity != entity {
+            return Err(Error::Commit(CommitError::InvalidAction(format!(
+                "thread was opened with entity {} but this admin serves {entity}",
+                open.entity
+            ))));
+        }
+        open.customer.verify()?;
+        open.admin.verify()?;
+        if open.admin.device != admin.device() {
+            return Err(KeyError::WrongDevice {
+                expected: admin.device(),
+                found: open.admin.device,
+            }
+            .into());
+        }
+        if open.admin.identity_key != admin.identity_public()
+            || &open.admin.kem_key != admin.kem_public()
+        {
+            return Err(KeyError::InvalidIdentityKey {
+                detail: "the customer wrapped to keys that are not this admin's current keys"
+                    .to_owned(),
+            }
+            .into());
+        }
+        if open.customer.device == admin.device() {
+            return Err(KeyError::WrongDevice {
+                expected: open.customer.device,
+                found: admin.device(),
+            }
+            .into());
+        }
+        let roster = Roster::initial(entity.clone(), open.customer.clone(), open.admin.clone());
+        let roster_hash = roster.hash();
+        let mut seen = SeenWraps::new();
+        let secret = open.wrap.open(
+            admin,
+            &ExpectedWrap {
+                sender: open.customer.device,
+                sender_key: &open.customer.identity_key,
+                thread: open.thread,
+                epoch: Epoch(0),
+                roster_hash,
+            },
+            now,
+            &mut seen,
+        )?;
+        let mut state = Self::new(
+            open.thread,
+            admin.device(),
+            admin.device(),
+            admin.identity_public(),
+            Epoch(0),
+            secret,
+            roster,
+        );
+        state.seen_wraps = seen;
+        state.retention = RetentionPolicy::keep_all();
+        Ok(state)
+    }
+
+    /// An agent joins a thread from the commit that added it. The agent knows its entity and the
+    /// admin's identity from its own registration; the commit must be signed by that admin.
+    ///
+    /// # Errors
+    /// [`CommitError`] if the commit, its roster or this device's wrap is refused.
+    pub fn join(
+        me: &DeviceKeys,
+        admin: DeviceId,
+        admin_key: IdentityPublicKey,
+        commit: &Commit,
+        now: Timestamp,
+    ) -> Result<Self, CommitError> {
+        let roster_hash = commit.roster.hash();
+        commit.verify_signature(&roster_hash, admin, &admin_key)?;
+        commit.roster.validate(admin, &admin_key, now)?;
+        let mut seen = SeenWraps::new();
+        let secret = open_commit_wrap(me, admin, &admin_key, commit, &roster_hash, now, &mut seen)?;
+        let mut state = Self::new(
+            commit.thread,
+            me.device(),
+            admin,
+            admin_key,
+            commit.epoch,
+            secret,
+            commit.roster.clone(),
+        );
+        state.seen_wraps = seen;
+        Ok(state)
+    }
+
+    /// Sets how many old epochs this device keeps (see [`RetentionPolicy`]) and applies it now.
+    #[must_use]
+    pub fn with_retention(mut self, retention: RetentionPolicy) -> Self {
+        self.retention = retention;
+        self.prune_epochs();
+        self
+    }
+
+    /// Sets the replay limits (see [`ReplayPolicy`]).
+    #[must_use]
+    pub fn with_replay_policy(mut self, replay: ReplayPolicy) -> Self {
+        self.replay = replay;
+        self
+    }
+
+    /// The thread id.
+    #[must_use]
+    pub fn thread(&self) -> ThreadId {
+        self.thread
+    }
+
+    /// The entity.
+    #[must_use]
+    pub fn entity(&self) -> &EntityId {
+        &self.entity
+    }
+
+    /// The current epoch.
+    #[must_use]
+    pub fn epoch(&self) -> Epoch {
+        self.current
+    }
+
+    /// The epochs whose secrets this device still holds, oldest first.
+    #[must_use]
+    pub fn epochs_held(&self) -> Vec<Epoch> {
+        self.epochs.keys().copied().collect()
+    }
+
+    /// The current roster.
+    ///
+    /// # Panics
+    /// Never: the current epoch is always held.
+    #[must_use]
+    pub fn roster(&self) -> &Roster {
+        &self.current_state().roster
+    }
+
+    /// The current roster hash.
+    #[must_use]
+    pub fn roster_hash(&self) -> RosterHash {
+        self.current_state().roster_hash
+    }
+
+    /// The secret of `epoch`, if still held (for keystores and history grants).
+    #[must_use]
+    pub fn epoch_secret(&self, epoch: Epoch) -> Option<&EpochSecret> {
+        self.epochs.get(&epoch).map(|e| &e.secret)
+    }
+
+    #[allow(clippy::expect_used)]
+    fn current_state(&self) -> &EpochState {
+        // Invariant: `epochs` always holds `current` (installed before `current` moves, and
+        // pruning keeps it).
+        self.epochs
+            .get(&self.current)
+            .expect("the current epoch is always held")
+    }
+
+    fn install(&mut self, epoch: Epoch, secret: EpochSecret, roster: Roster) {
+        self.epochs.insert(epoch, EpochState::new(secret, roster));
+        self.current = epoch;
+        self.next_generation = 0;
+        self.prune_epochs();
+    }
+
+    fn prune_epochs(&mut self) {
+        let oldest_kept = self
+            .current
+            .0
+            .saturating_sub(self.retention.previous_epochs);
+        // Dropping an EpochState zeroizes its secret.
+        self.epochs.retain(|epoch, _| epoch.0 >= oldest_kept);
+    }
+
+    /// The admin changes the roster: computes the new roster, checks every member's bundle and
+    /// credential, creates a fresh epoch secret, wraps it to every member except itself, signs
+    /// the commit, and installs the new epoch. Send the returned commit to the members.
+    ///
+    /// # Errors
+    /// [`CommitError::NotAdmin`] on a device that is not the thread's admin;
+    /// [`CommitError::InvalidAction`] or a credential/key error for an unacceptable roster.
+    pub fn commit(
+        &mut self,
+        admin: &DeviceKeys,
+        action: CommitAction,
+        now: Timestamp,
+        rng: &mut Csprng,
+    ) -> Result<Commit, CommitError> {
+        if admin.device() != self.admin
+            || self.me != self.admin
+            || admin.identity_public() != self.admin_key
+        {
+            return Err(CommitError::NotAdmin);
+        }
+        let epoch = self.current.next().ok_or_else(|| {
+            CommitError::InvalidAction("the epoch counter is exhausted".to_owned())
+        })?;
+        let roster = action.apply(self.roster())?;
+        roster.validate(self.admin, &self.admin_key, now)?;
+        let roster_hash = roster.hash();
+        let secret = EpochSecret::generate(rng);
+        let context = WrapContext {
+            thread: self.thread,
+            epoch,
+            roster_hash,
+            expires_at: now.plus(DEFAULT_WRAP_LIFETIME_SECS),
+        };
+        let wraps = roster
+            .members
+            .values()
+            .filter(|m| m.device() != self.me)
+            .map(|m| KeyWrap::seal(admin, &m.bundle, &context, &secret, rng))
+            .collect::<Result<Vec<_>, WrapError>>()?;
+        let mut commit = Commit {
+            v: Version,
+            thread: self.thread,
+            epoch,
+            prev_roster_hash: self.roster_hash(),
+            action,
+            roster,
+            committer: self.me,
+            created_at: now,
+            wraps,
+            signature: Signature::from_bytes([0; 64]),
+        };
+        commit.signature = admin.identity().sign(commit.tbs(&roster_hash).as_slice());
+        self.install(epoch, secret, commit.roster.clone());
+        Ok(commit)
+    }
+
+    /// A member applies the admin's commit: it must be for this thread, start the next epoch,
+    /// build on this device's roster, match its action, be signed by the pinned admin, and carry
+    /// a valid wrap for this device. On success the new epoch becomes current and old epochs are
+    /// pruned by the retention policy. A device the commit removes gets
+    /// [`CommitError::Removed`] and keeps its state (it can still read what it already had).
+    ///
+    /// # Errors
+    /// The first failed check, as a [`CommitError`].
+    pub fn apply_commit(
+        &mut self,
+        me: &DeviceKeys,
+        commit: &Commit,
+        now: Timestamp,
+    ) -> Result<(), CommitError> {
+        if commit.thread != self.thread {
+            return Err(CommitError::WrongThread {
+                expected: self.thread,
+                found: commit.thread,
+            });
+        }
+        if Some(commit.epoch) != self.current.next() {
+            return Err(CommitError::EpochMismatch {
+                current: self.current,
+                found: commit.epoch,
+            });
+        }
+        let roster_hash = commit.roster.hash();
+        commit.verify_signature(&roster_hash, self.admin, &self.admin_key)?;
+        if commit.prev_roster_hash != self.roster_hash() {
+            return Err(CommitError::RosterMismatch {
+                epoch: commit.epoch,
+            });
+        }
+        let expected = commit.action.apply(self.roster())?;
+        if expected.hash() != roster_hash {
+            return Err(CommitError::InvalidAction(
+                "the commit's roster is not its action applied to the current roster".to_owned(),
+            ));
+        }
+        commit.roster.validate(self.admin, &self.admin_key, now)?;
+        let admin_key = self.admin_key;
+        let secret = open_commit_wrap(
+            me,
+            self.admin,
+            &admin_key,
+            commit,
+            &roster_hash,
+            now,
+            &mut self.seen_wraps,
+        )?;
+        self.install(commit.epoch, secret, commit.roster.clone());
+        self.seen_wraps.prune(now);
+        Ok(())
+    }
+
+    /// Encrypts and signs `content` as this device's next message in the current epoch.
+    ///
+    /// # Errors
+    /// [`MessageError::CannotSend`] if this device is not a member of the current epoch;
+    /// [`MessageError::NoFloor`] for an agent without the floor sending more than a receipt or
+    /// typing indicator; [`MessageError::InvalidContent`] for oversized content or a reply
+    /// without `quoted`.
+    pub fn seal(
+        &mut self,
+        me: &DeviceKeys,
+        content: &Content,
+        quoted: Option<MessageId>,
+    ) -> Result<SealedMessage, MessageError> {
+        if me.device() != self.me {
+            return Err(MessageError::CannotSend(
+                "these keys belong to another device",
+            ));
+        }
+        let generation = self.next_generation;
+        let epoch = self.current;
+        let state = self.current_state();
+        let member = state.roster.get(self.me).ok_or(MessageError::CannotSend(
+            "this device is not a member of the current epoch",
+        ))?;
+        if member.identity_key() != &me.identity_public() {
+            return Err(MessageError::CannotSend(
+                "these keys are not the member's keys",
+            ));
+        }
+        if !content.content_type().allowed_without_floor() && !state.roster.may_post(self.me) {
+            return Err(MessageError::NoFloor {
+                sender: self.me,
+                epoch,
+            });
+        }
+        let header = MessageHeader {
+            thread: self.thread,
+            epoch,
+            sender: self.me,
+            generation,
+            content_type: content.content_type(),
+            quoted,
+            roster_hash: state.roster_hash,
+        };
+        let sealed = message::seal(&state.schedule, header, content, me.identity())?;
+        self.next_generation = generation.checked_add(1).ok_or(MessageError::CannotSend(
+            "the generation counter is exhausted",
+        ))?;
+        Ok(sealed)
+    }
+
+    /// Verifies and decrypts a message. Checks, in order: thread, epoch held, roster hash,
+    /// sender membership, sender signature, generation window (duplicates and jumps), floor,
+    /// AEAD decryption, and content against header. The generation is recorded only when every
+    /// check passed.
+    ///
+    /// # Errors
+    /// The first failed check, as a [`MessageError`].
+    pub fn open_message(
+        &mut self,
+        message: &SealedMessage,
+    ) -> Result<ReceivedMessage, MessageError> {
+        let header = message.header;
+        if header.thread != self.thread {
+            return Err(MessageError::WrongThread {
+                expected: self.thread,
+                found: header.thread,
+            });
+        }
+        let current = self.current;
+        let replay = self.replay;
+        let state = self
+            .epochs
+            .get_mut(&header.epoch)
+            .ok_or(MessageError::UnknownEpoch {
+                epoch: header.epoch,
+                current,
+            })?;
+        if header.roster_hash != state.roster_hash {
+            return Err(MessageError::RosterMismatch {
+                epoch: header.epoch,
+            });
+        }
+        let member = state
+            .roster
+            .get(header.sender)
+            .ok_or(MessageError::UnknownSender {
+                sender: header.sender,
+                epoch: header.epoch,
+            })?;
+        message::verify_signature(message, member.identity_key())?;
+        let window = state
+            .windows
+            .get(&header.sender)
+            .copied()
+            .unwrap_or_default();
+        window.check(header.sender, header.epoch, header.generation, replay)?;
+        if !header.content_type.allowed_without_floor() && !state.roster.may_post(header.sender) {
+            return Err(MessageError::NoFloor {
+                sender: header.sender,
+                epoch: header.epoch,
+            });
+        }
+        let content = message::decrypt(&state.schedule, message)?;
+        let sender_info = match &member.role {
+            Role::Customer => Sender::Customer,
+            Role::Admin => Sender::Admin,
+            Role::Agent { credential } => Sender::Agent {
+                display_name: credential.display_name.clone(),
+                kind: credential.kind,
+            },
+        };
+        state
+            .windows
+            .entry(header.sender)
+            .or_default()
+            .record(header.generation);
+        Ok(ReceivedMessage {
+            id: header.message_id(),
+            epoch: header.epoch,
+            sender: header.sender,
+            sender_info,
+            generation: header.generation,
+            quoted: header.quoted,
+            content,
+        })
+    }
+}
+
+/// Finds and opens `me`'s wrap in `commit`.
+fn open_commit_wrap(
+    me: &DeviceKeys,
+    admin: DeviceId,
+    admin_key: &IdentityPublicKey,
+    commit: &Commit,
+    roster_hash: &RosterHash,
+    now: Timestamp,
+    seen: &mut SeenWraps,
+) -> Result<EpochSecret, CommitError> {
+    if !commit.roster.contains(me.device()) {
+        return Err(CommitError::Removed {
+            device: me.device(),
+            epoch: commit.epoch,
+        });
+    }
+    let wrap = commit.wrap_for(me.device()).ok_or(CommitError::Removed {
+        device: me.device(),
+        epoch: commit.epoch,
+    })?;
+    Ok(wrap.open(
+        me,
+        &ExpectedWrap {
+            sender: admin,
+            sender_key: admin_key,
+            thread: commit.thread,
+            epoch: commit.epoch,
+            roster_hash: *roster_hash,
+        },
+        now,
+        seen,
+    )?)
+}
