@@ -39,6 +39,12 @@ pub enum CommitAction {
         /// The agent joining.
         to: Box<Member>,
     },
+    /// Move the floor without changing membership: hand it to one agent (the others stay and
+    /// may only send receipts and typing), share it (`Group`), or return it to the admin.
+    SetFloor {
+        /// The new floor.
+        floor: Floor,
+    },
     /// Same roster, fresh secret (periodic rotation, or after a device compromise).
     Rekey,
 }
@@ -53,6 +59,11 @@ impl CommitAction {
                 .u8(4)
                 .fixed(from.as_bytes())
                 .fixed(to.device().as_bytes()),
+            Self::SetFloor { floor } => match floor {
+                Floor::Admin => tbs.u8(6).u8(1),
+                Floor::Agent(device) => tbs.u8(6).u8(2).fixed(device.as_bytes()),
+                Floor::Group => tbs.u8(6).u8(3),
+            },
             Self::Rekey => tbs.u8(5),
         };
     }
@@ -124,6 +135,12 @@ impl CommitAction {
                 if next.floor != Floor::Group {
                     next.floor = Floor::Agent(to.device());
                 }
+            }
+            Self::SetFloor { floor } => {
+                if let Floor::Agent(holder) = floor {
+                    check_agent_member(*holder)?;
+                }
+                next.floor = *floor;
             }
             Self::Rekey => {}
         }

@@ -301,6 +301,18 @@ pub enum MessageError {
         /// The message's epoch.
         epoch: Epoch,
     },
+    /// The message is from an older epoch and its sender has since been removed: a removed
+    /// agent keeps old epoch secrets, so its messages in old epochs are refused once the
+    /// receiver has seen the removal.
+    #[error(
+        "sender {sender} was removed from the thread; its message in old epoch {epoch} is refused"
+    )]
+    SenderRemoved {
+        /// The removed sender.
+        sender: DeviceId,
+        /// The old epoch the message claims.
+        epoch: Epoch,
+    },
     /// The signature does not verify under the claimed sender's identity key.
     #[error(
         "message signature does not verify for sender {sender}: tampered, or sent by another member"

@@ -27,7 +27,7 @@ impl fmt::Debug for RosterHash {
 
 /// A member's role in a thread.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "role", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Role {
     /// The customer who opened the thread.
     Customer,
@@ -47,7 +47,6 @@ pub struct Member {
     /// The device's key bundle.
     pub bundle: KeyBundle,
     /// Its role.
-    #[serde(flatten)]
     pub role: Role,
 }
 

@@ -586,7 +586,8 @@ impl ThreadState {
         Ok(sealed)
     }
 
-    /// Verifies and decrypts a message. Checks, in order: thread, epoch held, roster hash,
+    /// Verifies and decrypts a message. Checks, in order: thread, sender not removed (for
+    /// messages of older epochs), epoch held, roster hash,
     /// sender membership, sender signature, generation window (duplicates and jumps), floor,
     /// AEAD decryption, and content against header. The generation is recorded only when every
     /// check passed.
@@ -606,6 +607,12 @@ impl ThreadState {
         }
         let current = self.current;
         let replay = self.replay;
+        if header.epoch != current && !self.roster().contains(header.sender) {
+            return Err(MessageError::SenderRemoved {
+                sender: header.sender,
+                epoch: header.epoch,
+            });
+        }
         let state = self
             .epochs
             .get_mut(&header.epoch)

@@ -1,0 +1,724 @@
+//! Attack tests: each named for the attack it proves is refused. See the validation table in
+//! docs/protocol.md.
+
+use switchboard_protocol::*;
+
+use crate::support::{NOW, World, header_for, spec_seal};
+
+// ---- key wraps ----------------------------------------------------------------------------
+
+/// The customer's wrap of epoch 0 to the admin, and what the admin expects of it.
+fn thread_open_wrap(suite: CipherSuite) -> (World, ThreadOpen) {
+    let mut w = World::new(suite, 2);
+    let (_, open) = ThreadState::open(
+        &w.customer,
+        w.entity.clone(),
+        &w.admin.bundle(NOW),
+        NOW,
+        &mut w.rng,
+    )
+    .unwrap();
+    (w, open)
+}
+
+fn open_as_admin(w: &World, open: &ThreadOpen, wrap: &KeyWrap) -> Result<EpochSecret, WrapError> {
+    let roster = Roster::initial(w.entity.clone(), open.customer.clone(), open.admin.clone());
+    wrap.open(
+        &w.admin,
+        &ExpectedWrap {
+            sender: w.customer.device(),
+            sender_key: &w.customer.identity_public(),
+            thread: open.thread,
+            epoch: Epoch(0),
+            roster_hash: roster.hash(),
+        },
+        NOW,
+        &mut SeenWraps::new(),
+    )
+}
+
+#[test]
+fn every_flipped_bit_of_a_wrap_is_rejected() {
+    for suite in CipherSuite::ALL {
+        let (w, open) = thread_open_wrap(suite);
+        open_as_admin(&w, &open, &open.wrap).expect("the genuine wrap opens");
+        let json = encode(&open.wrap).unwrap();
+        let mut decoded_but_refused = 0;
+        for i in 0..json.len() {
+            for bit in 0..8 {
+                let mut bad = json.clone();
+                bad[i] ^= 1 << bit;
+                if let Ok(wrap) = decode::<KeyWrap>(&bad) {
+                    decoded_but_refused += 1;
+                    assert!(
+                        open_as_admin(&w, &open, &wrap).is_err(),
+                        "{suite}: flipping bit {bit} of byte {i} was accepted"
+                    );
+                }
+            }
+        }
+        // Many flips survive JSON decoding (inside base64, hex and numbers) and must be caught
+        // by the signature, the context checks or HPKE.
+        assert!(
+            decoded_but_refused > 100,
+            "{suite}: only {decoded_but_refused} flips decoded"
+        );
+
+        // And at the binary level: every byte of enc, ciphertext and signature.
+        for field in 0..3 {
+            let len = [open.wrap.enc.len(), open.wrap.ciphertext.len(), 64][field];
+            for i in 0..len {
+                let mut wrap = open.wrap.clone();
+                match field {
+                    0 => wrap.enc[i] ^= 0x01,
+                    1 => wrap.ciphertext[i] ^= 0x80,
+                    _ => {
+                        let mut sig = wrap.signature.to_bytes();
+                        sig[i] ^= 0x01;
+                        wrap.signature = Signature::from_bytes(sig);
+                    }
+                }
+                assert!(
+                    open_as_admin(&w, &open, &wrap).is_err(),
+                    "{suite}: field {field} byte {i}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_truncation_of_a_wrap_is_rejected() {
+    for suite in CipherSuite::ALL {
+        let (w, open) = thread_open_wrap(suite);
+        let json = encode(&open.wrap).unwrap();
+        for len in 0..json.len() {
+            if let Ok(wrap) = decode::<KeyWrap>(&json[..len]) {
+                assert!(
+                    open_as_admin(&w, &open, &wrap).is_err(),
+                    "{suite}: prefix of {len} accepted"
+                );
+            }
+        }
+        for len in [0, 1, open.wrap.enc.len() - 1] {
+            let mut wrap = open.wrap.clone();
+            wrap.enc.truncate(len);
+            assert!(open_as_admin(&w, &open, &wrap).is_err());
+        }
+        for len in [0, 16, open.wrap.ciphertext.len() - 1] {
+            let mut wrap = open.wrap.clone();
+            wrap.ciphertext.truncate(len);
+            assert!(open_as_admin(&w, &open, &wrap).is_err());
+        }
+        // A signature of the wrong length does not even decode.
+        let mut v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        let sig = v["signature"].as_str().unwrap().to_owned();
+        v["signature"] = serde_json::Value::String(sig[..sig.len() - 2].to_owned());
+        assert!(decode::<KeyWrap>(v.to_string().as_bytes()).is_err());
+    }
+}
+
+#[test]
+fn wrap_for_another_recipient_is_rejected() {
+    let mut w = World::new(CipherSuite::default(), 2);
+    let (_, mut admin_view, _) = w.open_thread();
+    let member = w.member(0, AgentKind::Bot);
+    let commit = admin_view
+        .commit(
+            &w.admin,
+            CommitAction::Assign {
+                agent: Box::new(member),
+            },
+            NOW,
+            &mut w.rng,
+        )
+        .unwrap();
+    // Agent 1 is not in the roster; it takes agent 0's wrap and tries to open it.
+    let wrap = commit.wrap_for(w.agents[0].device()).unwrap();
+    let expected = ExpectedWrap {
+        sender: w.admin.device(),
+        sender_key: &w.admin.identity_public(),
+        thread: commit.thread,
+        epoch: commit.epoch,
+        roster_hash: commit.roster.hash(),
+    };
+    let err = wrap
+        .open(&w.agents[1], &expected, NOW, &mut SeenWraps::new())
+        .unwrap_err();
+    assert!(matches!(err, WrapError::WrongRecipient { .. }), "{err}");
+    // Rewriting the addressee breaks the admin's signature.
+    let mut readdressed = wrap.clone();
+    readdressed.recipient = w.agents[1].device();
+    let err = readdressed
+        .open(&w.agents[1], &expected, NOW, &mut SeenWraps::new())
+        .unwrap_err();
+    assert!(matches!(err, WrapError::BadSignature { .. }), "{err}");
+    // And joining through the commit fails for the outsider.
+    let err = ThreadState::join(
+        &w.agents[1],
+        w.admin.device(),
+        w.admin.identity_public(),
+        &commit,
+        NOW,
+    )
+    .unwrap_err();
+    assert!(matches!(err, CommitError::Removed { .. }), "{err}");
+}
+
+#[test]
+fn unsigned_wrap_is_rejected() {
+    let (w, open) = thread_open_wrap(CipherSuite::default());
+    let mut wrap = open.wrap.clone();
+    wrap.signature = Signature::from_bytes([0; 64]);
+    let err = open_as_admin(&w, &open, &wrap).unwrap_err();
+    assert!(matches!(err, WrapError::BadSignature { .. }), "{err}");
+    // A wrap without a signature field does not decode at all.
+    let mut v: serde_json::Value = serde_json::from_slice(&encode(&open.wrap).unwrap()).unwrap();
+    v.as_object_mut().unwrap().remove("signature");
+    let err = decode::<KeyWrap>(v.to_string().as_bytes()).unwrap_err();
+    assert!(err.to_string().contains("signature"), "{err}");
+}
+
+#[test]
+fn wrap_signed_by_non_admin_is_rejected() {
+    let mut w = World::new(CipherSuite::default(), 2);
+    let (customer_view, admin_view, _) = w.open_thread();
+    // Agent 0 (not the admin) wraps a secret of its choosing to the customer for "epoch 1",
+    // claiming to be the admin.
+    let fake = KeyWrap::seal(
+        &w.agents[0],
+        &w.customer.bundle(NOW),
+        &WrapContext {
+            thread: customer_view.thread(),
+            epoch: Epoch(1),
+            roster_hash: admin_view.roster_hash(),
+            expires_at: NOW.plus(60),
+        },
+        &EpochSecret::from_bytes([7; 32]),
+        &mut w.rng,
+    )
+    .unwrap();
+    let expected = ExpectedWrap {
+        sender: w.admin.device(),
+        sender_key: &w.admin.identity_public(),
+        thread: customer_view.thread(),
+        epoch: Epoch(1),
+        roster_hash: admin_view.roster_hash(),
+    };
+    let err = fake
+        .open(&w.customer, &expected, NOW, &mut SeenWraps::new())
+        .unwrap_err();
+    assert!(matches!(err, WrapError::UnexpectedSender { .. }), "{err}");
+    let mut claimed = fake.clone();
+    claimed.sender = w.admin.device();
+    let err = claimed
+        .open(&w.customer, &expected, NOW, &mut SeenWraps::new())
+        .unwrap_err();
+    assert!(matches!(err, WrapError::BadSignature { .. }), "{err}");
+}
+
+#[test]
+fn commit_signed_by_non_admin_is_rejected() {
+    let mut w = World::new(CipherSuite::default(), 2);
+    let (mut customer_view, mut admin_view, _) = w.open_thread();
+    // The agent builds a perfectly formed commit in a copy of the admin's state... but it can
+    // only sign with its own key.
+    let member = w.member(0, AgentKind::Bot);
+    let mut commit = admin_view
+        .commit(
+            &w.admin,
+            CommitAction::Assign {
+                agent: Box::new(member),
+            },
+            NOW,
+            &mut w.rng,
+        )
+        .unwrap();
+    commit.signature = w.agents[0].identity().sign(b"anything");
+    let err = customer_view
+        .apply_commit(&w.customer, &commit, NOW)
+        .unwrap_err();
+    assert!(matches!(err, CommitError::BadSignature { .. }), "{err}");
+    assert_eq!(customer_view.epoch(), Epoch(0));
+    // A non-admin cannot even make a commit through the API.
+    let err = customer_view
+        .commit(&w.customer, CommitAction::Rekey, NOW, &mut w.rng)
+        .unwrap_err();
+    assert_eq!(err, CommitError::NotAdmin);
+}
+
+#[test]
+fn replayed_wrap_is_rejected() {
+    let mut w = World::new(CipherSuite::default(), 1);
+    let (customer_view, admin_view, open) = w.open_thread();
+    let _ = (customer_view, admin_view);
+    let roster = Roster::initial(w.entity.clone(), open.customer.clone(), open.admin.clone());
+    let expected = ExpectedWrap {
+        sender: w.customer.device(),
+        sender_key: &w.customer.identity_public(),
+        thread: open.thread,
+        epoch: Epoch(0),
+        roster_hash: roster.hash(),
+    };
+    let mut seen = SeenWraps::new();
+    open.wrap.open(&w.admin, &expected, NOW, &mut seen).unwrap();
+    let err = open
+        .wrap
+        .open(&w.admin, &expected, NOW, &mut seen)
+        .unwrap_err();
+    assert!(matches!(err, WrapError::Replayed { .. }), "{err}");
+    // Pruning keeps the id until the wrap expires; after that the wrap is refused as expired.
+    seen.prune(NOW.plus(60));
+    assert!(matches!(
+        open.wrap.open(&w.admin, &expected, NOW.plus(60), &mut seen),
+        Err(WrapError::Replayed { .. })
+    ));
+    let later = NOW.plus(DEFAULT_WRAP_LIFETIME_SECS);
+    seen.prune(later);
+    assert!(seen.is_empty());
+    assert!(matches!(
+        open.wrap.open(&w.admin, &expected, later, &mut seen),
+        Err(WrapError::Expired { .. })
+    ));
+}
+
+#[test]
+fn replayed_commit_is_rejected() {
+    let mut w = World::new(CipherSuite::default(), 1);
+    let (mut customer_view, _, _, commit) = w.assigned_thread();
+    let err = customer_view
+        .apply_commit(&w.customer, &commit, NOW)
+        .unwrap_err();
+    assert!(matches!(err, CommitError::EpochMismatch { .. }), "{err}");
+}
+
+#[test]
+fn wrap_for_another_thread_or_epoch_is_rejected() {
+    let (w, open) = thread_open_wrap(CipherSuite::default());
+    let roster = Roster::initial(w.entity.clone(), open.customer.clone(), open.admin.clone());
+    let mut expected = ExpectedWrap {
+        sender: w.customer.device(),
+        sender_key: &w.customer.identity_public(),
+        thread: ThreadId::from_bytes([9; 16]),
+        epoch: Epoch(0),
+        roster_hash: roster.hash(),
+    };
+    let err = open
+        .wrap
+        .open(&w.admin, &expected, NOW, &mut SeenWraps::new())
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WrapError::ContextMismatch {
+                field: "thread",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    expected.thread = open.thread;
+    expected.epoch = Epoch(1);
+    let err = open
+        .wrap
+        .open(&w.admin, &expected, NOW, &mut SeenWraps::new())
+        .unwrap_err();
+    assert!(
+        matches!(err, WrapError::ContextMismatch { field: "epoch", .. }),
+        "{err}"
+    );
+}
+
+// ---- messages -----------------------------------------------------------------------------
+
+#[test]
+fn every_flipped_bit_of_a_message_is_rejected() {
+    let mut w = World::new(CipherSuite::default(), 1);
+    let (mut customer_view, _, mut agent_view, _) = w.assigned_thread();
+    let quoted = MessageId::from_bytes([3; 16]);
+    let msg = agent_view
+        .seal(
+            &w.agents[0],
+            &Content::Reply {
+                text: "Order 42 ships today".into(),
+            },
+            Some(quoted),
+        )
+        .unwrap();
+    let json = encode(&msg).unwrap();
+    let mut decoded = 0;
+    for i in 0..json.len() {
+        for bit in 0..8 {
+            let mut bad = json.clone();
+            bad[i] ^= 1 << bit;
+            if let Ok(m) = decode::<SealedMessage>(&bad) {
+                decoded += 1;
+                assert!(
+                    customer_view.open_message(&m).is_err(),
+                    "flipping bit {bit} of byte {i} was accepted"
+                );
+            }
+        }
+    }
+    assert!(decoded > 100, "only {decoded} flips decoded");
+    for i in 0..msg.ciphertext.len() {
+        let mut m = msg.clone();
+        m.ciphertext[i] ^= 0x01;
+        assert!(
+            customer_view.open_message(&m).is_err(),
+            "ciphertext byte {i}"
+        );
+    }
+    // The genuine message is still accepted afterwards: the refusals recorded nothing.
+    let got = customer_view.open_message(&msg).unwrap();
+    assert_eq!(got.quoted, Some(quoted));
+}
+
+#[test]
+fn every_truncation_of_a_message_is_rejected() {
+    let mut w = World::new(CipherSuite::default(), 1);
+    let (mut customer_view, _, mut agent_view, _) = w.assigned_thread();
+    let msg = agent_view
+        .seal(&w.agents[0], &Content::text("hello"), None)
+        .unwrap();
+    let json = encode(&msg).unwrap();
+    for len in 0..json.len() {
+        if let Ok(m) = decode::<SealedMessage>(&json[..len]) {
+            assert!(
+                customer_view.open_message(&m).is_err(),
+                "prefix of {len} accepted"
+            );
+        }
+    }
+    for len in 0..msg.ciphertext.len() {
+        let mut m = msg.clone();
+        m.ciphertext.truncate(len);
+        assert!(
+            customer_view.open_message(&m).is_err(),
+            "ciphertext of {len} bytes accepted"
+        );
+    }
+    customer_view.open_message(&msg).unwrap();
+}
+
+#[test]
+fn replayed_message_is_rejected() {
+    let mut w = World::new(CipherSuite::default(), 1);
+    let (mut customer_view, _, mut agent_view, _) = w.assigned_thread();
+    let msg = agent_view
+        .seal(&w.agents[0], &Content::text("hello"), None)
+        .unwrap();
+    customer_view.open_message(&msg).unwrap();
+    let err = customer_view.open_message(&msg).unwrap_err();
+    assert!(matches!(err, MessageError::Duplicate { .. }), "{err}");
+}
+
+#[test]
+fn forged_sender_is_rejected() {
+    // The bot holds epoch 1's secret, so it can derive the customer's message key and produce a
+    // ciphertext that decrypts. It cannot produce the customer's signature.
+    let mut w = World::new(CipherSuite::default(), 1);
+    let (_, mut admin_view, agent_view, _) = w.assigned_thread();
+    let secret = agent_view.epoch_secret(agent_view.epoch()).unwrap().clone();
+
+    // Control: the spec construction signed by the bot as itself is accepted, so the forgery
+    // below is refused only because of the sender signature.
+    let own = spec_seal(
+        &secret,
+        header_for(&agent_view, w.agents[0].device(), 0),
+        &Content::text("genuine"),
+        w.agents[0].identity(),
+    );
+    assert_eq!(
+        admin_view.open_message(&own).unwrap().content,
+        Content::text("genuine")
+    );
+
+    let forged = spec_seal(
+        &secret,
+        header_for(&agent_view, w.customer.device(), 0),
+        &Content::text("please refund me to account 666"),
+        w.agents[0].identity(),
+    );
+    let err = admin_view.open_message(&forged).unwrap_err();
+    assert_eq!(
+        err,
+        MessageError::BadSignature {
+            sender: w.customer.device()
+        }
+    );
+}
+
+#[test]
+fn removed_agent_cannot_decrypt_next_epoch() {
+    let mut w = World::new(CipherSuite::default(), 2);
+    let (mut customer_view, mut admin_view, mut bot_view, _) = w.assigned_thread();
+    let human = w.member(1, AgentKind::Human);
+    let transfer = admin_view
+        .commit(
+            &w.admin,
+            CommitAction::Transfer {
+                from: w.agents[0].device(),
+                to: Box::new(human),
+            },
+            NOW,
+            &mut w.rng,
+        )
+        .unwrap();
+    customer_view
+        .apply_commit(&w.customer, &transfer, NOW)
+        .unwrap();
+    // The commit holds no wrap for the bot, and the bot cannot use anyone else's.
+    assert!(transfer.wrap_for(w.agents[0].device()).is_none());
+    let err = bot_view
+        .apply_commit(&w.agents[0], &transfer, NOW)
+        .unwrap_err();
+    assert!(matches!(err, CommitError::Removed { .. }), "{err}");
+    for wrap in &transfer.wraps {
+        let err = wrap
+            .open(
+                &w.agents[0],
+                &ExpectedWrap {
+                    sender: w.admin.device(),
+                    sender_key: &w.admin.identity_public(),
+                    thread: transfer.thread,
+                    epoch: transfer.epoch,
+                    roster_hash: transfer.roster.hash(),
+                },
+                NOW,
+                &mut SeenWraps::new(),
+            )
+            .unwrap_err();
+        assert!(matches!(err, WrapError::WrongRecipient { .. }), "{err}");
+    }
+    // Messages of epoch 2 are unreadable for the bot.
+    let secret_msg = customer_view
+        .seal(&w.customer, &Content::text("my card ends 4242"), None)
+        .unwrap();
+    let err = bot_view.open_message(&secret_msg).unwrap_err();
+    assert!(matches!(err, MessageError::UnknownEpoch { .. }), "{err}");
+    assert!(!bot_view.epochs_held().contains(&transfer.epoch));
+}
+
+#[test]
+fn removed_agent_cannot_post_in_old_epoch_after_removal() {
+    let mut w = World::new(CipherSuite::default(), 2);
+    let (mut customer_view, mut admin_view, mut bot_view, _) = w.assigned_thread();
+    let transfer = admin_view
+        .commit(
+            &w.admin,
+            CommitAction::Transfer {
+                from: w.agents[0].device(),
+                to: Box::new(w.member(1, AgentKind::Human)),
+            },
+            NOW,
+            &mut w.rng,
+        )
+        .unwrap();
+    customer_view
+        .apply_commit(&w.customer, &transfer, NOW)
+        .unwrap();
+    // The bot still holds epoch 1 and posts there after it was removed.
+    let late = bot_view
+        .seal(&w.agents[0], &Content::text("still here"), None)
+        .unwrap();
+    let err = customer_view.open_message(&late).unwrap_err();
+    assert!(matches!(err, MessageError::SenderRemoved { .. }), "{err}");
+}
+
+#[test]
+fn agent_without_floor_cannot_post() {
+    let mut w = World::new(CipherSuite::default(), 2);
+    let (mut customer_view, mut admin_view, mut bot_view, _) = w.assigned_thread();
+    let add = admin_view
+        .commit(
+            &w.admin,
+            CommitAction::AddToGroup {
+                agent: Box::new(w.member(1, AgentKind::Human)),
+            },
+            NOW,
+            &mut w.rng,
+        )
+        .unwrap();
+    customer_view.apply_commit(&w.customer, &add, NOW).unwrap();
+    bot_view.apply_commit(&w.agents[0], &add, NOW).unwrap();
+    // The bot hands the floor to the human but stays in the thread.
+    let floor = admin_view
+        .commit(
+            &w.admin,
+            CommitAction::SetFloor {
+                floor: Floor::Agent(w.agents[1].device()),
+            },
+            NOW,
+            &mut w.rng,
+        )
+        .unwrap();
+    customer_view
+        .apply_commit(&w.customer, &floor, NOW)
+        .unwrap();
+    bot_view.apply_commit(&w.agents[0], &floor, NOW).unwrap();
+
+    let err = bot_view
+        .seal(&w.agents[0], &Content::text("I can still help!"), None)
+        .unwrap_err();
+    assert!(matches!(err, MessageError::NoFloor { .. }), "{err}");
+    // A correctly encrypted and signed text built outside the API is refused by the receiver.
+    let secret = bot_view.epoch_secret(bot_view.epoch()).unwrap().clone();
+    let sneaky = spec_seal(
+        &secret,
+        header_for(&bot_view, w.agents[0].device(), 0),
+        &Content::text("I can still help!"),
+        w.agents[0].identity(),
+    );
+    let err = customer_view.open_message(&sneaky).unwrap_err();
+    assert!(matches!(err, MessageError::NoFloor { .. }), "{err}");
+    // Receipts and typing are still allowed without the floor.
+    let receipt = bot_view
+        .seal(&w.agents[0], &Content::Typing { active: false }, None)
+        .unwrap();
+    customer_view.open_message(&receipt).unwrap();
+}
+
+#[test]
+fn all_zero_x25519_keys_are_refused() {
+    let w = World::new(CipherSuite::default(), 0);
+    assert_eq!(
+        KemPublicKey::from_bytes(CipherSuite::X25519Sha256ChaCha20Poly1305, &[0; 32]).unwrap_err(),
+        KeyError::WeakKemKey
+    );
+    // An X-Wing key whose X25519 half is all zero is refused too.
+    let xwing = DeviceKeys::from_seed(
+        DeviceId::from_bytes([4; 16]),
+        CipherSuite::XWingSha256ChaCha20Poly1305,
+        &[4; 32],
+    );
+    let mut bytes = xwing.kem_public().as_bytes().to_vec();
+    bytes[1184..].fill(0);
+    assert_eq!(
+        KemPublicKey::from_bytes(CipherSuite::XWingSha256ChaCha20Poly1305, &bytes).unwrap_err(),
+        KeyError::WeakKemKey
+    );
+    // A bundle carrying an all-zero KEM key does not decode, so nobody can wrap to it.
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&encode(&w.admin.bundle(NOW)).unwrap()).unwrap();
+    v["kem_key"]["key"] = serde_json::Value::String("A".repeat(43));
+    let err = decode::<KeyBundle>(v.to_string().as_bytes()).unwrap_err();
+    assert!(err.to_string().contains("small-order"), "{err}");
+    // All-zero identity keys are refused as weak.
+    assert!(IdentityPublicKey::from_bytes(&[0; 32]).is_err());
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&encode(&w.admin.bundle(NOW)).unwrap()).unwrap();
+    v["identity_key"] = serde_json::Value::String("A".repeat(43));
+    assert!(decode::<KeyBundle>(v.to_string().as_bytes()).is_err());
+}
+
+#[test]
+fn unknown_version_is_refused() {
+    let mut w = World::new(CipherSuite::default(), 1);
+    let (mut customer_view, _, mut agent_view, commit) = w.assigned_thread();
+    let msg = agent_view
+        .seal(&w.agents[0], &Content::text("hi"), None)
+        .unwrap();
+    let bundle = w.admin.bundle(NOW);
+    let values: Vec<(&str, Vec<u8>)> = vec![
+        ("message", encode(&msg).unwrap()),
+        ("commit", encode(&commit).unwrap()),
+        ("key wrap", encode(&commit.wraps[0]).unwrap()),
+        ("key bundle", encode(&bundle).unwrap()),
+    ];
+    for (what, json) in values {
+        for version in [0u64, 2, 99] {
+            let mut v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+            v["v"] = serde_json::Value::from(version);
+            let bytes = v.to_string().into_bytes();
+            let err = match what {
+                "message" => decode::<SealedMessage>(&bytes).map(drop),
+                "commit" => decode::<Commit>(&bytes).map(drop),
+                "key wrap" => decode::<KeyWrap>(&bytes).map(drop),
+                _ => decode::<KeyBundle>(&bytes).map(drop),
+            }
+            .unwrap_err();
+            assert_eq!(
+                err,
+                WireError::UnsupportedVersion {
+                    what,
+                    found: version,
+                    supported: 1
+                },
+                "{what} v{version}"
+            );
+            assert!(err.to_string().contains("switchboard/1"), "{err}");
+        }
+    }
+    // A missing version is malformed, not silently accepted.
+    let mut v: serde_json::Value = serde_json::from_slice(&encode(&msg).unwrap()).unwrap();
+    v.as_object_mut().unwrap().remove("v");
+    assert!(matches!(
+        decode::<SealedMessage>(v.to_string().as_bytes()),
+        Err(WireError::Malformed { .. })
+    ));
+    customer_view.open_message(&msg).unwrap();
+}
+
+#[test]
+fn message_with_roster_of_another_view_is_rejected() {
+    let mut w = World::new(CipherSuite::default(), 1);
+    let (mut customer_view, _, agent_view, _) = w.assigned_thread();
+    let secret = agent_view.epoch_secret(agent_view.epoch()).unwrap().clone();
+    let mut header = header_for(&agent_view, w.agents[0].device(), 0);
+    header.roster_hash = RosterHash([1; 32]);
+    let msg = spec_seal(
+        &secret,
+        header,
+        &Content::text("hi"),
+        w.agents[0].identity(),
+    );
+    let err = customer_view.open_message(&msg).unwrap_err();
+    assert!(matches!(err, MessageError::RosterMismatch { .. }), "{err}");
+}
+
+#[test]
+fn generation_jump_beyond_limit_is_rejected() {
+    let mut w = World::new(CipherSuite::default(), 1);
+    let (mut customer_view, _, agent_view, _) = w.assigned_thread();
+    let secret = agent_view.epoch_secret(agent_view.epoch()).unwrap().clone();
+    let far = spec_seal(
+        &secret,
+        header_for(
+            &agent_view,
+            w.agents[0].device(),
+            ReplayPolicy::default().max_jump + 1,
+        ),
+        &Content::text("from the future"),
+        w.agents[0].identity(),
+    );
+    let err = customer_view.open_message(&far).unwrap_err();
+    assert!(
+        matches!(err, MessageError::GenerationOutOfWindow { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn expired_credential_is_refused_in_a_commit() {
+    let mut w = World::new(CipherSuite::default(), 1);
+    let (_, mut admin_view, _) = w.open_thread();
+    let member = w.member(0, AgentKind::Bot);
+    let err = admin_view
+        .commit(
+            &w.admin,
+            CommitAction::Assign {
+                agent: Box::new(member),
+            },
+            NOW.plus(86_400),
+            &mut w.rng,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CommitError::Credential(CredentialError::Expired { .. })
+        ),
+        "{err}"
+    );
+}

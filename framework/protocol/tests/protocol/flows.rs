@@ -1,0 +1,323 @@
+//! Whole flows across devices: groups, transfers, retention, mixed suites, wire round trips.
+
+use switchboard_protocol::*;
+
+use crate::support::{NOW, World};
+
+fn round_trip<T: WireType + PartialEq + std::fmt::Debug>(value: &T) -> T {
+    let back: T = decode(&encode(value).unwrap()).unwrap();
+    assert_eq!(&back, value);
+    back
+}
+
+#[test]
+fn every_wire_type_round_trips_through_json() {
+    for suite in CipherSuite::ALL {
+        let mut w = World::new(suite, 1);
+        let (mut customer_view, _, mut agent_view, commit) = w.assigned_thread();
+        round_trip(&w.admin.bundle(NOW));
+        round_trip(commit.roster.agents().next().unwrap().credential().unwrap());
+        round_trip(&commit.wraps[0]);
+        let commit = round_trip(&commit);
+        let msg = agent_view
+            .seal(&w.agents[0], &Content::text("hi"), None)
+            .unwrap();
+        let msg = round_trip(&msg);
+        customer_view.open_message(&msg).unwrap();
+        let (_, open) = ThreadState::open(
+            &w.customer,
+            w.entity.clone(),
+            &w.admin.bundle(NOW),
+            NOW,
+            &mut w.rng,
+        )
+        .unwrap();
+        round_trip(&open);
+        assert_eq!(commit.epoch, Epoch(1));
+    }
+}
+
+#[test]
+fn group_members_read_each_other_and_removed_member_cannot_read_on() {
+    let mut w = World::new(CipherSuite::default(), 3);
+    let (mut customer_view, mut admin_view, mut a0, _) = w.assigned_thread();
+    let add1 = admin_view
+        .commit(
+            &w.admin,
+            CommitAction::AddToGroup {
+                agent: Box::new(w.member(1, AgentKind::Human)),
+            },
+            NOW,
+            &mut w.rng,
+        )
+        .unwrap();
+    customer_view.apply_commit(&w.customer, &add1, NOW).unwrap();
+    a0.apply_commit(&w.agents[0], &add1, NOW).unwrap();
+    let mut a1 = ThreadState::join(
+        &w.agents[1],
+        w.admin.device(),
+        w.admin.identity_public(),
+        &add1,
+        NOW,
+    )
+    .unwrap();
+    let add2 = admin_view
+        .commit(
+            &w.admin,
+            CommitAction::AddToGroup {
+                agent: Box::new(w.member(2, AgentKind::Human)),
+            },
+            NOW,
+            &mut w.rng,
+        )
+        .unwrap();
+    for (view, keys) in [
+        (&mut customer_view, &w.customer),
+        (&mut a0, &w.agents[0]),
+        (&mut a1, &w.agents[1]),
+    ] {
+        view.apply_commit(keys, &add2, NOW).unwrap();
+    }
+    let mut a2 = ThreadState::join(
+        &w.agents[2],
+        w.admin.device(),
+        w.admin.identity_public(),
+        &add2,
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(customer_view.roster().floor, Floor::Group);
+
+    // Everyone reads everyone.
+    let from0 = a0
+        .seal(&w.agents[0], &Content::text("from 0"), None)
+        .unwrap();
+    let from1 = a1
+        .seal(&w.agents[1], &Content::text("from 1"), None)
+        .unwrap();
+    let from2 = a2
+        .seal(&w.agents[2], &Content::text("from 2"), None)
+        .unwrap();
+    for m in [&from1, &from2] {
+        assert!(a0.open_message(m).is_ok());
+    }
+    for m in [&from0, &from2] {
+        assert!(a1.open_message(m).is_ok());
+    }
+    for m in [&from0, &from1] {
+        assert!(a2.open_message(m).is_ok());
+    }
+    for m in [&from0, &from1, &from2] {
+        let got = customer_view.open_message(m).unwrap();
+        assert!(matches!(got.sender_info, Sender::Agent { .. }));
+    }
+
+    // Remove agent 1: epoch 4, not wrapped to it.
+    let remove = admin_view
+        .commit(
+            &w.admin,
+            CommitAction::Remove {
+                device: w.agents[1].device(),
+            },
+            NOW,
+            &mut w.rng,
+        )
+        .unwrap();
+    assert_eq!(remove.wraps.len(), 3, "customer, agent 0 and agent 2");
+    for (view, keys) in [
+        (&mut customer_view, &w.customer),
+        (&mut a0, &w.agents[0]),
+        (&mut a2, &w.agents[2]),
+    ] {
+        view.apply_commit(keys, &remove, NOW).unwrap();
+    }
+    assert!(matches!(
+        a1.apply_commit(&w.agents[1], &remove, NOW),
+        Err(CommitError::Removed { .. })
+    ));
+    let after = a0
+        .seal(&w.agents[0], &Content::text("after removal"), None)
+        .unwrap();
+    assert!(a2.open_message(&after).is_ok());
+    assert!(customer_view.open_message(&after).is_ok());
+    assert!(matches!(
+        a1.open_message(&after),
+        Err(MessageError::UnknownEpoch { .. })
+    ));
+}
+
+#[test]
+fn retention_policy_deletes_old_epoch_secrets() {
+    let mut w = World::new(CipherSuite::default(), 1);
+    let (mut customer_view, mut admin_view, mut bot_view, _) = w.assigned_thread();
+    let from_epoch_3 = |bot_view: &mut ThreadState, w: &World| {
+        bot_view
+            .seal(&w.agents[0], &Content::text("x"), None)
+            .unwrap()
+    };
+    let mut late = None;
+    for _ in 0..3 {
+        let rekey = admin_view
+            .commit(&w.admin, CommitAction::Rekey, NOW, &mut w.rng)
+            .unwrap();
+        customer_view
+            .apply_commit(&w.customer, &rekey, NOW)
+            .unwrap();
+        bot_view.apply_commit(&w.agents[0], &rekey, NOW).unwrap();
+        if bot_view.epoch() == Epoch(3) {
+            late = Some(from_epoch_3(&mut bot_view, &w));
+        }
+    }
+    // Default: current + 1 previous. The admin's repository keeps all.
+    assert_eq!(customer_view.epochs_held(), [Epoch(3), Epoch(4)]);
+    assert_eq!(
+        admin_view.epochs_held(),
+        (0..=4).map(Epoch).collect::<Vec<_>>()
+    );
+    assert!(customer_view.epoch_secret(Epoch(2)).is_none());
+    let mut customer_view = customer_view.with_retention(RetentionPolicy::current_only());
+    assert_eq!(customer_view.epochs_held(), [Epoch(4)]);
+    // A late message from epoch 3 is now unreadable for the customer, readable for the admin.
+    let late = late.unwrap();
+    assert!(matches!(
+        customer_view.open_message(&late),
+        Err(MessageError::UnknownEpoch { .. })
+    ));
+    assert!(admin_view.open_message(&late).is_ok());
+}
+
+#[test]
+fn late_message_from_previous_epoch_is_still_read() {
+    let mut w = World::new(CipherSuite::default(), 1);
+    let (mut customer_view, mut admin_view, mut bot_view, _) = w.assigned_thread();
+    let late = bot_view
+        .seal(&w.agents[0], &Content::text("sent before the rekey"), None)
+        .unwrap();
+    let rekey = admin_view
+        .commit(&w.admin, CommitAction::Rekey, NOW, &mut w.rng)
+        .unwrap();
+    customer_view
+        .apply_commit(&w.customer, &rekey, NOW)
+        .unwrap();
+    bot_view.apply_commit(&w.agents[0], &rekey, NOW).unwrap();
+    // The bot is still a member, so its epoch-1 message arriving late is accepted.
+    assert_eq!(customer_view.open_message(&late).unwrap().epoch, Epoch(1));
+    let mut strict = customer_view.with_retention(RetentionPolicy::current_only());
+    let late2 = admin_view
+        .seal(&w.admin, &Content::text("current"), None)
+        .unwrap();
+    assert!(strict.open_message(&late2).is_ok());
+}
+
+#[test]
+fn suites_are_negotiated_per_device() {
+    // Customer on X25519, admin and bot on X-Wing: each wrap uses its recipient's suite.
+    let mut rng = Csprng::from_seed([1; 32]);
+    let entity = EntityId::new("acme").unwrap();
+    let customer = DeviceKeys::generate(
+        DeviceId::random(&mut rng),
+        CipherSuite::X25519Sha256ChaCha20Poly1305,
+        &mut rng,
+    );
+    let admin = DeviceKeys::generate(
+        DeviceId::random(&mut rng),
+        CipherSuite::XWingSha256ChaCha20Poly1305,
+        &mut rng,
+    );
+    let bot = DeviceKeys::generate(
+        DeviceId::random(&mut rng),
+        CipherSuite::XWingSha256ChaCha20Poly1305,
+        &mut rng,
+    );
+    let (mut customer_view, open) =
+        ThreadState::open(&customer, entity.clone(), &admin.bundle(NOW), NOW, &mut rng).unwrap();
+    assert_eq!(open.wrap.suite, CipherSuite::XWingSha256ChaCha20Poly1305);
+    let mut admin_view = ThreadState::accept(&admin, &entity, &open, NOW).unwrap();
+    let bundle = bot.bundle(NOW);
+    let credential = AgentCredential::issue(
+        &admin,
+        &CredentialRequest {
+            entity: &entity,
+            agent: &bundle,
+            display_name: "PQBot",
+            kind: AgentKind::Bot,
+            issued_at: NOW,
+            expires_at: NOW.plus(60),
+        },
+    )
+    .unwrap();
+    let assign = admin_view
+        .commit(
+            &admin,
+            CommitAction::Assign {
+                agent: Box::new(Member::agent(bundle, credential)),
+            },
+            NOW,
+            &mut rng,
+        )
+        .unwrap();
+    let suite_of = |d: DeviceId| assign.wrap_for(d).unwrap().suite;
+    assert_eq!(
+        suite_of(customer.device()),
+        CipherSuite::X25519Sha256ChaCha20Poly1305
+    );
+    assert_eq!(
+        suite_of(bot.device()),
+        CipherSuite::XWingSha256ChaCha20Poly1305
+    );
+    customer_view.apply_commit(&customer, &assign, NOW).unwrap();
+    let mut bot_view =
+        ThreadState::join(&bot, admin.device(), admin.identity_public(), &assign, NOW).unwrap();
+    let hi = customer_view
+        .seal(&customer, &Content::text("hi"), None)
+        .unwrap();
+    assert_eq!(
+        bot_view.open_message(&hi).unwrap().content,
+        Content::text("hi")
+    );
+}
+
+#[test]
+fn invalid_roster_changes_are_refused() {
+    let mut w = World::new(CipherSuite::default(), 2);
+    let (_, mut admin_view, _, _) = w.assigned_thread();
+    let again = w.member(0, AgentKind::Bot);
+    let cases = [
+        CommitAction::Assign {
+            agent: Box::new(w.member(1, AgentKind::Bot)),
+        },
+        CommitAction::AddToGroup {
+            agent: Box::new(again),
+        },
+        CommitAction::Remove {
+            device: w.customer.device(),
+        },
+        CommitAction::Remove {
+            device: w.admin.device(),
+        },
+        CommitAction::Remove {
+            device: w.agents[1].device(),
+        },
+        CommitAction::Transfer {
+            from: w.agents[1].device(),
+            to: Box::new(w.member(1, AgentKind::Bot)),
+        },
+        CommitAction::SetFloor {
+            floor: Floor::Agent(w.agents[1].device()),
+        },
+    ];
+    for action in cases {
+        let err = admin_view
+            .commit(&w.admin, action.clone(), NOW, &mut w.rng)
+            .unwrap_err();
+        assert!(
+            matches!(err, CommitError::InvalidAction(_)),
+            "{action:?}: {err}"
+        );
+    }
+    assert_eq!(
+        admin_view.epoch(),
+        Epoch(1),
+        "refused changes leave the epoch alone"
+    );
+}
