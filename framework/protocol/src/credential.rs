@@ -152,6 +152,14 @@ impl AgentCredential {
             });
         }
         check_display_name(&self.display_name)?;
+        self.check_expiry(now)
+    }
+
+    /// Checks only that the credential has not expired at `now`.
+    ///
+    /// # Errors
+    /// [`CredentialError::Expired`].
+    pub fn check_expiry(&self, now: Timestamp) -> Result<(), CredentialError> {
         if now >= self.expires_at {
             return Err(CredentialError::Expired {
                 device: self.device,

@@ -323,7 +323,7 @@ impl ThreadState {
     ) -> Result<Self, CommitError> {
         let roster_hash = commit.roster.hash();
         commit.verify_signature(&roster_hash, admin, &admin_key)?;
-        commit.roster.validate(admin, &admin_key, now)?;
+        commit.roster.validate(admin, &admin_key, now, None)?;
         let mut seen = SeenWraps::new();
         let secret = open_commit_wrap(me, admin, &admin_key, commit, &roster_hash, now, &mut seen)?;
         let mut state = Self::new(
@@ -448,7 +448,7 @@ impl ThreadState {
             CommitError::InvalidAction("the epoch counter is exhausted".to_owned())
         })?;
         let roster = action.apply(self.roster())?;
-        roster.validate(self.admin, &self.admin_key, now)?;
+        roster.validate(self.admin, &self.admin_key, now, Some(self.roster()))?;
         let roster_hash = roster.hash();
         let secret = EpochSecret::generate(rng);
         let context = WrapContext {
@@ -519,7 +519,9 @@ impl ThreadState {
                 "the commit's roster is not its action applied to the current roster".to_owned(),
             ));
         }
-        commit.roster.validate(self.admin, &self.admin_key, now)?;
+        commit
+            .roster
+            .validate(self.admin, &self.admin_key, now, Some(self.roster()))?;
         let admin_key = self.admin_key;
         let secret = open_commit_wrap(
             me,

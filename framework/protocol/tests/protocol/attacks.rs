@@ -722,3 +722,34 @@ fn expired_credential_is_refused_in_a_commit() {
         "{err}"
     );
 }
+
+#[test]
+fn expired_credential_of_existing_member_blocks_commits_until_removed() {
+    let mut w = World::new(CipherSuite::default(), 1);
+    let (mut customer_view, mut admin_view, _, _) = w.assigned_thread();
+    let later = NOW.plus(86_400);
+    let err = admin_view
+        .commit(&w.admin, CommitAction::Rekey, later, &mut w.rng)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CommitError::Credential(CredentialError::Expired { .. })
+        ),
+        "{err}"
+    );
+    // Removing the expired agent is allowed, and members accept it.
+    let remove = admin_view
+        .commit(
+            &w.admin,
+            CommitAction::Remove {
+                device: w.agents[0].device(),
+            },
+            later,
+            &mut w.rng,
+        )
+        .unwrap();
+    customer_view
+        .apply_commit(&w.customer, &remove, later)
+        .unwrap();
+}
