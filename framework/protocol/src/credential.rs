@@ -256,6 +256,22 @@ mod tests {
     }
 
     #[test]
+    fn credential_for_another_entity_or_admin_is_refused() {
+        let (admin, bot, entity) = setup();
+        let cred = issue(&admin, &bot, &entity, "OrderBot").unwrap();
+        let other = EntityId::new("globex").unwrap();
+        let key = admin.identity_public();
+        assert!(matches!(
+            cred.verify(&other, admin.device(), &key, Timestamp(1)),
+            Err(CredentialError::WrongIssuer { .. })
+        ));
+        assert!(matches!(
+            cred.verify(&entity, bot.device(), &key, Timestamp(1)),
+            Err(CredentialError::WrongIssuer { .. })
+        ));
+    }
+
+    #[test]
     fn renamed_credential_is_refused() {
         let (admin, bot, entity) = setup();
         let mut cred = issue(&admin, &bot, &entity, "OrderBot").unwrap();

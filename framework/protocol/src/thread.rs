@@ -609,7 +609,7 @@ impl ThreadState {
         }
         let current = self.current;
         let replay = self.replay;
-        if header.epoch != current && !self.roster().contains(header.sender) {
+        if header.epoch < current && !self.roster().contains(header.sender) {
             return Err(MessageError::SenderRemoved {
                 sender: header.sender,
                 epoch: header.epoch,
@@ -705,4 +705,61 @@ fn open_commit_wrap(
         now,
         seen,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credential::{AgentCredential, CredentialRequest};
+    use crate::roster::Member;
+    use crate::suite::CipherSuite;
+
+    const NOW: Timestamp = Timestamp(1_000);
+
+    fn keys(n: u8) -> DeviceKeys {
+        DeviceKeys::from_seed(
+            DeviceId::from_bytes([n; 16]),
+            CipherSuite::default(),
+            &[n; 32],
+        )
+    }
+
+    #[test]
+    fn commit_whose_roster_is_not_its_action_is_rejected() {
+        let (customer, admin, bot) = (keys(1), keys(2), keys(3));
+        let entity = EntityId::new("acme").unwrap();
+        let mut rng = Csprng::from_seed([1; 32]);
+        let (mut customer_view, open) =
+            ThreadState::open(&customer, entity.clone(), &admin.bundle(NOW), NOW, &mut rng)
+                .unwrap();
+        let mut admin_view = ThreadState::accept(&admin, &entity, &open, NOW).unwrap();
+        let bundle = bot.bundle(NOW);
+        let credential = AgentCredential::issue(
+            &admin,
+            &CredentialRequest {
+                entity: &entity,
+                agent: &bundle,
+                display_name: "Bot",
+                kind: AgentKind::Bot,
+                issued_at: NOW,
+                expires_at: NOW.plus(60),
+            },
+        )
+        .unwrap();
+        let mut commit = admin_view
+            .commit(&admin, CommitAction::Rekey, NOW, &mut rng)
+            .unwrap();
+        // The admin (or a bug) slips the bot into the roster while the action says "rekey", and
+        // signs it: members refuse, because the roster must be the action applied.
+        commit
+            .roster
+            .members
+            .insert(bot.device(), Member::agent(bundle, credential));
+        let hash = commit.roster.hash();
+        commit.signature = admin.identity().sign(commit.tbs(&hash).as_slice());
+        let err = customer_view
+            .apply_commit(&customer, &commit, NOW)
+            .unwrap_err();
+        assert!(matches!(err, CommitError::InvalidAction(_)), "{err}");
+    }
 }

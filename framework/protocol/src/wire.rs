@@ -97,3 +97,35 @@ fn classify<T: WireType>(bytes: &[u8], err: &serde_json::Error) -> WireError {
         detail: err.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::KeyBundle;
+
+    #[test]
+    fn oversized_input_is_refused_before_parsing() {
+        let big = vec![b' '; MAX_WIRE_BYTES + 1];
+        let err = decode::<KeyBundle>(&big).unwrap_err();
+        assert!(matches!(err, WireError::Malformed { .. }), "{err}");
+        assert!(err.to_string().contains("limit"), "{err}");
+    }
+
+    #[test]
+    fn garbage_is_malformed_not_a_panic() {
+        for input in [
+            &b""[..],
+            b"{",
+            b"[]",
+            b"null",
+            b"{\"v\":\"1\"}",
+            b"{\"v\":-1}",
+            &[0xff, 0xfe],
+        ] {
+            assert!(matches!(
+                decode::<KeyBundle>(input),
+                Err(WireError::Malformed { .. })
+            ));
+        }
+    }
+}

@@ -753,3 +753,208 @@ fn expired_credential_of_existing_member_blocks_commits_until_removed() {
         .apply_commit(&w.customer, &remove, later)
         .unwrap();
 }
+
+#[test]
+fn thread_open_for_another_admin_or_entity_is_refused() {
+    let mut w = World::new(CipherSuite::default(), 1);
+    // The customer wrapped to agent 0's keys (say, a spoofed directory record), not the admin's.
+    let (_, open) = ThreadState::open(
+        &w.customer,
+        w.entity.clone(),
+        &w.agents[0].bundle(NOW),
+        NOW,
+        &mut w.rng,
+    )
+    .unwrap();
+    let err = ThreadState::accept(&w.admin, &w.entity, &open, NOW).unwrap_err();
+    assert!(
+        matches!(err, Error::Key(KeyError::WrongDevice { .. })),
+        "{err}"
+    );
+    // The right admin, but another entity.
+    let (_, open) = ThreadState::open(
+        &w.customer,
+        EntityId::new("globex").unwrap(),
+        &w.admin.bundle(NOW),
+        NOW,
+        &mut w.rng,
+    )
+    .unwrap();
+    let err = ThreadState::accept(&w.admin, &w.entity, &open, NOW).unwrap_err();
+    assert!(err.to_string().contains("globex"), "{err}");
+    // A tampered customer bundle.
+    let (_, mut open) = ThreadState::open(
+        &w.customer,
+        w.entity.clone(),
+        &w.admin.bundle(NOW),
+        NOW,
+        &mut w.rng,
+    )
+    .unwrap();
+    open.customer.created_at = NOW.plus(1);
+    let err = ThreadState::accept(&w.admin, &w.entity, &open, NOW).unwrap_err();
+    assert!(
+        matches!(err, Error::Key(KeyError::BadBundleSignature { .. })),
+        "{err}"
+    );
+}
+
+#[test]
+fn commit_for_another_thread_is_rejected() {
+    let mut w = World::new(CipherSuite::default(), 1);
+    let (_, _, _, commit) = w.assigned_thread();
+    let (mut other_customer_view, _, _) = w.open_thread();
+    let err = other_customer_view
+        .apply_commit(&w.customer, &commit, NOW)
+        .unwrap_err();
+    // Another thread's commit is refused before anything else is looked at.
+    assert!(matches!(err, CommitError::WrongThread { .. }), "{err}");
+}
+
+#[test]
+fn commit_on_a_diverged_roster_is_rejected() {
+    // Two admin histories from the same seeds diverge at epoch 2; a member who followed one
+    // refuses epoch 3 of the other even though it is signed by the admin.
+    let (mut w1, mut w2) = (
+        World::new(CipherSuite::default(), 1),
+        World::new(CipherSuite::default(), 1),
+    );
+    let (mut customer_view, mut admin1, _, _) = w1.assigned_thread();
+    let (_, mut admin2, _, _) = w2.assigned_thread();
+    let to_group = admin1
+        .commit(
+            &w1.admin,
+            CommitAction::SetFloor {
+                floor: Floor::Group,
+            },
+            NOW,
+            &mut w1.rng,
+        )
+        .unwrap();
+    customer_view
+        .apply_commit(&w1.customer, &to_group, NOW)
+        .unwrap();
+    admin2
+        .commit(&w2.admin, CommitAction::Rekey, NOW, &mut w2.rng)
+        .unwrap();
+    let diverged = admin2
+        .commit(&w2.admin, CommitAction::Rekey, NOW, &mut w2.rng)
+        .unwrap();
+    let err = customer_view
+        .apply_commit(&w1.customer, &diverged, NOW)
+        .unwrap_err();
+    assert!(matches!(err, CommitError::RosterMismatch { .. }), "{err}");
+}
+
+#[test]
+fn message_for_another_thread_or_from_a_non_member_is_rejected() {
+    let mut w = World::new(CipherSuite::default(), 2);
+    let (mut customer_view, _, agent_view, _) = w.assigned_thread();
+    let secret = agent_view.epoch_secret(agent_view.epoch()).unwrap().clone();
+    let mut header = header_for(&agent_view, w.agents[0].device(), 0);
+    header.thread = ThreadId::from_bytes([0xee; 16]);
+    let msg = spec_seal(
+        &secret,
+        header,
+        &Content::text("hi"),
+        w.agents[0].identity(),
+    );
+    assert!(matches!(
+        customer_view.open_message(&msg),
+        Err(MessageError::WrongThread { .. })
+    ));
+    // Agent 1 learned the epoch secret somehow but is not in the roster.
+    let header = header_for(&agent_view, w.agents[1].device(), 0);
+    let msg = spec_seal(
+        &secret,
+        header,
+        &Content::text("hi"),
+        w.agents[1].identity(),
+    );
+    assert!(matches!(
+        customer_view.open_message(&msg),
+        Err(MessageError::UnknownSender { .. })
+    ));
+}
+
+#[test]
+fn message_whose_content_contradicts_its_header_is_rejected() {
+    let mut w = World::new(CipherSuite::default(), 1);
+    let (mut customer_view, _, agent_view, _) = w.assigned_thread();
+    let secret = agent_view.epoch_secret(agent_view.epoch()).unwrap().clone();
+    // Header says text, content is a handoff request.
+    let header = header_for(&agent_view, w.agents[0].device(), 0);
+    let content = Content::HandoffRequest {
+        target: HandoffTarget::AnyHuman,
+        note: "x".into(),
+    };
+    let msg = spec_seal(&secret, header, &content, w.agents[0].identity());
+    assert!(matches!(
+        customer_view.open_message(&msg),
+        Err(MessageError::InvalidContent(_))
+    ));
+    // A reply that quotes nothing.
+    let mut header = header_for(&agent_view, w.agents[0].device(), 1);
+    header.content_type = ContentType::Reply;
+    let msg = spec_seal(
+        &secret,
+        header,
+        &Content::Reply { text: "x".into() },
+        w.agents[0].identity(),
+    );
+    assert!(matches!(
+        customer_view.open_message(&msg),
+        Err(MessageError::InvalidContent(_))
+    ));
+    // Text over the limit.
+    let header = header_for(&agent_view, w.agents[0].device(), 2);
+    let msg = spec_seal(
+        &secret,
+        header,
+        &Content::text("x".repeat(MAX_TEXT_BYTES + 1)),
+        w.agents[0].identity(),
+    );
+    assert!(matches!(
+        customer_view.open_message(&msg),
+        Err(MessageError::InvalidContent(_))
+    ));
+}
+
+#[test]
+fn wrap_in_another_suite_than_the_recipients_key_is_rejected() {
+    let (w, open) = thread_open_wrap(CipherSuite::default());
+    let mut wrap = open.wrap.clone();
+    wrap.suite = CipherSuite::XWingSha256ChaCha20Poly1305;
+    let err = open_as_admin(&w, &open, &wrap).unwrap_err();
+    assert!(matches!(err, WrapError::SuiteMismatch { .. }), "{err}");
+}
+
+#[test]
+fn wrap_for_another_roster_is_rejected() {
+    let (w, open) = thread_open_wrap(CipherSuite::default());
+    let err = open
+        .wrap
+        .open(
+            &w.admin,
+            &ExpectedWrap {
+                sender: w.customer.device(),
+                sender_key: &w.customer.identity_public(),
+                thread: open.thread,
+                epoch: Epoch(0),
+                roster_hash: RosterHash([0; 32]),
+            },
+            NOW,
+            &mut SeenWraps::new(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WrapError::ContextMismatch {
+                field: "roster",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
