@@ -16,5 +16,6 @@
 mod attacks;
 mod flows;
 mod rfc9180;
+mod spec_table;
 mod support;
 mod vectors;
