@@ -17,6 +17,7 @@
 
 use std::hint::black_box;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use chacha20poly1305::aead::{Aead as _, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit as _};
@@ -144,31 +145,87 @@ fn messages(c: &mut Criterion) {
     });
     group.finish();
 
-    // The floor: what any signed AEAD message must cost at least.
-    let signer = IdentityKeyPair::from_seed(&[9; 32]);
-    let verifier = signer.public();
-    let aead = ChaCha20Poly1305::new_from_slice(&[1; 32]).unwrap();
-    let nonce = chacha20poly1305::Nonce::from([2; 12]);
-    let plaintext = serde_json::to_vec(&content).unwrap();
-    let aad = [0u8; 130];
+    let floor = Floor::new(&content);
     let mut group = c.benchmark_group("floor");
-    group.bench_function("sign+verify+aead", |b| {
-        b.iter(|| {
-            let ct = aead
-                .encrypt(
-                    &nonce,
-                    Payload {
-                        msg: black_box(&plaintext),
-                        aad: &aad,
-                    },
-                )
-                .unwrap();
-            let sig = signer.sign(&ct);
-            assert!(verifier.verify(&ct, &sig));
-            ct
-        });
-    });
+    group.bench_function("sign+verify+aead", |b| b.iter(|| floor.run()));
     group.finish();
+}
+
+/// The crypto floor of a message: one ChaCha20Poly1305 seal of the same plaintext with an AAD
+/// the size of our header, one Ed25519 sign and one (strict) verify of the ciphertext.
+struct Floor {
+    signer: IdentityKeyPair,
+    verifier: IdentityPublicKey,
+    aead: ChaCha20Poly1305,
+    nonce: chacha20poly1305::Nonce,
+    plaintext: Vec<u8>,
+    aad: [u8; 130],
+}
+
+impl Floor {
+    fn new(content: &Content) -> Self {
+        let signer = IdentityKeyPair::from_seed(&[9; 32]);
+        Self {
+            verifier: signer.public(),
+            signer,
+            aead: ChaCha20Poly1305::new_from_slice(&[1; 32]).unwrap(),
+            nonce: chacha20poly1305::Nonce::from([2; 12]),
+            plaintext: serde_json::to_vec(content).unwrap(),
+            aad: [0u8; 130],
+        }
+    }
+
+    fn run(&self) -> Vec<u8> {
+        let payload = Payload {
+            msg: black_box(&self.plaintext),
+            aad: &self.aad,
+        };
+        let ct = self.aead.encrypt(&self.nonce, payload).unwrap();
+        let sig = self.signer.sign(&ct);
+        assert!(self.verifier.verify(&ct, &sig));
+        ct
+    }
+}
+
+/// The target ratio, measured robustly on a noisy shared machine: floor and message seal+open
+/// alternate within one loop (so both see the same load), each iteration timed on its own, and
+/// the medians compared. Returns (median ours µs, median floor µs, ratio).
+fn paired_ratio(iterations: usize) -> (f64, f64, f64) {
+    let mut rng = Csprng::from_seed([10; 32]);
+    let (customer, mut customer_view, mut admin_view) = thread_pair(&mut rng);
+    let content = Content::text(TEXT);
+    let floor = Floor::new(&content);
+    let mut ours = Vec::with_capacity(iterations);
+    let mut base = Vec::with_capacity(iterations);
+    for i in 0..iterations {
+        let mut time_ours = || {
+            let start = Instant::now();
+            let m = customer_view
+                .seal(&customer, black_box(&content), None)
+                .unwrap();
+            black_box(admin_view.open_message(&m).unwrap());
+            start.elapsed().as_secs_f64()
+        };
+        let time_floor = || {
+            let start = Instant::now();
+            black_box(floor.run());
+            start.elapsed().as_secs_f64()
+        };
+        // Alternate the order so neither side always runs first.
+        if i % 2 == 0 {
+            ours.push(time_ours());
+            base.push(time_floor());
+        } else {
+            base.push(time_floor());
+            ours.push(time_ours());
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2] * 1e6
+    };
+    let (o, f) = (median(&mut ours), median(&mut base));
+    (o, f, o / f)
 }
 
 /// A thread with 10 members (customer, admin, 8 agents in a group); both views keep only the
@@ -283,8 +340,18 @@ fn main() {
     }
     if let (Some(ours), Some(floor)) = (median_ns("message", "seal+open"), floor) {
         println!(
-            "ratio message/seal+open vs floor: {:.3} (target <= 1.3)",
+            "ratio of criterion medians, message/seal+open vs floor: {:.3}",
             ours / floor
         );
     }
+    // Under `cargo bench` (criterion's --bench flag) measure properly; under `cargo test` smoke.
+    let iterations = if std::env::args().any(|a| a == "--bench") {
+        20_000
+    } else {
+        20
+    };
+    let (ours, floor, ratio) = paired_ratio(iterations);
+    println!(
+        "paired ({iterations} alternating iterations): message seal+open {ours:.1} µs, floor {floor:.1} µs, ratio {ratio:.3} (target <= 1.3)"
+    );
 }
