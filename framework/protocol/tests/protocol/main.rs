@@ -15,6 +15,7 @@
 
 mod attacks;
 mod flows;
+mod fuzz_smoke;
 mod rfc9180;
 mod spec_table;
 mod support;
