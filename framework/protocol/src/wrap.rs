@@ -46,8 +46,10 @@ impl fmt::Debug for EpochSecret {
     }
 }
 
-/// How long a wrap stays valid by default: 7 days.
-pub const DEFAULT_WRAP_LIFETIME_SECS: u64 = 7 * 24 * 3600;
+/// How long a wrap stays valid by default: 30 days, so that a phone that was off for a few weeks
+/// can still apply the commits it missed. A device offline for longer needs the admin to wrap the
+/// current epoch to it again.
+pub const DEFAULT_WRAP_LIFETIME_SECS: u64 = 30 * 24 * 3600;
 
 /// An epoch secret wrapped to one device.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
