@@ -123,16 +123,12 @@ fn wrap_for_another_recipient_is_rejected() {
     let mut w = World::new(CipherSuite::default(), 2);
     let (_, mut admin_view, _) = w.open_thread();
     let member = w.member(0, AgentKind::Bot);
-    let commit = admin_view
-        .commit(
-            &w.admin,
-            CommitAction::Assign {
-                agent: Box::new(member),
-            },
-            NOW,
-            &mut w.rng,
-        )
-        .unwrap();
+    let commit = w.commit(
+        &mut admin_view,
+        CommitAction::Assign {
+            agent: Box::new(member),
+        },
+    );
     // Agent 1 is not in the roster; it takes agent 0's wrap and tries to open it.
     let wrap = commit.wrap_for(w.agents[0].device()).unwrap();
     let expected = ExpectedWrap {
@@ -224,16 +220,12 @@ fn commit_signed_by_non_admin_is_rejected() {
     // The agent builds a perfectly formed commit in a copy of the admin's state... but it can
     // only sign with its own key.
     let member = w.member(0, AgentKind::Bot);
-    let mut commit = admin_view
-        .commit(
-            &w.admin,
-            CommitAction::Assign {
-                agent: Box::new(member),
-            },
-            NOW,
-            &mut w.rng,
-        )
-        .unwrap();
+    let mut commit = w.commit(
+        &mut admin_view,
+        CommitAction::Assign {
+            agent: Box::new(member),
+        },
+    );
     commit.signature = w.agents[0].identity().sign(b"anything");
     let err = customer_view
         .apply_commit(&w.customer, &commit, NOW)
@@ -454,17 +446,13 @@ fn removed_agent_cannot_decrypt_next_epoch() {
     let mut w = World::new(CipherSuite::default(), 2);
     let (mut customer_view, mut admin_view, mut bot_view, _) = w.assigned_thread();
     let human = w.member(1, AgentKind::Human);
-    let transfer = admin_view
-        .commit(
-            &w.admin,
-            CommitAction::Transfer {
-                from: w.agents[0].device(),
-                to: Box::new(human),
-            },
-            NOW,
-            &mut w.rng,
-        )
-        .unwrap();
+    let transfer = w.commit(
+        &mut admin_view,
+        CommitAction::Transfer {
+            from: w.agents[0].device(),
+            to: Box::new(human),
+        },
+    );
     customer_view
         .apply_commit(&w.customer, &transfer, NOW)
         .unwrap();
@@ -504,17 +492,13 @@ fn removed_agent_cannot_decrypt_next_epoch() {
 fn removed_agent_cannot_post_in_old_epoch_after_removal() {
     let mut w = World::new(CipherSuite::default(), 2);
     let (mut customer_view, mut admin_view, mut bot_view, _) = w.assigned_thread();
-    let transfer = admin_view
-        .commit(
-            &w.admin,
-            CommitAction::Transfer {
-                from: w.agents[0].device(),
-                to: Box::new(w.member(1, AgentKind::Human)),
-            },
-            NOW,
-            &mut w.rng,
-        )
-        .unwrap();
+    let transfer = w.commit(
+        &mut admin_view,
+        CommitAction::Transfer {
+            from: w.agents[0].device(),
+            to: Box::new(w.member(1, AgentKind::Human)),
+        },
+    );
     customer_view
         .apply_commit(&w.customer, &transfer, NOW)
         .unwrap();
@@ -530,29 +514,21 @@ fn removed_agent_cannot_post_in_old_epoch_after_removal() {
 fn agent_without_floor_cannot_post() {
     let mut w = World::new(CipherSuite::default(), 2);
     let (mut customer_view, mut admin_view, mut bot_view, _) = w.assigned_thread();
-    let add = admin_view
-        .commit(
-            &w.admin,
-            CommitAction::AddToGroup {
-                agent: Box::new(w.member(1, AgentKind::Human)),
-            },
-            NOW,
-            &mut w.rng,
-        )
-        .unwrap();
+    let add = w.commit(
+        &mut admin_view,
+        CommitAction::AddToGroup {
+            agent: Box::new(w.member(1, AgentKind::Human)),
+        },
+    );
     customer_view.apply_commit(&w.customer, &add, NOW).unwrap();
     bot_view.apply_commit(&w.agents[0], &add, NOW).unwrap();
     // The bot hands the floor to the human but stays in the thread.
-    let floor = admin_view
-        .commit(
-            &w.admin,
-            CommitAction::SetFloor {
-                floor: Floor::Agent(w.agents[1].device()),
-            },
-            NOW,
-            &mut w.rng,
-        )
-        .unwrap();
+    let floor = w.commit(
+        &mut admin_view,
+        CommitAction::SetFloor {
+            floor: Floor::Agent(w.agents[1].device()),
+        },
+    );
     customer_view
         .apply_commit(&w.customer, &floor, NOW)
         .unwrap();

@@ -41,36 +41,21 @@ fn every_wire_type_round_trips_through_json() {
 fn group_members_read_each_other_and_removed_member_cannot_read_on() {
     let mut w = World::new(CipherSuite::default(), 3);
     let (mut customer_view, mut admin_view, mut a0, _) = w.assigned_thread();
-    let add1 = admin_view
-        .commit(
-            &w.admin,
-            CommitAction::AddToGroup {
-                agent: Box::new(w.member(1, AgentKind::Human)),
-            },
-            NOW,
-            &mut w.rng,
-        )
-        .unwrap();
+    let add1 = w.commit(
+        &mut admin_view,
+        CommitAction::AddToGroup {
+            agent: Box::new(w.member(1, AgentKind::Human)),
+        },
+    );
     customer_view.apply_commit(&w.customer, &add1, NOW).unwrap();
     a0.apply_commit(&w.agents[0], &add1, NOW).unwrap();
-    let mut a1 = ThreadState::join(
-        &w.agents[1],
-        w.admin.device(),
-        w.admin.identity_public(),
-        &add1,
-        NOW,
-    )
-    .unwrap();
-    let add2 = admin_view
-        .commit(
-            &w.admin,
-            CommitAction::AddToGroup {
-                agent: Box::new(w.member(2, AgentKind::Human)),
-            },
-            NOW,
-            &mut w.rng,
-        )
-        .unwrap();
+    let mut a1 = w.join(1, &add1);
+    let add2 = w.commit(
+        &mut admin_view,
+        CommitAction::AddToGroup {
+            agent: Box::new(w.member(2, AgentKind::Human)),
+        },
+    );
     for (view, keys) in [
         (&mut customer_view, &w.customer),
         (&mut a0, &w.agents[0]),
@@ -78,14 +63,7 @@ fn group_members_read_each_other_and_removed_member_cannot_read_on() {
     ] {
         view.apply_commit(keys, &add2, NOW).unwrap();
     }
-    let mut a2 = ThreadState::join(
-        &w.agents[2],
-        w.admin.device(),
-        w.admin.identity_public(),
-        &add2,
-        NOW,
-    )
-    .unwrap();
+    let mut a2 = w.join(2, &add2);
     assert_eq!(customer_view.roster().floor, Floor::Group);
 
     // Everyone reads everyone.
@@ -113,16 +91,12 @@ fn group_members_read_each_other_and_removed_member_cannot_read_on() {
     }
 
     // Remove agent 1: epoch 4, not wrapped to it.
-    let remove = admin_view
-        .commit(
-            &w.admin,
-            CommitAction::Remove {
-                device: w.agents[1].device(),
-            },
-            NOW,
-            &mut w.rng,
-        )
-        .unwrap();
+    let remove = w.commit(
+        &mut admin_view,
+        CommitAction::Remove {
+            device: w.agents[1].device(),
+        },
+    );
     assert_eq!(remove.wraps.len(), 3, "customer, agent 0 and agent 2");
     for (view, keys) in [
         (&mut customer_view, &w.customer),
@@ -157,9 +131,7 @@ fn retention_policy_deletes_old_epoch_secrets() {
     };
     let mut late = None;
     for _ in 0..3 {
-        let rekey = admin_view
-            .commit(&w.admin, CommitAction::Rekey, NOW, &mut w.rng)
-            .unwrap();
+        let rekey = w.commit(&mut admin_view, CommitAction::Rekey);
         customer_view
             .apply_commit(&w.customer, &rekey, NOW)
             .unwrap();
@@ -193,9 +165,7 @@ fn late_message_from_previous_epoch_is_still_read() {
     let late = bot_view
         .seal(&w.agents[0], &Content::text("sent before the rekey"), None)
         .unwrap();
-    let rekey = admin_view
-        .commit(&w.admin, CommitAction::Rekey, NOW, &mut w.rng)
-        .unwrap();
+    let rekey = w.commit(&mut admin_view, CommitAction::Rekey);
     customer_view
         .apply_commit(&w.customer, &rekey, NOW)
         .unwrap();

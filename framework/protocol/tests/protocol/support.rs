@@ -83,6 +83,25 @@ impl World {
         Member::agent(bundle, credential)
     }
 
+    /// The admin commits `action` on `admin_view` at `NOW`.
+    pub fn commit(&mut self, admin_view: &mut ThreadState, action: CommitAction) -> Commit {
+        admin_view
+            .commit(&self.admin, action, NOW, &mut self.rng)
+            .unwrap()
+    }
+
+    /// Agent `agent` joins the thread through `commit`.
+    pub fn join(&self, agent: usize, commit: &Commit) -> ThreadState {
+        ThreadState::join(
+            &self.agents[agent],
+            self.admin.device(),
+            self.admin.identity_public(),
+            commit,
+            NOW,
+        )
+        .unwrap()
+    }
+
     /// Customer opens a thread; admin accepts. Returns (customer view, admin view, the open).
     pub fn open_thread(&mut self) -> (ThreadState, ThreadState, ThreadOpen) {
         let (customer_view, open) = ThreadState::open(

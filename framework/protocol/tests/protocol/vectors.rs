@@ -95,27 +95,16 @@ fn thread_flow() -> Value {
         .seal(&w.customer, &Content::text("where is order 42?"), None)
         .unwrap();
     admin_view.open_message(&hello).unwrap();
-    let assign = admin_view
-        .commit(
-            &w.admin,
-            CommitAction::Assign {
-                agent: Box::new(w.member(0, AgentKind::Bot)),
-            },
-            NOW,
-            &mut w.rng,
-        )
-        .unwrap();
+    let assign = w.commit(
+        &mut admin_view,
+        CommitAction::Assign {
+            agent: Box::new(w.member(0, AgentKind::Bot)),
+        },
+    );
     customer_view
         .apply_commit(&w.customer, &assign, NOW)
         .unwrap();
-    let mut bot_view = ThreadState::join(
-        &w.agents[0],
-        w.admin.device(),
-        w.admin.identity_public(),
-        &assign,
-        NOW,
-    )
-    .unwrap();
+    let mut bot_view = w.join(0, &assign);
     let ask = customer_view
         .seal(&w.customer, &Content::text("any news?"), None)
         .unwrap();
