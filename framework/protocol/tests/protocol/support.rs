@@ -1,5 +1,6 @@
 //! Shared helpers: a small world of devices (customer, admin, agents) and hex decoding.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use hkdf::Hkdf;
@@ -35,7 +36,9 @@ pub fn shared_vectors_dir() -> Option<PathBuf> {
         "CI must have the shared HPKE vectors at {}",
         dir.display()
     );
-    eprintln!(
+    // The real stderr, not captured by the test harness, so that the skip is visible.
+    let _ = writeln!(
+        std::io::stderr(),
         "SKIPPED: shared HPKE vectors not found at {} (set SWITCHBOARD_VECTORS_DIR)",
         dir.display()
     );

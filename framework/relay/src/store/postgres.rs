@@ -1,0 +1,63 @@
+//! The PostgreSQL backend: several relay processes can share one database.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use sqlx::SqlSafeStr as _;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+use super::StoreError;
+use super::sql::impl_store;
+
+/// A [`Store`](super::Store) on PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+fn migrator() -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        Cow::Borrowed("init"),
+        MigrationType::Simple,
+        include_str!("../../migrations/postgres/0001_init.sql").into_sql_str(),
+        false,
+    )])
+}
+
+impl PostgresStore {
+    /// Connects to `postgres://...` and applies migrations (under PostgreSQL's advisory lock, so
+    /// several relays starting at once migrate once).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] if the database cannot be reached, [`StoreError::Migration`] if
+    /// the schema cannot be brought up to date.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        migrator().run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Drops every relay table (for tests that need an empty database).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] if the statements fail.
+    pub async fn reset(url: &str) -> Result<(), StoreError> {
+        let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
+        sqlx::raw_sql(
+            "DROP TABLE IF EXISTS inbox, nonces, thread_members, threads, entities, devices, \
+             _sqlx_migrations CASCADE",
+        )
+        .execute(&pool)
+        .await?;
+        pool.close().await;
+        Ok(())
+    }
+}
+
+impl_store!(PostgresStore, sqlx::Postgres, "BEGIN");

@@ -1,0 +1,393 @@
+//! The SQL both backends share. SQLite (3.35+) and PostgreSQL accept the same statements here:
+//! `$N` parameters, `ON CONFLICT`, `UPDATE ... RETURNING`. Ordering is made safe by counters
+//! bumped with `UPDATE ... RETURNING` inside the transaction: in PostgreSQL that takes the row
+//! lock until commit, in SQLite the transaction holds the write lock (`BEGIN IMMEDIATE`). So the
+//! n-th item of a thread is committed before the n+1-th, and a device's inbox sequence numbers
+//! become visible in order: a reader never skips an item that commits later with a lower number.
+
+/// Implements `Store` for `$store` (a struct with a `pool: sqlx::Pool<$db>` field).
+macro_rules! impl_store {
+    ($store:ty, $db:ty, $begin:expr) => {
+        #[async_trait::async_trait]
+        impl crate::store::Store for $store {
+            async fn register_device(
+                &self,
+                d: &crate::store::DeviceRecord,
+            ) -> Result<crate::store::Registered, crate::store::StoreError> {
+                use crate::store::{Registered, StoreError, to_i64};
+                let mut tx = self.pool.begin_with($begin).await?;
+                let existing: Option<(Vec<u8>,)> =
+                    sqlx::query_as("SELECT identity_key FROM devices WHERE device_id = $1")
+                        .bind(d.device.to_string())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let outcome = match existing {
+                    Some((key,)) if key.as_slice() != d.identity_key.as_slice() => {
+                        return Err(StoreError::Conflict(format!(
+                            "device {} is registered with another identity key",
+                            d.device
+                        )));
+                    }
+                    Some(_) => {
+                        sqlx::query("UPDATE devices SET bundle = $1 WHERE device_id = $2")
+                            .bind(d.bundle.as_slice())
+                            .bind(d.device.to_string())
+                            .execute(&mut *tx)
+                            .await?;
+                        Registered::Updated
+                    }
+                    None => {
+                        sqlx::query(
+                            "INSERT INTO devices (device_id, identity_key, bundle, registered_at) \
+                             VALUES ($1, $2, $3, $4)",
+                        )
+                        .bind(d.device.to_string())
+                        .bind(d.identity_key.as_slice())
+                        .bind(d.bundle.as_slice())
+                        .bind(to_i64(d.registered_at, "registration time")?)
+                        .execute(&mut *tx)
+                        .await?;
+                        Registered::Created
+                    }
+                };
+                tx.commit().await?;
+                Ok(outcome)
+            }
+
+            async fn device(
+                &self,
+                device: switchboard_protocol::DeviceId,
+            ) -> Result<Option<crate::store::DeviceRecord>, crate::store::StoreError> {
+                use crate::store::{DeviceRecord, key_from_bytes, to_u64};
+                let row: Option<(Vec<u8>, Vec<u8>, i64)> = sqlx::query_as(
+                    "SELECT identity_key, bundle, registered_at FROM devices WHERE device_id = $1",
+                )
+                .bind(device.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|(key, bundle, at)| {
+                    Ok(DeviceRecord {
+                        device,
+                        identity_key: key_from_bytes(&key)?,
+                        bundle,
+                        registered_at: to_u64(at, "registration time")?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn create_entity(
+                &self,
+                e: &crate::store::EntityRecord,
+            ) -> Result<(), crate::store::StoreError> {
+                use crate::store::StoreError;
+                let mut tx = self.pool.begin_with($begin).await?;
+                let admin: Option<(String,)> =
+                    sqlx::query_as("SELECT device_id FROM devices WHERE device_id = $1")
+                        .bind(e.admin.to_string())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if admin.is_none() {
+                    return Err(StoreError::NotFound(format!(
+                        "admin device {} is not registered",
+                        e.admin
+                    )));
+                }
+                let inserted = sqlx::query(
+                    "INSERT INTO entities (entity, admin_device, display_name) VALUES ($1, $2, $3) \
+                     ON CONFLICT (entity) DO NOTHING",
+                )
+                .bind(e.entity.as_str())
+                .bind(e.admin.to_string())
+                .bind(e.display_name.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if inserted == 0 {
+                    let (admin,): (String,) =
+                        sqlx::query_as("SELECT admin_device FROM entities WHERE entity = $1")
+                            .bind(e.entity.as_str())
+                            .fetch_one(&mut *tx)
+                            .await?;
+                    if admin != e.admin.to_string() {
+                        return Err(StoreError::Conflict(format!(
+                            "entity {} exists with another admin",
+                            e.entity
+                        )));
+                    }
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn entity(
+                &self,
+                entity: &switchboard_protocol::EntityId,
+            ) -> Result<Option<crate::store::EntityRecord>, crate::store::StoreError> {
+                use crate::store::{EntityRecord, device_from_text};
+                let row: Option<(String, String)> = sqlx::query_as(
+                    "SELECT admin_device, display_name FROM entities WHERE entity = $1",
+                )
+                .bind(entity.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|(admin, display_name)| {
+                    Ok(EntityRecord {
+                        entity: entity.clone(),
+                        admin: device_from_text(&admin)?,
+                        display_name,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn open_thread(
+                &self,
+                t: &crate::store::ThreadRecord,
+                open: &[u8],
+            ) -> Result<crate::store::Posted, crate::store::StoreError> {
+                use crate::store::{ItemKind, StoreError, to_i64};
+                let mut tx = self.pool.begin_with($begin).await?;
+                let inserted = sqlx::query(
+                    "INSERT INTO threads (thread_id, entity, customer, admin, epoch, next_seq) \
+                     VALUES ($1, $2, $3, $4, $5, 1) ON CONFLICT (thread_id) DO NOTHING",
+                )
+                .bind(t.thread.to_string())
+                .bind(t.entity.as_str())
+                .bind(t.customer.to_string())
+                .bind(t.admin.to_string())
+                .bind(to_i64(t.epoch, "epoch")?)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if inserted == 0 {
+                    return Err(StoreError::Conflict(format!("thread {} exists", t.thread)));
+                }
+                for member in &t.members {
+                    sqlx::query("INSERT INTO thread_members (thread_id, device_id) VALUES ($1, $2)")
+                        .bind(t.thread.to_string())
+                        .bind(member.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let thread_seq = bump_thread(&mut tx, t.thread).await?;
+                enqueue(&mut tx, t.admin, t.thread, thread_seq, t.customer, ItemKind::ThreadOpen, open)
+                    .await?;
+                tx.commit().await?;
+                Ok(crate::store::Posted {
+                    thread_seq,
+                    recipients: vec![t.admin],
+                })
+            }
+
+            async fn thread(
+                &self,
+                thread: switchboard_protocol::ThreadId,
+            ) -> Result<Option<crate::store::ThreadRecord>, crate::store::StoreError> {
+                use crate::store::{ThreadRecord, device_from_text, entity_from_text, to_u64};
+                let mut tx = self.pool.begin().await?;
+                let row: Option<(String, String, String, i64)> = sqlx::query_as(
+                    "SELECT entity, customer, admin, epoch FROM threads WHERE thread_id = $1",
+                )
+                .bind(thread.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some((entity, customer, admin, epoch)) = row else {
+                    return Ok(None);
+                };
+                let members = members(&mut tx, thread).await?;
+                tx.commit().await?;
+                Ok(Some(ThreadRecord {
+                    thread,
+                    entity: entity_from_text(&entity)?,
+                    customer: device_from_text(&customer)?,
+                    admin: device_from_text(&admin)?,
+                    epoch: to_u64(epoch, "epoch")?,
+                    members,
+                }))
+            }
+
+            async fn post(
+                &self,
+                post: &crate::store::Post<'_>,
+            ) -> Result<crate::store::Posted, crate::store::StoreError> {
+                use crate::store::{Posted, recipients, to_i64};
+                let mut tx = self.pool.begin_with($begin).await?;
+                // Bumping the thread counter first locks the thread: posts to one thread are
+                // serialised, so every member receives them in the same order.
+                let thread_seq = bump_thread(&mut tx, post.thread).await?;
+                let current = members(&mut tx, post.thread).await?;
+                let to = recipients(&current, post);
+                for device in &to {
+                    enqueue(&mut tx, *device, post.thread, thread_seq, post.sender, post.kind, post.payload)
+                        .await?;
+                }
+                if let Some((epoch, new_members)) = post.new_roster {
+                    sqlx::query("DELETE FROM thread_members WHERE thread_id = $1")
+                        .bind(post.thread.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                    for member in new_members {
+                        sqlx::query(
+                            "INSERT INTO thread_members (thread_id, device_id) VALUES ($1, $2) \
+                             ON CONFLICT DO NOTHING",
+                        )
+                        .bind(post.thread.to_string())
+                        .bind(member.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    sqlx::query("UPDATE threads SET epoch = $1 WHERE thread_id = $2")
+                        .bind(to_i64(epoch, "epoch")?)
+                        .bind(post.thread.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(Posted {
+                    thread_seq,
+                    recipients: to,
+                })
+            }
+
+            async fn fetch(
+                &self,
+                device: switchboard_protocol::DeviceId,
+                after: u64,
+                limit: u32,
+            ) -> Result<Vec<crate::store::InboxItem>, crate::store::StoreError> {
+                use crate::store::{InboxItem, ItemKind, device_from_text, thread_from_text, to_i64, to_u64};
+                let rows: Vec<(i64, String, i64, String, String, Vec<u8>)> = sqlx::query_as(
+                    "SELECT seq, thread_id, thread_seq, sender, kind, payload FROM inbox \
+                     WHERE device_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                )
+                .bind(device.to_string())
+                .bind(to_i64(after, "cursor")?)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(seq, thread, thread_seq, sender, kind, payload)| {
+                        Ok(InboxItem {
+                            seq: to_u64(seq, "inbox sequence")?,
+                            thread: thread_from_text(&thread)?,
+                            thread_seq: to_u64(thread_seq, "thread sequence")?,
+                            sender: device_from_text(&sender)?,
+                            kind: ItemKind::parse(&kind)?,
+                            payload,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn ack(
+                &self,
+                device: switchboard_protocol::DeviceId,
+                up_to: u64,
+            ) -> Result<u64, crate::store::StoreError> {
+                use crate::store::to_i64;
+                let done = sqlx::query("DELETE FROM inbox WHERE device_id = $1 AND seq <= $2")
+                    .bind(device.to_string())
+                    .bind(to_i64(up_to, "cursor")?)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                Ok(done)
+            }
+
+            async fn use_nonce(
+                &self,
+                device: switchboard_protocol::DeviceId,
+                nonce: &[u8],
+                expires_at: u64,
+                now: u64,
+            ) -> Result<bool, crate::store::StoreError> {
+                use crate::store::to_i64;
+                let mut tx = self.pool.begin_with($begin).await?;
+                sqlx::query("DELETE FROM nonces WHERE expires_at < $1")
+                    .bind(to_i64(now, "time")?)
+                    .execute(&mut *tx)
+                    .await?;
+                let fresh = sqlx::query(
+                    "INSERT INTO nonces (device_id, nonce, expires_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(device.to_string())
+                .bind(nonce)
+                .bind(to_i64(expires_at, "expiry")?)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                tx.commit().await?;
+                Ok(fresh)
+            }
+        }
+
+        /// Takes the thread's next position (and, in PostgreSQL, its row lock).
+        async fn bump_thread(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            thread: switchboard_protocol::ThreadId,
+        ) -> Result<u64, crate::store::StoreError> {
+            use crate::store::{StoreError, to_u64};
+            let row: Option<(i64,)> = sqlx::query_as(
+                "UPDATE threads SET next_seq = next_seq + 1 WHERE thread_id = $1 RETURNING next_seq - 1",
+            )
+            .bind(thread.to_string())
+            .fetch_optional(&mut **tx)
+            .await?;
+            let (seq,) = row.ok_or_else(|| StoreError::NotFound(format!("thread {thread}")))?;
+            to_u64(seq, "thread sequence")
+        }
+
+        /// The thread's members, sorted.
+        async fn members(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            thread: switchboard_protocol::ThreadId,
+        ) -> Result<Vec<switchboard_protocol::DeviceId>, crate::store::StoreError> {
+            let rows: Vec<(String,)> = sqlx::query_as(
+                "SELECT device_id FROM thread_members WHERE thread_id = $1 ORDER BY device_id",
+            )
+            .bind(thread.to_string())
+            .fetch_all(&mut **tx)
+            .await?;
+            rows.iter().map(|(d,)| crate::store::device_from_text(d)).collect()
+        }
+
+        /// Appends one item to a device's inbox at the device's next position.
+        async fn enqueue(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            device: switchboard_protocol::DeviceId,
+            thread: switchboard_protocol::ThreadId,
+            thread_seq: u64,
+            sender: switchboard_protocol::DeviceId,
+            kind: crate::store::ItemKind,
+            payload: &[u8],
+        ) -> Result<(), crate::store::StoreError> {
+            use crate::store::{StoreError, to_i64};
+            let row: Option<(i64,)> = sqlx::query_as(
+                "UPDATE devices SET next_seq = next_seq + 1 WHERE device_id = $1 RETURNING next_seq - 1",
+            )
+            .bind(device.to_string())
+            .fetch_optional(&mut **tx)
+            .await?;
+            let (seq,) = row.ok_or_else(|| StoreError::NotFound(format!("device {device}")))?;
+            sqlx::query(
+                "INSERT INTO inbox (device_id, seq, thread_id, thread_seq, sender, kind, payload) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(device.to_string())
+            .bind(seq)
+            .bind(thread.to_string())
+            .bind(to_i64(thread_seq, "thread sequence")?)
+            .bind(sender.to_string())
+            .bind(kind.as_str())
+            .bind(payload)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
+    };
+}
+
+pub(crate) use impl_store;

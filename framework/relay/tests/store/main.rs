@@ -1,0 +1,78 @@
+//! The store test suite, run against every backend: SQLite in memory, SQLite on a file, and
+//! PostgreSQL when `SWITCHBOARD_TEST_PG` names a database (CI sets it; elsewhere those tests say
+//! that they were skipped). Tests use random ids, so they can share one PostgreSQL database.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::print_stderr,
+    missing_docs,
+    unreachable_pub
+)]
+
+mod suite;
+
+use std::io::Write as _;
+
+use switchboard_relay::store::{PostgresStore, SqliteStore, Store};
+
+async fn sqlite_memory() -> Option<Box<dyn Store>> {
+    Some(Box::new(
+        SqliteStore::open("sqlite::memory:").await.unwrap(),
+    ))
+}
+
+async fn sqlite_file() -> Option<Box<dyn Store>> {
+    let dir = std::env::temp_dir().join(format!("switchboard-store-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{}.db", suite::random_hex()));
+    Some(Box::new(
+        SqliteStore::open(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap(),
+    ))
+}
+
+async fn postgres() -> Option<Box<dyn Store>> {
+    let Ok(url) = std::env::var("SWITCHBOARD_TEST_PG") else {
+        // Written to the real stderr (not captured by the test harness) so that skips are visible.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: PostgreSQL store test (set SWITCHBOARD_TEST_PG=postgres://... to run it)"
+        );
+        return None;
+    };
+    Some(Box::new(PostgresStore::open(&url).await.unwrap()))
+}
+
+macro_rules! run_suite {
+    ($($backend:ident),*) => {
+        $(
+            mod $backend {
+                macro_rules! case {
+                    ($name:ident) => {
+                        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                        async fn $name() {
+                            if let Some(store) = super::$backend().await {
+                                super::suite::$name(store.as_ref()).await;
+                            }
+                        }
+                    };
+                }
+                case!(devices_register_update_and_refuse_another_key);
+                case!(entities_need_a_registered_admin_and_keep_it);
+                case!(open_thread_queues_for_the_admin_once);
+                case!(posts_reach_other_members_in_thread_order);
+                case!(commit_reaches_removed_member_then_membership_changes);
+                case!(unacked_items_are_fetched_again_acked_are_gone);
+                case!(replayed_nonce_is_refused_and_expired_ones_forgotten);
+                case!(concurrent_posts_keep_one_order_per_thread);
+                case!(posting_to_unknown_thread_is_not_found);
+            }
+        )*
+    };
+}
+
+run_suite!(sqlite_memory, sqlite_file, postgres);

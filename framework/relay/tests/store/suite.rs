@@ -1,0 +1,320 @@
+//! Backend-independent store tests.
+
+use std::sync::Arc;
+
+use switchboard_protocol::{Csprng, DeviceId, EntityId, ThreadId};
+use switchboard_relay::store::{
+    DeviceRecord, EntityRecord, ItemKind, Post, Registered, Store, StoreError, ThreadRecord,
+};
+
+pub fn random_hex() -> String {
+    DeviceId::random(&mut Csprng::from_os().unwrap()).to_string()
+}
+
+fn rng() -> Csprng {
+    Csprng::from_os().unwrap()
+}
+
+async fn device(store: &dyn Store) -> DeviceId {
+    let mut rng = rng();
+    let id = DeviceId::random(&mut rng);
+    let record = DeviceRecord {
+        device: id,
+        identity_key: rng.array(),
+        bundle: b"{}".to_vec(),
+        registered_at: 1,
+    };
+    assert_eq!(
+        store.register_device(&record).await.unwrap(),
+        Registered::Created
+    );
+    id
+}
+
+/// An entity with an admin, and a thread opened by a customer. Returns (thread, customer, admin).
+async fn thread(store: &dyn Store) -> (ThreadRecord, DeviceId, DeviceId) {
+    let (customer, admin) = (device(store).await, device(store).await);
+    let entity = EntityId::new(format!("e{}", &random_hex()[..12])).unwrap();
+    store
+        .create_entity(&EntityRecord {
+            entity: entity.clone(),
+            admin,
+            display_name: "Acme".into(),
+        })
+        .await
+        .unwrap();
+    let mut members = vec![customer, admin];
+    members.sort_unstable();
+    let record = ThreadRecord {
+        thread: ThreadId::random(&mut rng()),
+        entity,
+        customer,
+        admin,
+        epoch: 0,
+        members,
+    };
+    store.open_thread(&record, b"open").await.unwrap();
+    (record, customer, admin)
+}
+
+fn message<'a>(thread: ThreadId, sender: DeviceId, payload: &'a [u8]) -> Post<'a> {
+    Post {
+        thread,
+        sender,
+        kind: ItemKind::Message,
+        payload,
+        new_roster: None,
+    }
+}
+
+pub async fn devices_register_update_and_refuse_another_key(store: &dyn Store) {
+    let mut rng = rng();
+    let id = DeviceId::random(&mut rng);
+    let key: [u8; 32] = rng.array();
+    let mut record = DeviceRecord {
+        device: id,
+        identity_key: key,
+        bundle: b"v1".to_vec(),
+        registered_at: 7,
+    };
+    assert_eq!(
+        store.register_device(&record).await.unwrap(),
+        Registered::Created
+    );
+    record.bundle = b"v2".to_vec();
+    assert_eq!(
+        store.register_device(&record).await.unwrap(),
+        Registered::Updated
+    );
+    assert_eq!(store.device(id).await.unwrap(), Some(record.clone()));
+    let mut thief = record.clone();
+    thief.identity_key = rng.array();
+    assert!(matches!(
+        store.register_device(&thief).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.device(id).await.unwrap().unwrap().identity_key, key);
+    assert_eq!(
+        store.device(DeviceId::random(&mut rng)).await.unwrap(),
+        None
+    );
+}
+
+pub async fn entities_need_a_registered_admin_and_keep_it(store: &dyn Store) {
+    let entity = EntityId::new(format!("e{}", &random_hex()[..12])).unwrap();
+    let stranger = DeviceId::random(&mut rng());
+    let record = EntityRecord {
+        entity: entity.clone(),
+        admin: stranger,
+        display_name: "Acme".into(),
+    };
+    assert!(matches!(
+        store.create_entity(&record).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let admin = device(store).await;
+    let record = EntityRecord { admin, ..record };
+    store.create_entity(&record).await.unwrap();
+    store.create_entity(&record).await.unwrap(); // idempotent
+    let other = EntityRecord {
+        admin: device(store).await,
+        ..record.clone()
+    };
+    assert!(matches!(
+        store.create_entity(&other).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.entity(&entity).await.unwrap(), Some(record));
+}
+
+pub async fn open_thread_queues_for_the_admin_once(store: &dyn Store) {
+    let (record, customer, admin) = thread(store).await;
+    let items = store.fetch(admin, 0, 10).await.unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(
+        (items[0].kind, items[0].sender, items[0].payload.as_slice()),
+        (ItemKind::ThreadOpen, customer, &b"open"[..])
+    );
+    assert!(store.fetch(customer, 0, 10).await.unwrap().is_empty());
+    assert!(matches!(
+        store.open_thread(&record, b"again").await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.thread(record.thread).await.unwrap(), Some(record));
+}
+
+pub async fn posts_reach_other_members_in_thread_order(store: &dyn Store) {
+    let (record, customer, admin) = thread(store).await;
+    for i in 0..5u8 {
+        let posted = store
+            .post(&message(record.thread, customer, &[i]))
+            .await
+            .unwrap();
+        assert_eq!(posted.recipients, vec![admin]);
+    }
+    let items = store.fetch(admin, 0, 100).await.unwrap();
+    let payloads: Vec<&[u8]> = items.iter().skip(1).map(|i| i.payload.as_slice()).collect();
+    assert_eq!(payloads, [&[0u8][..], &[1], &[2], &[3], &[4]]);
+    assert!(
+        items
+            .windows(2)
+            .all(|w| w[0].seq < w[1].seq && w[0].thread_seq < w[1].thread_seq)
+    );
+    assert!(
+        store.fetch(customer, 0, 100).await.unwrap().is_empty(),
+        "the sender gets no copy"
+    );
+    // Limit and cursor.
+    let first_two = store.fetch(admin, 0, 2).await.unwrap();
+    assert_eq!(first_two.len(), 2);
+    let rest = store.fetch(admin, first_two[1].seq, 100).await.unwrap();
+    assert_eq!(rest.len(), 4);
+}
+
+pub async fn commit_reaches_removed_member_then_membership_changes(store: &dyn Store) {
+    let (record, customer, admin) = thread(store).await;
+    let bot = device(store).await;
+    let mut with_bot = vec![customer, admin, bot];
+    with_bot.sort_unstable();
+    let add = Post {
+        kind: ItemKind::Commit,
+        new_roster: Some((1, &with_bot)),
+        ..message(record.thread, admin, b"add")
+    };
+    let posted = store.post(&add).await.unwrap();
+    assert_eq!(posted.recipients.len(), 2, "customer and the new bot");
+    assert_eq!(
+        store.thread(record.thread).await.unwrap().unwrap().members,
+        with_bot
+    );
+    store
+        .post(&message(record.thread, bot, b"hi"))
+        .await
+        .unwrap();
+    let mut without_bot = vec![customer, admin];
+    without_bot.sort_unstable();
+    let remove = Post {
+        kind: ItemKind::Commit,
+        new_roster: Some((2, &without_bot)),
+        ..message(record.thread, admin, b"rm")
+    };
+    let posted = store.post(&remove).await.unwrap();
+    assert!(
+        posted.recipients.contains(&bot),
+        "the removed bot learns of its removal"
+    );
+    let after = store
+        .post(&message(record.thread, customer, b"secret"))
+        .await
+        .unwrap();
+    assert_eq!(after.recipients, vec![admin]);
+    let bot_items = store.fetch(bot, 0, 100).await.unwrap();
+    assert_eq!(bot_items.last().unwrap().payload, b"rm");
+    let t = store.thread(record.thread).await.unwrap().unwrap();
+    assert_eq!((t.epoch, t.members), (2, without_bot));
+}
+
+pub async fn unacked_items_are_fetched_again_acked_are_gone(store: &dyn Store) {
+    let (record, customer, admin) = thread(store).await;
+    store
+        .post(&message(record.thread, customer, b"a"))
+        .await
+        .unwrap();
+    store
+        .post(&message(record.thread, customer, b"b"))
+        .await
+        .unwrap();
+    let first = store.fetch(admin, 0, 10).await.unwrap();
+    assert_eq!(first.len(), 3);
+    // Not acked: a reconnecting client gets the same items again.
+    assert_eq!(store.fetch(admin, 0, 10).await.unwrap(), first);
+    assert_eq!(store.ack(admin, first[1].seq).await.unwrap(), 2);
+    let rest = store.fetch(admin, 0, 10).await.unwrap();
+    assert_eq!(rest, first[2..].to_vec());
+    assert_eq!(
+        store.ack(admin, first[1].seq).await.unwrap(),
+        0,
+        "acks are idempotent"
+    );
+}
+
+pub async fn replayed_nonce_is_refused_and_expired_ones_forgotten(store: &dyn Store) {
+    let d = device(store).await;
+    assert!(store.use_nonce(d, b"n1", 100, 10).await.unwrap());
+    assert!(!store.use_nonce(d, b"n1", 100, 20).await.unwrap());
+    assert!(store.use_nonce(d, b"n2", 100, 20).await.unwrap());
+    // Another device may use the same nonce bytes.
+    let other = device(store).await;
+    assert!(store.use_nonce(other, b"n1", 100, 20).await.unwrap());
+    // After expiry the row is pruned (requests that old are refused by their timestamp).
+    assert!(store.use_nonce(d, b"n1", 300, 200).await.unwrap());
+}
+
+pub async fn concurrent_posts_keep_one_order_per_thread(store: &dyn Store) {
+    let (record, customer, admin) = thread(store).await;
+    let bot = device(store).await;
+    let mut members = vec![customer, admin, bot];
+    members.sort_unstable();
+    let add = Post {
+        kind: ItemKind::Commit,
+        new_roster: Some((1, &members)),
+        ..message(record.thread, admin, b"add")
+    };
+    store.post(&add).await.unwrap();
+    // Two senders post concurrently; every recipient must see one thread order.
+    let store: Arc<&dyn Store> = Arc::new(store);
+    let post_many = |sender: DeviceId, tag: u8| {
+        let store = Arc::clone(&store);
+        async move {
+            for i in 0..25u8 {
+                store
+                    .post(&message(record.thread, sender, &[tag, i]))
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    tokio::join!(post_many(customer, 1), post_many(bot, 2));
+    let admin_items = store.fetch(admin, 0, 1000).await.unwrap();
+    let messages: Vec<_> = admin_items
+        .iter()
+        .filter(|i| i.kind == ItemKind::Message)
+        .collect();
+    assert_eq!(messages.len(), 50);
+    assert!(
+        messages
+            .windows(2)
+            .all(|w| w[0].seq < w[1].seq && w[0].thread_seq < w[1].thread_seq)
+    );
+    // The customer sees the bot's posts in the same relative order as the admin does.
+    let order = |items: &[switchboard_relay::store::InboxItem], tag: u8| -> Vec<u64> {
+        items
+            .iter()
+            .filter(|i| i.payload.first() == Some(&tag))
+            .map(|i| i.thread_seq)
+            .collect()
+    };
+    let customer_items = store.fetch(customer, 0, 1000).await.unwrap();
+    assert_eq!(order(&customer_items, 2), order(&admin_items, 2));
+    for tag in [1, 2] {
+        let seqs: Vec<u8> = admin_items
+            .iter()
+            .filter(|i| i.payload.first() == Some(&tag))
+            .map(|i| i.payload[1])
+            .collect();
+        assert_eq!(
+            seqs,
+            (0..25).collect::<Vec<u8>>(),
+            "sender {tag}'s posts in its own order"
+        );
+    }
+}
+
+pub async fn posting_to_unknown_thread_is_not_found(store: &dyn Store) {
+    let d = device(store).await;
+    let err = store
+        .post(&message(ThreadId::random(&mut rng()), d, b"x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+}
