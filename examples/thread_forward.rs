@@ -13,8 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use switchboard_protocol::{
     AgentCredential, AgentKind, CipherSuite, CommitAction, Content, CredentialRequest, Csprng,
-    DeviceId, DeviceKeys, EntityId, Error, HandoffTarget, Member, ReceivedMessage, Sender,
-    ThreadState, Timestamp, WireType, decode, encode,
+    DeviceId, DeviceKeys, EntityId, Error, HandoffTarget, Member, ReceivedMessage, SeenWraps,
+    Sender, ThreadState, Timestamp, WireType, decode, encode,
 };
 
 /// Sends a value "over the wire": encode to JSON and decode on the other side.
@@ -79,8 +79,10 @@ fn run() -> Result<(), Error> {
         wire(&customer_view.seal(&customer, &Content::text("Hi, where is my order 42?"), None)?)?;
 
     println!("2. The admin accepts, reads, and forwards the thread to OrderBot (epoch 1).");
-    let mut admin_view = ThreadState::accept(&admin, &acme, &open, now)?;
-    show("admin", &admin_view.open_message(&hello)?);
+    // The admin device remembers every thread-open wrap it accepted, so replays are refused.
+    let mut admin_seen = SeenWraps::new();
+    let mut admin_view = ThreadState::accept(&admin, &acme, &open, now, &mut admin_seen)?;
+    show("admin", &admin_view.open_message(&hello, now)?);
     let order_bot = agent(&bot, "OrderBot", AgentKind::Bot)?;
     let (assign, size) = wire(&admin_view.commit(
         &admin,
@@ -95,8 +97,14 @@ fn run() -> Result<(), Error> {
         assign.wraps.len()
     );
     customer_view.apply_commit(&customer, &assign, now)?;
-    let mut bot_view =
-        ThreadState::join(&bot, admin.device(), admin.identity_public(), &assign, now)?;
+    let mut bot_view = ThreadState::join(
+        &bot,
+        &acme,
+        admin.device(),
+        admin.identity_public(),
+        &assign,
+        now,
+    )?;
 
     println!("3. The bot replies; the customer verifies who spoke.");
     let (reply, _) = wire(&bot_view.seal(
@@ -106,13 +114,13 @@ fn run() -> Result<(), Error> {
         },
         Some(hello.header.message_id()),
     )?)?;
-    show("customer", &customer_view.open_message(&reply)?);
+    show("customer", &customer_view.open_message(&reply, now)?);
     let (refund, _) = wire(&customer_view.seal(
         &customer,
         &Content::text("Can I get a refund instead?"),
         None,
     )?)?;
-    show("bot", &bot_view.open_message(&refund)?);
+    show("bot", &bot_view.open_message(&refund, now)?);
 
     println!("4. The bot cannot do refunds and asks for a human.");
     let (handoff, _) = wire(&bot_view.seal(
@@ -123,7 +131,7 @@ fn run() -> Result<(), Error> {
         },
         None,
     )?)?;
-    show("admin", &admin_view.open_message(&handoff)?);
+    show("admin", &admin_view.open_message(&handoff, now)?);
 
     println!(
         "5. The admin transfers the thread to Dana: epoch 2, wrapped to the customer and Dana only."
@@ -141,6 +149,7 @@ fn run() -> Result<(), Error> {
     customer_view.apply_commit(&customer, &transfer, now)?;
     let mut human_view = ThreadState::join(
         &human,
+        &acme,
         admin.device(),
         admin.identity_public(),
         &transfer,
@@ -155,8 +164,8 @@ fn run() -> Result<(), Error> {
         &Content::text("Hi, Dana here. Refund issued."),
         None,
     )?)?;
-    show("customer", &customer_view.open_message(&dana_says)?);
-    match bot_view.open_message(&dana_says) {
+    show("customer", &customer_view.open_message(&dana_says, now)?);
+    match bot_view.open_message(&dana_says, now) {
         Err(e) => println!("  [bot] cannot read epoch 2: {e}"),
         Ok(_) => return Err(Error::Internal("the removed bot read epoch 2")),
     }

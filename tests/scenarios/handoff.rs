@@ -2,7 +2,7 @@
 
 use switchboard_protocol::{
     AgentCredential, AgentKind, CipherSuite, CommitAction, Content, CredentialRequest, Csprng,
-    DeviceId, DeviceKeys, EntityId, Floor, HandoffTarget, Member, MessageError, Sender,
+    DeviceId, DeviceKeys, EntityId, Floor, HandoffTarget, Member, MessageError, SeenWraps, Sender,
     ThreadState, Timestamp,
 };
 use switchboard_tests::Wire;
@@ -49,7 +49,14 @@ fn bot_hands_off_to_human_and_loses_access() {
 
     let (mut c, open) =
         ThreadState::open(&customer, acme.clone(), &admin.bundle(NOW), NOW, &mut rng).unwrap();
-    let mut a = ThreadState::accept(&admin, &acme, &wire.carry(&open).unwrap(), NOW).unwrap();
+    let mut a = ThreadState::accept(
+        &admin,
+        &acme,
+        &wire.carry(&open).unwrap(),
+        NOW,
+        &mut SeenWraps::new(),
+    )
+    .unwrap();
     let first = wire
         .carry(
             &c.seal(&customer, &Content::text("refund please"), None)
@@ -57,7 +64,7 @@ fn bot_hands_off_to_human_and_loses_access() {
         )
         .unwrap();
     assert_eq!(
-        a.open_message(&first).unwrap().sender_info,
+        a.open_message(&first, NOW).unwrap().sender_info,
         Sender::Customer
     );
 
@@ -76,11 +83,18 @@ fn bot_hands_off_to_human_and_loses_access() {
         )
         .unwrap();
     c.apply_commit(&customer, &assign, NOW).unwrap();
-    let mut b =
-        ThreadState::join(&bot, admin.device(), admin.identity_public(), &assign, NOW).unwrap();
+    let mut b = ThreadState::join(
+        &bot,
+        &acme,
+        admin.device(),
+        admin.identity_public(),
+        &assign,
+        NOW,
+    )
+    .unwrap();
     // History is not granted by default: the bot cannot read the customer's first message.
     assert!(matches!(
-        b.open_message(&first),
+        b.open_message(&first, NOW),
         Err(MessageError::UnknownEpoch { .. })
     ));
 
@@ -98,7 +112,7 @@ fn bot_hands_off_to_human_and_loses_access() {
             .unwrap(),
         )
         .unwrap();
-    let request = a.open_message(&ask).unwrap();
+    let request = a.open_message(&ask, NOW).unwrap();
     assert!(matches!(
         request.content,
         Content::HandoffRequest {
@@ -106,7 +120,7 @@ fn bot_hands_off_to_human_and_loses_access() {
             ..
         }
     ));
-    c.open_message(&ask).unwrap();
+    c.open_message(&ask, NOW).unwrap();
 
     // The admin transfers: the human gets the floor, the bot is out.
     let transfer = wire
@@ -127,6 +141,7 @@ fn bot_hands_off_to_human_and_loses_access() {
     assert_eq!(c.roster().floor, Floor::Agent(human.device()));
     let mut h = ThreadState::join(
         &human,
+        &acme,
         admin.device(),
         admin.identity_public(),
         &transfer,
@@ -141,7 +156,7 @@ fn bot_hands_off_to_human_and_loses_access() {
                 .unwrap(),
         )
         .unwrap();
-    let seen = c.open_message(&hello).unwrap();
+    let seen = c.open_message(&hello, NOW).unwrap();
     assert_eq!(
         seen.sender_info,
         Sender::Agent {
@@ -149,7 +164,7 @@ fn bot_hands_off_to_human_and_loses_access() {
             kind: AgentKind::Human
         }
     );
-    assert!(b.open_message(&hello).is_err());
+    assert!(b.open_message(&hello, NOW).is_err());
     assert_eq!(
         wire.values, 6,
         "open, first message, assign, handoff request, transfer, reply"

@@ -98,7 +98,8 @@ fn thread_pair(rng: &mut Csprng) -> (DeviceKeys, ThreadState, ThreadState) {
     );
     let (customer_view, open) =
         ThreadState::open(&customer, entity.clone(), &admin.bundle(NOW), NOW, rng).unwrap();
-    let admin_view = ThreadState::accept(&admin, &entity, &open, NOW).unwrap();
+    let admin_view =
+        ThreadState::accept(&admin, &entity, &open, NOW, &mut SeenWraps::new()).unwrap();
     (customer, customer_view, admin_view)
 }
 
@@ -119,7 +120,7 @@ fn messages(c: &mut Criterion) {
     group.bench_function("open", |b| {
         b.iter_batched(
             || customer_view.seal(&customer, &content, None).unwrap(),
-            |m| admin_view.open_message(&m).unwrap(),
+            |m| admin_view.open_message(&m, NOW).unwrap(),
             BatchSize::SmallInput,
         );
     });
@@ -129,7 +130,7 @@ fn messages(c: &mut Criterion) {
             let m = customer_view
                 .seal(&customer, black_box(&content), None)
                 .unwrap();
-            admin_view.open_message(&m).unwrap()
+            admin_view.open_message(&m, NOW).unwrap()
         });
     });
     let (customer, mut customer_view, mut admin_view) = thread_pair(&mut rng);
@@ -140,7 +141,7 @@ fn messages(c: &mut Criterion) {
                 .unwrap();
             let bytes = encode(&m).unwrap();
             let m: SealedMessage = decode(&bytes).unwrap();
-            admin_view.open_message(&m).unwrap()
+            admin_view.open_message(&m, NOW).unwrap()
         });
     });
     group.finish();
@@ -203,7 +204,7 @@ fn paired_ratio(iterations: usize) -> (f64, f64, f64) {
             let m = customer_view
                 .seal(&customer, black_box(&content), None)
                 .unwrap();
-            black_box(admin_view.open_message(&m).unwrap());
+            black_box(admin_view.open_message(&m, NOW).unwrap());
             start.elapsed().as_secs_f64()
         };
         let time_floor = || {
@@ -239,7 +240,7 @@ fn ten_member_thread(rng: &mut Csprng) -> (DeviceKeys, ThreadState, DeviceKeys, 
     let (customer_view, open) =
         ThreadState::open(&customer, entity.clone(), &admin.bundle(NOW), NOW, rng).unwrap();
     let mut customer_view = customer_view.with_retention(RetentionPolicy::current_only());
-    let mut admin_view = ThreadState::accept(&admin, &entity, &open, NOW)
+    let mut admin_view = ThreadState::accept(&admin, &entity, &open, NOW, &mut SeenWraps::new())
         .unwrap()
         .with_retention(RetentionPolicy::current_only());
     for n in 0..8 {

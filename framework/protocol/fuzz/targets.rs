@@ -41,7 +41,8 @@ pub fn fixture() -> Option<Fixture> {
     let mut rng = Csprng::from_seed([9; 32]);
     let (mut customer_view, open) =
         ThreadState::open(&customer, entity.clone(), &admin.bundle(NOW), NOW, &mut rng).ok()?;
-    let mut admin_view = ThreadState::accept(&admin, &entity, &open, NOW).ok()?;
+    let mut admin_view =
+        ThreadState::accept(&admin, &entity, &open, NOW, &mut SeenWraps::new()).ok()?;
     let bundle = bot.bundle(NOW);
     let credential = AgentCredential::issue(
         &admin,
@@ -66,14 +67,22 @@ pub fn fixture() -> Option<Fixture> {
         )
         .ok()?;
     customer_view.apply_commit(&customer, &assign, NOW).ok()?;
-    let mut bot_view =
-        ThreadState::join(&bot, admin.device(), admin.identity_public(), &assign, NOW).ok()?;
+    let mut bot_view = ThreadState::join(
+        &bot,
+        &entity,
+        admin.device(),
+        admin.identity_public(),
+        &assign,
+        NOW,
+    )
+    .ok()?;
     let reply = bot_view
         .seal(&bot, &switchboard_protocol::Content::text("hello"), None)
         .ok()?;
     // A valid commit for epoch 2, made by a second admin view of the same thread.
     let rekey = {
-        let mut scratch = ThreadState::accept(&admin, &entity, &open, NOW).ok()?;
+        let mut scratch =
+            ThreadState::accept(&admin, &entity, &open, NOW, &mut SeenWraps::new()).ok()?;
         let agent = Member::agent(bundle.clone(), credential);
         scratch
             .commit(
@@ -150,9 +159,9 @@ pub fn decode_wire(data: &[u8]) {
 pub fn open_message(data: &[u8]) {
     if let Ok(message) = decode::<SealedMessage>(data) {
         with_fixture(|f| {
-            let _ = f.customer_view.open_message(&message);
-            let _ = f.admin_view.open_message(&message);
-            let _ = f.bot_view.open_message(&message);
+            let _ = f.customer_view.open_message(&message, NOW);
+            let _ = f.admin_view.open_message(&message, NOW);
+            let _ = f.bot_view.open_message(&message, NOW);
         });
     }
 }
@@ -165,6 +174,7 @@ pub fn apply_commit(data: &[u8]) {
             let _ = f.bot_view.apply_commit(&f.bot, &commit, NOW);
             let _ = ThreadState::join(
                 &f.bot,
+                &f.entity,
                 f.admin.device(),
                 f.admin.identity_public(),
                 &commit,
@@ -194,7 +204,7 @@ pub fn open_wrap(data: &[u8]) {
 pub fn accept_thread_open(data: &[u8]) {
     if let Ok(open) = decode::<ThreadOpen>(data) {
         with_fixture(|f| {
-            let _ = ThreadState::accept(&f.admin, &f.entity, &open, NOW);
+            let _ = ThreadState::accept(&f.admin, &f.entity, &open, NOW, &mut SeenWraps::new());
         });
     }
 }

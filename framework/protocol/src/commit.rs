@@ -10,11 +10,17 @@ use crate::ids::{DeviceId, Epoch, ThreadId, Timestamp};
 use crate::keys::{IdentityPublicKey, Signature};
 use crate::roster::{Floor, Member, Role, Roster, RosterHash};
 use crate::wire::{Version, WireType};
-use crate::wrap::KeyWrap;
+use crate::wrap::{EpochSecret, KeyWrap};
+use hkdf::Hkdf;
+use sha2::Sha256;
 
 /// A change to a thread's roster. Every change starts a new epoch.
+///
+/// On the wire: `{"action": "assign", "agent": {...}}`, `{"action": "add_to_group", "agent"}`,
+/// `{"action": "remove", "device"}`, `{"action": "transfer", "from", "to"}`,
+/// `{"action": "set_floor", "floor"}`, `{"action": "rekey"}`; other fields are refused.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(try_from = "ActionRepr", into = "ActionRepr")]
 pub enum CommitAction {
     /// Forward the thread to an agent, who gets the floor. Allowed only while no agent is a
     /// member (otherwise use `Transfer` or `AddToGroup`).
@@ -148,6 +154,97 @@ impl CommitAction {
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ActionKind {
+    Assign,
+    AddToGroup,
+    Remove,
+    Transfer,
+    SetFloor,
+    Rekey,
+}
+
+/// The wire shape of [`CommitAction`]: flat, so unknown fields are refused for every action.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionRepr {
+    action: ActionKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent: Option<Box<Member>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<DeviceId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from: Option<DeviceId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<Box<Member>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    floor: Option<Floor>,
+}
+
+impl TryFrom<ActionRepr> for CommitAction {
+    type Error = String;
+
+    fn try_from(r: ActionRepr) -> Result<Self, Self::Error> {
+        let action = r.action;
+        let bad = || format!("wrong fields for commit action {action:?}");
+        match (action, r.agent, r.device, r.from, r.to, r.floor) {
+            (ActionKind::Assign, Some(agent), None, None, None, None) => Ok(Self::Assign { agent }),
+            (ActionKind::AddToGroup, Some(agent), None, None, None, None) => {
+                Ok(Self::AddToGroup { agent })
+            }
+            (ActionKind::Remove, None, Some(device), None, None, None) => {
+                Ok(Self::Remove { device })
+            }
+            (ActionKind::Transfer, None, None, Some(from), Some(to), None) => {
+                Ok(Self::Transfer { from, to })
+            }
+            (ActionKind::SetFloor, None, None, None, None, Some(floor)) => {
+                Ok(Self::SetFloor { floor })
+            }
+            (ActionKind::Rekey, None, None, None, None, None) => Ok(Self::Rekey),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl From<CommitAction> for ActionRepr {
+    fn from(action: CommitAction) -> Self {
+        let empty = |action| Self {
+            action,
+            agent: None,
+            device: None,
+            from: None,
+            to: None,
+            floor: None,
+        };
+        match action {
+            CommitAction::Assign { agent } => Self {
+                agent: Some(agent),
+                ..empty(ActionKind::Assign)
+            },
+            CommitAction::AddToGroup { agent } => Self {
+                agent: Some(agent),
+                ..empty(ActionKind::AddToGroup)
+            },
+            CommitAction::Remove { device } => Self {
+                device: Some(device),
+                ..empty(ActionKind::Remove)
+            },
+            CommitAction::Transfer { from, to } => Self {
+                from: Some(from),
+                to: Some(to),
+                ..empty(ActionKind::Transfer)
+            },
+            CommitAction::SetFloor { floor } => Self {
+                floor: Some(floor),
+                ..empty(ActionKind::SetFloor)
+            },
+            CommitAction::Rekey => empty(ActionKind::Rekey),
+        }
+    }
+}
+
 /// A signed roster change with the new epoch's secret wrapped to each member.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -171,6 +268,11 @@ pub struct Commit {
     pub created_at: Timestamp,
     /// The new epoch secret, wrapped to each member except the committer.
     pub wraps: Vec<KeyWrap>,
+    /// Commits the admin to one secret for all members: HKDF of the new epoch secret over
+    /// (thread, epoch, roster hash). Each member checks it after opening its wrap, so an admin
+    /// cannot give members different secrets under one roster.
+    #[serde(with = "crate::encoding::b64_array")]
+    pub confirmation: [u8; 32],
     /// The admin's signature.
     pub signature: Signature,
 }
@@ -187,7 +289,8 @@ impl Commit {
             .fixed(&self.prev_roster_hash.0)
             .fixed(&roster_hash.0)
             .fixed(self.committer.as_bytes())
-            .u64(self.created_at.0);
+            .u64(self.created_at.0)
+            .fixed(&self.confirmation);
         self.action.encode(&mut tbs);
         tbs.u64(u64::try_from(self.wraps.len()).unwrap_or(u64::MAX));
         for wrap in &self.wraps {
@@ -214,6 +317,33 @@ impl Commit {
                 admin,
             })
         }
+    }
+
+    /// The confirmation of `secret` for this commit's thread, epoch and roster.
+    pub(crate) fn confirmation_of(
+        secret: &EpochSecret,
+        thread: ThreadId,
+        epoch: Epoch,
+        roster_hash: &RosterHash,
+    ) -> [u8; 32] {
+        let hk = Hkdf::<Sha256>::new(Some(b"switchboard/1 confirm"), secret.as_bytes());
+        let mut info = [0u8; 16 + 8 + 32];
+        let (t, rest) = info.split_at_mut(16);
+        t.copy_from_slice(thread.as_bytes());
+        let (e, r) = rest.split_at_mut(8);
+        e.copy_from_slice(&epoch.0.to_be_bytes());
+        r.copy_from_slice(&roster_hash.0);
+        let mut out = [0u8; 32];
+        // 32 bytes is far below HKDF-SHA256's output limit: expand cannot fail.
+        let _ = hk.expand(&info, &mut out);
+        out
+    }
+
+    /// Whether `secret` is the secret this commit confirms.
+    pub(crate) fn confirms(&self, secret: &EpochSecret, roster_hash: &RosterHash) -> bool {
+        use subtle::ConstantTimeEq as _;
+        let expected = Self::confirmation_of(secret, self.thread, self.epoch, roster_hash);
+        expected.ct_eq(&self.confirmation).into()
     }
 
     /// The wrap addressed to `device`, if any.

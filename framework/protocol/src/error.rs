@@ -4,7 +4,7 @@
 //! caused by input (a bad signature, a replay) are distinct from [`Error::Internal`], which
 //! means a bug in this crate.
 
-use crate::ids::{DeviceId, Epoch, ThreadId, Timestamp, WrapId};
+use crate::ids::{DeviceId, EntityId, Epoch, ThreadId, Timestamp, WrapId};
 use crate::suite::CipherSuite;
 
 /// The operating system could not provide randomness.
@@ -71,6 +71,11 @@ pub enum KeyError {
         /// The device the bundle claims to be.
         device: DeviceId,
     },
+    /// A thread was opened to keys that are not this admin's current keys.
+    #[error(
+        "the thread was opened with keys that are not this admin device's current keys; the customer has a stale directory record and must fetch it again"
+    )]
+    StaleKeys,
     /// The bundle belongs to a different device than expected.
     #[error("key bundle is for device {found}, expected {expected}")]
     WrongDevice {
@@ -198,6 +203,17 @@ pub enum WrapError {
     /// The recipient's key could not be used.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// A thread open names another entity than this admin serves.
+    #[error("thread was opened with entity {found} but this admin serves {expected}")]
+    WrongEntity {
+        /// The admin's entity.
+        expected: EntityId,
+        /// The entity in the thread open.
+        found: EntityId,
+    },
+    /// The customer and the admin are the same device.
+    #[error("a device cannot open a thread with itself")]
+    SelfThread,
     /// A bug in this crate.
     #[error("internal error while {0}; please report this")]
     Internal(&'static str),
@@ -251,7 +267,32 @@ pub enum CommitError {
         /// The new epoch.
         epoch: Epoch,
     },
-    /// This device's wrap in the commit is missing or refused.
+    /// The commit names this device as a member but carries no wrap for it.
+    #[error("commit for epoch {epoch} makes device {device} a member but has no key wrap for it")]
+    MissingWrap {
+        /// This device.
+        device: DeviceId,
+        /// The new epoch.
+        epoch: Epoch,
+    },
+    /// The epoch secret this device unwrapped is not the one the admin committed to: the admin
+    /// gave members different secrets.
+    #[error(
+        "the secret wrapped to this device for epoch {epoch} does not match the commit's confirmation: members were given different secrets"
+    )]
+    ConfirmationMismatch {
+        /// The new epoch.
+        epoch: Epoch,
+    },
+    /// The commit's roster is for another entity.
+    #[error("commit is for entity {found}, but this device serves {expected}")]
+    WrongEntity {
+        /// This device's entity.
+        expected: EntityId,
+        /// The entity in the commit.
+        found: EntityId,
+    },
+    /// This device's wrap in the commit is refused.
     #[error("key wrap in commit refused: {0}")]
     Wrap(#[from] WrapError),
     /// A member's credential was refused.
@@ -364,6 +405,25 @@ pub enum MessageError {
         /// The epoch.
         epoch: Epoch,
     },
+    /// The sender's agent credential has expired: its messages are refused until the admin
+    /// renews the credential or removes the agent.
+    #[error("agent {sender}'s credential expired at {expires_at} (now {now})")]
+    SenderExpired {
+        /// The agent.
+        sender: DeviceId,
+        /// When its credential expired.
+        expires_at: Timestamp,
+        /// The time it was checked at.
+        now: Timestamp,
+    },
+    /// Only the entity's admin device may send this content type.
+    #[error("only the admin may send {content_type:?}; {sender} is not the admin")]
+    AdminOnly {
+        /// The sender.
+        sender: DeviceId,
+        /// The content type.
+        content_type: crate::message::ContentType,
+    },
     /// This device cannot send: it is not a member, or its generation counter is exhausted.
     #[error("cannot send: {0}")]
     CannotSend(&'static str),
@@ -393,6 +453,17 @@ pub enum Error {
     /// See [`MessageError`].
     #[error(transparent)]
     Message(#[from] MessageError),
+    /// A thread open names another entity than this admin serves.
+    #[error("thread was opened with entity {found} but this admin serves {expected}")]
+    WrongEntity {
+        /// The admin's entity.
+        expected: EntityId,
+        /// The entity in the thread open.
+        found: EntityId,
+    },
+    /// The customer and the admin are the same device.
+    #[error("a device cannot open a thread with itself")]
+    SelfThread,
     /// A bug in this crate.
     #[error("internal error while {0}; please report this")]
     Internal(&'static str),

@@ -34,15 +34,16 @@
 //! let hello = customer_view.seal(&customer, &Content::text("where is order 42?"), None)?;
 //!
 //! // 2. The admin accepts and forwards the thread to OrderBot (epoch 1).
-//! let mut admin_view = ThreadState::accept(&admin, &acme, &open, now)?;
-//! assert_eq!(admin_view.open_message(&hello)?.sender_info, Sender::Customer);
+//! let mut admin_seen = SeenWraps::new(); // one per admin device: refuses replayed opens
+//! let mut admin_view = ThreadState::accept(&admin, &acme, &open, now, &mut admin_seen)?;
+//! assert_eq!(admin_view.open_message(&hello, now)?.sender_info, Sender::Customer);
 //! let assign = admin_view.commit(&admin, CommitAction::Assign { agent: Box::new(credential(&bot, "OrderBot", AgentKind::Bot)?) }, now, &mut rng)?;
 //! customer_view.apply_commit(&customer, &assign, now)?;
-//! let mut bot_view = ThreadState::join(&bot, admin.device(), admin.identity_public(), &assign, now)?;
+//! let mut bot_view = ThreadState::join(&bot, &acme, admin.device(), admin.identity_public(), &assign, now)?;
 //!
 //! // 3. The bot replies; the customer verifies who spoke.
 //! let reply = bot_view.seal(&bot, &Content::text("Order 42 ships today"), None)?;
-//! let seen = customer_view.open_message(&reply)?;
+//! let seen = customer_view.open_message(&reply, now)?;
 //! assert_eq!(seen.sender_info, Sender::Agent { display_name: "OrderBot".into(), kind: AgentKind::Bot });
 //!
 //! // 4. Transfer to a human: epoch 2, wrapped to the customer and the human only.
@@ -50,7 +51,7 @@
 //! customer_view.apply_commit(&customer, &transfer, now)?;
 //! assert!(matches!(bot_view.apply_commit(&bot, &transfer, now), Err(CommitError::Removed { .. })));
 //! let later = customer_view.seal(&customer, &Content::text("thanks"), None)?;
-//! assert!(bot_view.open_message(&later).is_err());
+//! assert!(bot_view.open_message(&later, now).is_err());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

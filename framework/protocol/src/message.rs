@@ -35,7 +35,8 @@ pub enum ContentType {
     Typing,
     /// An agent asks the admin to hand the thread to a team or a named agent.
     HandoffRequest,
-    /// A notice from the system (joined, left, transferred).
+    /// A notice from the entity's admin device (joined, left, transferred); only the admin may
+    /// send it.
     SystemNotice,
 }
 
@@ -70,7 +71,12 @@ pub enum ReceiptKind {
 
 /// Where a bot wants a thread handed.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "to", content = "name", rename_all = "snake_case")]
+#[serde(
+    tag = "to",
+    content = "name",
+    rename_all = "snake_case",
+    deny_unknown_fields
+)]
 pub enum HandoffTarget {
     /// Any member of a team, e.g. "billing".
     Team(String),
@@ -164,6 +170,15 @@ impl Content {
             (Self::Reply { .. }, None) => Err(MessageError::InvalidContent(
                 "a reply must name the quoted message in its header".to_owned(),
             )),
+            (
+                Self::HandoffRequest {
+                    target: HandoffTarget::Team(team),
+                    ..
+                },
+                _,
+            ) if team.is_empty() || team.chars().count() > 64 => Err(MessageError::InvalidContent(
+                "a handoff team name must have 1 to 64 characters".to_owned(),
+            )),
             (Self::Receipt { messages, .. }, _) if messages.len() > 1024 => Err(
                 MessageError::InvalidContent("a receipt may name at most 1024 messages".to_owned()),
             ),
@@ -187,7 +202,8 @@ pub struct MessageHeader {
     pub generation: u64,
     /// What the ciphertext holds.
     pub content_type: ContentType,
-    /// The message this one quotes (replies).
+    /// The message this one quotes (replies); `null` when none. Required on the wire.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub quoted: Option<MessageId>,
     /// The roster of `epoch`, as the sender sees it.
     pub roster_hash: RosterHash,

@@ -25,9 +25,10 @@ impl fmt::Debug for RosterHash {
     }
 }
 
-/// A member's role in a thread.
+/// A member's role in a thread. On the wire: `{"kind": "customer" | "admin"}` or
+/// `{"kind": "agent", "credential": {...}}`; any other field is refused.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(try_from = "RoleRepr", into = "RoleRepr")]
 pub enum Role {
     /// The customer who opened the thread.
     Customer,
@@ -38,6 +39,57 @@ pub enum Role {
         /// The credential the admin issued.
         credential: Box<AgentCredential>,
     },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RoleKind {
+    Customer,
+    Admin,
+    Agent,
+}
+
+/// The wire shape of [`Role`]: a flat struct, so that unknown fields are refused for every kind
+/// (serde ignores them on unit variants of internally tagged enums).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleRepr {
+    kind: RoleKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credential: Option<Box<AgentCredential>>,
+}
+
+impl TryFrom<RoleRepr> for Role {
+    type Error = String;
+
+    fn try_from(repr: RoleRepr) -> Result<Self, Self::Error> {
+        match (repr.kind, repr.credential) {
+            (RoleKind::Customer, None) => Ok(Self::Customer),
+            (RoleKind::Admin, None) => Ok(Self::Admin),
+            (RoleKind::Agent, Some(credential)) => Ok(Self::Agent { credential }),
+            (RoleKind::Agent, None) => Err("an agent member needs its credential".to_owned()),
+            (_, Some(_)) => Err("only agent members carry a credential".to_owned()),
+        }
+    }
+}
+
+impl From<Role> for RoleRepr {
+    fn from(role: Role) -> Self {
+        match role {
+            Role::Customer => Self {
+                kind: RoleKind::Customer,
+                credential: None,
+            },
+            Role::Admin => Self {
+                kind: RoleKind::Admin,
+                credential: None,
+            },
+            Role::Agent { credential } => Self {
+                kind: RoleKind::Agent,
+                credential: Some(credential),
+            },
+        }
+    }
 }
 
 /// A member of a thread: a device's signed key bundle and its role.
@@ -137,7 +189,12 @@ impl Member {
 
 /// Who may post text in the thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "holder", content = "device", rename_all = "snake_case")]
+#[serde(
+    tag = "holder",
+    content = "device",
+    rename_all = "snake_case",
+    deny_unknown_fields
+)]
 pub enum Floor {
     /// No agent holds the floor; the admin answers.
     Admin,

@@ -11,7 +11,8 @@ use crate::error::{CommitError, Error, KeyError, MessageError, WrapError};
 use crate::ids::{DeviceId, EntityId, Epoch, MessageId, ThreadId, Timestamp};
 use crate::keys::{DeviceKeys, IdentityPublicKey, KeyBundle, Signature};
 use crate::message::{
-    self, Content, MessageHeader, MessageKeySchedule, ReceiveWindow, ReplayPolicy, SealedMessage,
+    self, Content, ContentType, MessageHeader, MessageKeySchedule, ReceiveWindow, ReplayPolicy,
+    SealedMessage,
 };
 use crate::rng::Csprng;
 use crate::roster::{Role, Roster, RosterHash};
@@ -238,7 +239,10 @@ impl ThreadState {
     }
 
     /// The admin accepts a thread a customer opened. It checks the customer's bundle, that the
-    /// customer wrapped to this admin's current keys, and opens epoch 0's secret.
+    /// customer wrapped to this admin's current keys, and opens epoch 0's secret. `seen` is the
+    /// admin device's record of opened thread-open wraps (keep one per admin device, and prune
+    /// it with [`SeenWraps::prune`]): a replayed thread open is refused. Callers must also refuse
+    /// a thread id they already hold.
     ///
     /// # Errors
     /// [`Error::Key`] for a bad bundle or keys that are not this admin's; [`Error::Wrap`] if the
@@ -248,12 +252,13 @@ impl ThreadState {
         entity: &EntityId,
         open: &ThreadOpen,
         now: Timestamp,
+        seen: &mut SeenWraps,
     ) -> Result<Self, Error> {
         if &open.entity != entity {
-            return Err(Error::Commit(CommitError::InvalidAction(format!(
-                "thread was opened with entity {} but this admin serves {entity}",
-                open.entity
-            ))));
+            return Err(Error::WrongEntity {
+                expected: entity.clone(),
+                found: open.entity.clone(),
+            });
         }
         open.customer.verify()?;
         open.admin.verify()?;
@@ -267,22 +272,13 @@ impl ThreadState {
         if open.admin.identity_key != admin.identity_public()
             || &open.admin.kem_key != admin.kem_public()
         {
-            return Err(KeyError::InvalidIdentityKey {
-                detail: "the customer wrapped to keys that are not this admin's current keys"
-                    .to_owned(),
-            }
-            .into());
+            return Err(KeyError::StaleKeys.into());
         }
         if open.customer.device == admin.device() {
-            return Err(KeyError::WrongDevice {
-                expected: open.customer.device,
-                found: admin.device(),
-            }
-            .into());
+            return Err(Error::SelfThread);
         }
         let roster = Roster::initial(entity.clone(), open.customer.clone(), open.admin.clone());
         let roster_hash = roster.hash();
-        let mut seen = SeenWraps::new();
         let secret = open.wrap.open(
             admin,
             &ExpectedWrap {
@@ -293,7 +289,7 @@ impl ThreadState {
                 roster_hash,
             },
             now,
-            &mut seen,
+            seen,
         )?;
         let mut state = Self::new(
             open.thread,
@@ -304,23 +300,30 @@ impl ThreadState {
             secret,
             roster,
         );
-        state.seen_wraps = seen;
         state.retention = RetentionPolicy::keep_all();
         Ok(state)
     }
 
     /// An agent joins a thread from the commit that added it. The agent knows its entity and the
-    /// admin's identity from its own registration; the commit must be signed by that admin.
+    /// admin's identity from its own registration; the commit must be for that entity and signed
+    /// by that admin.
     ///
     /// # Errors
     /// [`CommitError`] if the commit, its roster or this device's wrap is refused.
     pub fn join(
         me: &DeviceKeys,
+        entity: &EntityId,
         admin: DeviceId,
         admin_key: IdentityPublicKey,
         commit: &Commit,
         now: Timestamp,
     ) -> Result<Self, CommitError> {
+        if &commit.roster.entity != entity {
+            return Err(CommitError::WrongEntity {
+                expected: entity.clone(),
+                found: commit.roster.entity.clone(),
+            });
+        }
         let roster_hash = commit.roster.hash();
         commit.verify_signature(&roster_hash, admin, &admin_key)?;
         commit.roster.validate(admin, &admin_key, now, None)?;
@@ -473,6 +476,7 @@ impl ThreadState {
             committer: self.me,
             created_at: now,
             wraps,
+            confirmation: Commit::confirmation_of(&secret, self.thread, epoch, &roster_hash),
             signature: Signature::from_bytes([0; 64]),
         };
         commit.signature = admin.identity().sign(commit.tbs(&roster_hash).as_slice());
@@ -566,6 +570,12 @@ impl ThreadState {
                 "these keys are not the member's keys",
             ));
         }
+        if content.content_type() == ContentType::SystemNotice && member.role != Role::Admin {
+            return Err(MessageError::AdminOnly {
+                sender: self.me,
+                content_type: ContentType::SystemNotice,
+            });
+        }
         if !content.content_type().allowed_without_floor() && !state.roster.may_post(self.me) {
             return Err(MessageError::NoFloor {
                 sender: self.me,
@@ -588,10 +598,11 @@ impl ThreadState {
         Ok(sealed)
     }
 
-    /// Verifies and decrypts a message. Checks, in order: thread, sender not removed (for
-    /// messages of older epochs), epoch held, roster hash,
-    /// sender membership, sender signature, generation window (duplicates and jumps), floor,
-    /// AEAD decryption, and content against header. The generation is recorded only when every
+    /// Verifies and decrypts a message at time `now`. Checks, in order: thread, sender not
+    /// removed (for messages of older epochs), epoch held, roster hash,
+    /// sender membership, sender signature, generation window (duplicates and jumps), floor (in
+    /// the message's epoch and, for older epochs, now), system notices from the admin only, the
+    /// sender's credential not expired, AEAD decryption, and content against header. The generation is recorded only when every
     /// check passed.
     ///
     /// # Errors
@@ -599,6 +610,7 @@ impl ThreadState {
     pub fn open_message(
         &mut self,
         message: &SealedMessage,
+        now: Timestamp,
     ) -> Result<ReceivedMessage, MessageError> {
         let header = message.header;
         if header.thread != self.thread {
@@ -609,12 +621,19 @@ impl ThreadState {
         }
         let current = self.current;
         let replay = self.replay;
-        if header.epoch < current && !self.roster().contains(header.sender) {
-            return Err(MessageError::SenderRemoved {
-                sender: header.sender,
-                epoch: header.epoch,
-            });
-        }
+        // A message of an older epoch is judged by the current roster too: a removed sender keeps
+        // old secrets, and an agent that lost the floor must not keep posting into old epochs.
+        let old_epoch_may_post = if header.epoch < current {
+            if !self.roster().contains(header.sender) {
+                return Err(MessageError::SenderRemoved {
+                    sender: header.sender,
+                    epoch: header.epoch,
+                });
+            }
+            self.roster().may_post(header.sender)
+        } else {
+            true
+        };
         let state = self
             .epochs
             .get_mut(&header.epoch)
@@ -641,10 +660,26 @@ impl ThreadState {
             .copied()
             .unwrap_or_default();
         window.check(header.sender, header.epoch, header.generation, replay)?;
-        if !header.content_type.allowed_without_floor() && !state.roster.may_post(header.sender) {
+        let may_post = state.roster.may_post(header.sender) && old_epoch_may_post;
+        if !header.content_type.allowed_without_floor() && !may_post {
             return Err(MessageError::NoFloor {
                 sender: header.sender,
                 epoch: header.epoch,
+            });
+        }
+        if header.content_type == ContentType::SystemNotice && member.role != Role::Admin {
+            return Err(MessageError::AdminOnly {
+                sender: header.sender,
+                content_type: ContentType::SystemNotice,
+            });
+        }
+        if let Some(credential) = member.credential()
+            && now >= credential.expires_at
+        {
+            return Err(MessageError::SenderExpired {
+                sender: header.sender,
+                expires_at: credential.expires_at,
+                now,
             });
         }
         let content = message::decrypt(&state.schedule, message)?;
@@ -689,11 +724,13 @@ fn open_commit_wrap(
             epoch: commit.epoch,
         });
     }
-    let wrap = commit.wrap_for(me.device()).ok_or(CommitError::Removed {
-        device: me.device(),
-        epoch: commit.epoch,
-    })?;
-    Ok(wrap.open(
+    let wrap = commit
+        .wrap_for(me.device())
+        .ok_or(CommitError::MissingWrap {
+            device: me.device(),
+            epoch: commit.epoch,
+        })?;
+    let secret = wrap.open(
         me,
         &ExpectedWrap {
             sender: admin,
@@ -704,7 +741,13 @@ fn open_commit_wrap(
         },
         now,
         seen,
-    )?)
+    )?;
+    if !commit.confirms(&secret, roster_hash) {
+        return Err(CommitError::ConfirmationMismatch {
+            epoch: commit.epoch,
+        });
+    }
+    Ok(secret)
 }
 
 #[cfg(test)]
@@ -732,7 +775,8 @@ mod tests {
         let (mut customer_view, open) =
             ThreadState::open(&customer, entity.clone(), &admin.bundle(NOW), NOW, &mut rng)
                 .unwrap();
-        let mut admin_view = ThreadState::accept(&admin, &entity, &open, NOW).unwrap();
+        let mut admin_view =
+            ThreadState::accept(&admin, &entity, &open, NOW, &mut SeenWraps::new()).unwrap();
         let bundle = bot.bundle(NOW);
         let credential = AgentCredential::issue(
             &admin,
@@ -761,5 +805,41 @@ mod tests {
             .apply_commit(&customer, &commit, NOW)
             .unwrap_err();
         assert!(matches!(err, CommitError::InvalidAction(_)), "{err}");
+    }
+
+    #[test]
+    fn members_given_different_secrets_detect_it() {
+        let (customer, admin) = (keys(1), keys(2));
+        let entity = EntityId::new("acme").unwrap();
+        let mut rng = Csprng::from_seed([2; 32]);
+        let (mut customer_view, open) =
+            ThreadState::open(&customer, entity.clone(), &admin.bundle(NOW), NOW, &mut rng)
+                .unwrap();
+        let mut admin_view =
+            ThreadState::accept(&admin, &entity, &open, NOW, &mut SeenWraps::new()).unwrap();
+        let mut commit = admin_view
+            .commit(&admin, CommitAction::Rekey, NOW, &mut rng)
+            .unwrap();
+        // An equivocating admin wraps another secret to the customer, validly signed, but the
+        // confirmation still commits to the secret the others got.
+        let hash = commit.roster.hash();
+        let context = WrapContext {
+            thread: commit.thread,
+            epoch: commit.epoch,
+            roster_hash: hash,
+            expires_at: NOW.plus(60),
+        };
+        let other = EpochSecret::from_bytes([0x66; 32]);
+        let wrap =
+            KeyWrap::seal(&admin, &customer.bundle(NOW), &context, &other, &mut rng).unwrap();
+        commit.wraps = vec![wrap];
+        commit.signature = admin.identity().sign(commit.tbs(&hash).as_slice());
+        let err = customer_view
+            .apply_commit(&customer, &commit, NOW)
+            .unwrap_err();
+        assert!(
+            matches!(err, CommitError::ConfirmationMismatch { .. }),
+            "{err}"
+        );
     }
 }

@@ -152,6 +152,7 @@ fn wrap_for_another_recipient_is_rejected() {
     // And joining through the commit fails for the outsider.
     let err = ThreadState::join(
         &w.agents[1],
+        &w.entity,
         w.admin.device(),
         w.admin.identity_public(),
         &commit,
@@ -346,7 +347,7 @@ fn every_flipped_bit_of_a_message_is_rejected() {
             if let Ok(m) = decode::<SealedMessage>(&bad) {
                 decoded += 1;
                 assert!(
-                    customer_view.open_message(&m).is_err(),
+                    customer_view.open_message(&m, NOW).is_err(),
                     "flipping bit {bit} of byte {i} was accepted"
                 );
             }
@@ -357,12 +358,12 @@ fn every_flipped_bit_of_a_message_is_rejected() {
         let mut m = msg.clone();
         m.ciphertext[i] ^= 0x01;
         assert!(
-            customer_view.open_message(&m).is_err(),
+            customer_view.open_message(&m, NOW).is_err(),
             "ciphertext byte {i}"
         );
     }
     // The genuine message is still accepted afterwards: the refusals recorded nothing.
-    let got = customer_view.open_message(&msg).unwrap();
+    let got = customer_view.open_message(&msg, NOW).unwrap();
     assert_eq!(got.quoted, Some(quoted));
 }
 
@@ -377,7 +378,7 @@ fn every_truncation_of_a_message_is_rejected() {
     for len in 0..json.len() {
         if let Ok(m) = decode::<SealedMessage>(&json[..len]) {
             assert!(
-                customer_view.open_message(&m).is_err(),
+                customer_view.open_message(&m, NOW).is_err(),
                 "prefix of {len} accepted"
             );
         }
@@ -386,11 +387,11 @@ fn every_truncation_of_a_message_is_rejected() {
         let mut m = msg.clone();
         m.ciphertext.truncate(len);
         assert!(
-            customer_view.open_message(&m).is_err(),
+            customer_view.open_message(&m, NOW).is_err(),
             "ciphertext of {len} bytes accepted"
         );
     }
-    customer_view.open_message(&msg).unwrap();
+    customer_view.open_message(&msg, NOW).unwrap();
 }
 
 #[test]
@@ -400,8 +401,8 @@ fn replayed_message_is_rejected() {
     let msg = agent_view
         .seal(&w.agents[0], &Content::text("hello"), None)
         .unwrap();
-    customer_view.open_message(&msg).unwrap();
-    let err = customer_view.open_message(&msg).unwrap_err();
+    customer_view.open_message(&msg, NOW).unwrap();
+    let err = customer_view.open_message(&msg, NOW).unwrap_err();
     assert!(matches!(err, MessageError::Duplicate { .. }), "{err}");
 }
 
@@ -422,7 +423,7 @@ fn forged_sender_is_rejected() {
         w.agents[0].identity(),
     );
     assert_eq!(
-        admin_view.open_message(&own).unwrap().content,
+        admin_view.open_message(&own, NOW).unwrap().content,
         Content::text("genuine")
     );
 
@@ -432,7 +433,7 @@ fn forged_sender_is_rejected() {
         &Content::text("please refund me to account 666"),
         w.agents[0].identity(),
     );
-    let err = admin_view.open_message(&forged).unwrap_err();
+    let err = admin_view.open_message(&forged, NOW).unwrap_err();
     assert_eq!(
         err,
         MessageError::BadSignature {
@@ -483,7 +484,7 @@ fn removed_agent_cannot_decrypt_next_epoch() {
     let secret_msg = customer_view
         .seal(&w.customer, &Content::text("my card ends 4242"), None)
         .unwrap();
-    let err = bot_view.open_message(&secret_msg).unwrap_err();
+    let err = bot_view.open_message(&secret_msg, NOW).unwrap_err();
     assert!(matches!(err, MessageError::UnknownEpoch { .. }), "{err}");
     assert!(!bot_view.epochs_held().contains(&transfer.epoch));
 }
@@ -506,7 +507,7 @@ fn removed_agent_cannot_post_in_old_epoch_after_removal() {
     let late = bot_view
         .seal(&w.agents[0], &Content::text("still here"), None)
         .unwrap();
-    let err = customer_view.open_message(&late).unwrap_err();
+    let err = customer_view.open_message(&late, NOW).unwrap_err();
     assert!(matches!(err, MessageError::SenderRemoved { .. }), "{err}");
 }
 
@@ -546,13 +547,13 @@ fn agent_without_floor_cannot_post() {
         &Content::text("I can still help!"),
         w.agents[0].identity(),
     );
-    let err = customer_view.open_message(&sneaky).unwrap_err();
+    let err = customer_view.open_message(&sneaky, NOW).unwrap_err();
     assert!(matches!(err, MessageError::NoFloor { .. }), "{err}");
     // Receipts and typing are still allowed without the floor.
     let receipt = bot_view
         .seal(&w.agents[0], &Content::Typing { active: false }, None)
         .unwrap();
-    customer_view.open_message(&receipt).unwrap();
+    customer_view.open_message(&receipt, NOW).unwrap();
 }
 
 #[test]
@@ -633,7 +634,7 @@ fn unknown_version_is_refused() {
         decode::<SealedMessage>(v.to_string().as_bytes()),
         Err(WireError::Malformed { .. })
     ));
-    customer_view.open_message(&msg).unwrap();
+    customer_view.open_message(&msg, NOW).unwrap();
 }
 
 #[test]
@@ -649,7 +650,7 @@ fn message_with_roster_of_another_view_is_rejected() {
         &Content::text("hi"),
         w.agents[0].identity(),
     );
-    let err = customer_view.open_message(&msg).unwrap_err();
+    let err = customer_view.open_message(&msg, NOW).unwrap_err();
     assert!(matches!(err, MessageError::RosterMismatch { .. }), "{err}");
 }
 
@@ -668,7 +669,7 @@ fn generation_jump_beyond_limit_is_rejected() {
         &Content::text("from the future"),
         w.agents[0].identity(),
     );
-    let err = customer_view.open_message(&far).unwrap_err();
+    let err = customer_view.open_message(&far, NOW).unwrap_err();
     assert!(
         matches!(err, MessageError::GenerationOutOfWindow { .. }),
         "{err}"
@@ -742,7 +743,8 @@ fn thread_open_for_another_admin_or_entity_is_refused() {
         &mut w.rng,
     )
     .unwrap();
-    let err = ThreadState::accept(&w.admin, &w.entity, &open, NOW).unwrap_err();
+    let err =
+        ThreadState::accept(&w.admin, &w.entity, &open, NOW, &mut SeenWraps::new()).unwrap_err();
     assert!(
         matches!(err, Error::Key(KeyError::WrongDevice { .. })),
         "{err}"
@@ -756,7 +758,8 @@ fn thread_open_for_another_admin_or_entity_is_refused() {
         &mut w.rng,
     )
     .unwrap();
-    let err = ThreadState::accept(&w.admin, &w.entity, &open, NOW).unwrap_err();
+    let err =
+        ThreadState::accept(&w.admin, &w.entity, &open, NOW, &mut SeenWraps::new()).unwrap_err();
     assert!(err.to_string().contains("globex"), "{err}");
     // A tampered customer bundle.
     let (_, mut open) = ThreadState::open(
@@ -768,7 +771,8 @@ fn thread_open_for_another_admin_or_entity_is_refused() {
     )
     .unwrap();
     open.customer.created_at = NOW.plus(1);
-    let err = ThreadState::accept(&w.admin, &w.entity, &open, NOW).unwrap_err();
+    let err =
+        ThreadState::accept(&w.admin, &w.entity, &open, NOW, &mut SeenWraps::new()).unwrap_err();
     assert!(
         matches!(err, Error::Key(KeyError::BadBundleSignature { .. })),
         "{err}"
@@ -836,7 +840,7 @@ fn message_for_another_thread_or_from_a_non_member_is_rejected() {
         w.agents[0].identity(),
     );
     assert!(matches!(
-        customer_view.open_message(&msg),
+        customer_view.open_message(&msg, NOW),
         Err(MessageError::WrongThread { .. })
     ));
     // Agent 1 learned the epoch secret somehow but is not in the roster.
@@ -848,7 +852,7 @@ fn message_for_another_thread_or_from_a_non_member_is_rejected() {
         w.agents[1].identity(),
     );
     assert!(matches!(
-        customer_view.open_message(&msg),
+        customer_view.open_message(&msg, NOW),
         Err(MessageError::UnknownSender { .. })
     ));
 }
@@ -866,7 +870,7 @@ fn message_whose_content_contradicts_its_header_is_rejected() {
     };
     let msg = spec_seal(&secret, header, &content, w.agents[0].identity());
     assert!(matches!(
-        customer_view.open_message(&msg),
+        customer_view.open_message(&msg, NOW),
         Err(MessageError::InvalidContent(_))
     ));
     // A reply that quotes nothing.
@@ -879,7 +883,7 @@ fn message_whose_content_contradicts_its_header_is_rejected() {
         w.agents[0].identity(),
     );
     assert!(matches!(
-        customer_view.open_message(&msg),
+        customer_view.open_message(&msg, NOW),
         Err(MessageError::InvalidContent(_))
     ));
     // Text over the limit.
@@ -891,7 +895,7 @@ fn message_whose_content_contradicts_its_header_is_rejected() {
         w.agents[0].identity(),
     );
     assert!(matches!(
-        customer_view.open_message(&msg),
+        customer_view.open_message(&msg, NOW),
         Err(MessageError::InvalidContent(_))
     ));
 }
@@ -933,4 +937,150 @@ fn wrap_for_another_roster_is_rejected() {
         ),
         "{err}"
     );
+}
+
+#[test]
+fn agent_that_lost_the_floor_cannot_post_into_an_old_epoch() {
+    let mut w = World::new(CipherSuite::default(), 1);
+    let (mut customer_view, mut admin_view, mut bot_view, _) = w.assigned_thread();
+    // The bot keeps epoch 1's secret; the admin takes the floor back in epoch 2.
+    let floor = w.commit(
+        &mut admin_view,
+        CommitAction::SetFloor {
+            floor: Floor::Admin,
+        },
+    );
+    customer_view
+        .apply_commit(&w.customer, &floor, NOW)
+        .unwrap();
+    // Built with epoch 1's secret and the bot's own valid signature.
+    let secret = bot_view.epoch_secret(Epoch(1)).unwrap().clone();
+    let stale = spec_seal(
+        &secret,
+        header_for(&bot_view, w.agents[0].device(), 5),
+        &Content::text("still answering"),
+        w.agents[0].identity(),
+    );
+    let err = customer_view.open_message(&stale, NOW).unwrap_err();
+    assert!(matches!(err, MessageError::NoFloor { .. }), "{err}");
+    // Receipts from the bot in the old epoch are still fine.
+    let receipt = bot_view
+        .seal(&w.agents[0], &Content::Typing { active: false }, None)
+        .unwrap();
+    customer_view.open_message(&receipt, NOW).unwrap();
+}
+
+#[test]
+fn replayed_thread_open_is_rejected() {
+    let mut w = World::new(CipherSuite::default(), 0);
+    let (_, open) = ThreadState::open(
+        &w.customer,
+        w.entity.clone(),
+        &w.admin.bundle(NOW),
+        NOW,
+        &mut w.rng,
+    )
+    .unwrap();
+    let mut seen = SeenWraps::new();
+    ThreadState::accept(&w.admin, &w.entity, &open, NOW, &mut seen).unwrap();
+    let err = ThreadState::accept(&w.admin, &w.entity, &open, NOW, &mut seen).unwrap_err();
+    assert!(
+        matches!(err, Error::Wrap(WrapError::Replayed { .. })),
+        "{err}"
+    );
+}
+
+#[test]
+fn expired_agent_credential_refuses_its_messages() {
+    let mut w = World::new(CipherSuite::default(), 1);
+    let (mut customer_view, _, mut bot_view, _) = w.assigned_thread();
+    let msg = bot_view
+        .seal(&w.agents[0], &Content::text("hello"), None)
+        .unwrap();
+    // Credentials from World::member expire after one day.
+    let err = customer_view
+        .open_message(&msg, NOW.plus(86_400))
+        .unwrap_err();
+    assert!(matches!(err, MessageError::SenderExpired { .. }), "{err}");
+    customer_view.open_message(&msg, NOW.plus(86_399)).unwrap();
+}
+
+#[test]
+fn system_notice_only_from_the_admin() {
+    let mut w = World::new(CipherSuite::default(), 1);
+    let (mut customer_view, mut admin_view, mut bot_view, _) = w.assigned_thread();
+    let notice = Content::SystemNotice {
+        text: "Dana joined".into(),
+    };
+    let err = bot_view.seal(&w.agents[0], &notice, None).unwrap_err();
+    assert!(matches!(err, MessageError::AdminOnly { .. }), "{err}");
+    let secret = bot_view.epoch_secret(bot_view.epoch()).unwrap().clone();
+    let mut header = header_for(&bot_view, w.agents[0].device(), 0);
+    header.content_type = ContentType::SystemNotice;
+    let forged = spec_seal(&secret, header, &notice, w.agents[0].identity());
+    let err = customer_view.open_message(&forged, NOW).unwrap_err();
+    assert!(matches!(err, MessageError::AdminOnly { .. }), "{err}");
+    let real = admin_view.seal(&w.admin, &notice, None).unwrap();
+    customer_view.open_message(&real, NOW).unwrap();
+}
+
+#[test]
+fn join_for_another_entity_is_refused() {
+    let mut w = World::new(CipherSuite::default(), 1);
+    let (_, _, _, commit) = w.assigned_thread();
+    let err = ThreadState::join(
+        &w.agents[0],
+        &EntityId::new("globex").unwrap(),
+        w.admin.device(),
+        w.admin.identity_public(),
+        &commit,
+        NOW,
+    )
+    .unwrap_err();
+    assert!(matches!(err, CommitError::WrongEntity { .. }), "{err}");
+}
+
+#[test]
+fn unknown_or_missing_fields_are_refused_everywhere() {
+    let mut w = World::new(CipherSuite::default(), 1);
+    let (_, _, mut bot_view, commit) = w.assigned_thread();
+    let mut v: serde_json::Value = serde_json::from_slice(&encode(&commit).unwrap()).unwrap();
+    // Unit-like roles and actions, which serde's internally tagged enums would let through.
+    let customer = w.customer.device().to_string();
+    v["roster"]["members"][&customer]["role"]["extra"] = serde_json::json!(1);
+    assert!(
+        decode::<Commit>(v.to_string().as_bytes()).is_err(),
+        "extra field on a role"
+    );
+    let mut v: serde_json::Value = serde_json::from_slice(&encode(&commit).unwrap()).unwrap();
+    v["action"] = serde_json::json!({"action": "rekey", "device": customer});
+    assert!(
+        decode::<Commit>(v.to_string().as_bytes()).is_err(),
+        "field on rekey"
+    );
+    let mut v: serde_json::Value = serde_json::from_slice(&encode(&commit).unwrap()).unwrap();
+    v["roster"]["floor"]["extra"] = serde_json::json!(true);
+    assert!(
+        decode::<Commit>(v.to_string().as_bytes()).is_err(),
+        "extra field on the floor"
+    );
+    // A header without "quoted" is malformed (it must be present, null when unused).
+    let msg = bot_view
+        .seal(&w.agents[0], &Content::text("x"), None)
+        .unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&encode(&msg).unwrap()).unwrap();
+    v["header"].as_object_mut().unwrap().remove("quoted");
+    assert!(
+        decode::<SealedMessage>(v.to_string().as_bytes()).is_err(),
+        "missing quoted"
+    );
+    // A handoff team name is bounded like other texts.
+    let long = Content::HandoffRequest {
+        target: HandoffTarget::Team("t".repeat(65)),
+        note: String::new(),
+    };
+    assert!(matches!(
+        bot_view.seal(&w.agents[0], &long, None),
+        Err(MessageError::InvalidContent(_))
+    ));
 }

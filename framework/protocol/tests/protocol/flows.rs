@@ -23,7 +23,7 @@ fn every_wire_type_round_trips_through_json() {
             .seal(&w.agents[0], &Content::text("hi"), None)
             .unwrap();
         let msg = round_trip(&msg);
-        customer_view.open_message(&msg).unwrap();
+        customer_view.open_message(&msg, NOW).unwrap();
         let (_, open) = ThreadState::open(
             &w.customer,
             w.entity.clone(),
@@ -77,16 +77,16 @@ fn group_members_read_each_other_and_removed_member_cannot_read_on() {
         .seal(&w.agents[2], &Content::text("from 2"), None)
         .unwrap();
     for m in [&from1, &from2] {
-        assert!(a0.open_message(m).is_ok());
+        assert!(a0.open_message(m, NOW).is_ok());
     }
     for m in [&from0, &from2] {
-        assert!(a1.open_message(m).is_ok());
+        assert!(a1.open_message(m, NOW).is_ok());
     }
     for m in [&from0, &from1] {
-        assert!(a2.open_message(m).is_ok());
+        assert!(a2.open_message(m, NOW).is_ok());
     }
     for m in [&from0, &from1, &from2] {
-        let got = customer_view.open_message(m).unwrap();
+        let got = customer_view.open_message(m, NOW).unwrap();
         assert!(matches!(got.sender_info, Sender::Agent { .. }));
     }
 
@@ -112,10 +112,10 @@ fn group_members_read_each_other_and_removed_member_cannot_read_on() {
     let after = a0
         .seal(&w.agents[0], &Content::text("after removal"), None)
         .unwrap();
-    assert!(a2.open_message(&after).is_ok());
-    assert!(customer_view.open_message(&after).is_ok());
+    assert!(a2.open_message(&after, NOW).is_ok());
+    assert!(customer_view.open_message(&after, NOW).is_ok());
     assert!(matches!(
-        a1.open_message(&after),
+        a1.open_message(&after, NOW),
         Err(MessageError::UnknownEpoch { .. })
     ));
 }
@@ -152,10 +152,10 @@ fn retention_policy_deletes_old_epoch_secrets() {
     // A late message from epoch 3 is now unreadable for the customer, readable for the admin.
     let late = late.unwrap();
     assert!(matches!(
-        customer_view.open_message(&late),
+        customer_view.open_message(&late, NOW),
         Err(MessageError::UnknownEpoch { .. })
     ));
-    assert!(admin_view.open_message(&late).is_ok());
+    assert!(admin_view.open_message(&late, NOW).is_ok());
 }
 
 #[test]
@@ -171,12 +171,15 @@ fn late_message_from_previous_epoch_is_still_read() {
         .unwrap();
     bot_view.apply_commit(&w.agents[0], &rekey, NOW).unwrap();
     // The bot is still a member, so its epoch-1 message arriving late is accepted.
-    assert_eq!(customer_view.open_message(&late).unwrap().epoch, Epoch(1));
+    assert_eq!(
+        customer_view.open_message(&late, NOW).unwrap().epoch,
+        Epoch(1)
+    );
     let mut strict = customer_view.with_retention(RetentionPolicy::current_only());
     let late2 = admin_view
         .seal(&w.admin, &Content::text("current"), None)
         .unwrap();
-    assert!(strict.open_message(&late2).is_ok());
+    assert!(strict.open_message(&late2, NOW).is_ok());
 }
 
 #[test]
@@ -202,7 +205,8 @@ fn suites_are_negotiated_per_device() {
     let (mut customer_view, open) =
         ThreadState::open(&customer, entity.clone(), &admin.bundle(NOW), NOW, &mut rng).unwrap();
     assert_eq!(open.wrap.suite, CipherSuite::XWingSha256ChaCha20Poly1305);
-    let mut admin_view = ThreadState::accept(&admin, &entity, &open, NOW).unwrap();
+    let mut admin_view =
+        ThreadState::accept(&admin, &entity, &open, NOW, &mut SeenWraps::new()).unwrap();
     let bundle = bot.bundle(NOW);
     let credential = AgentCredential::issue(
         &admin,
@@ -236,13 +240,20 @@ fn suites_are_negotiated_per_device() {
         CipherSuite::XWingSha256ChaCha20Poly1305
     );
     customer_view.apply_commit(&customer, &assign, NOW).unwrap();
-    let mut bot_view =
-        ThreadState::join(&bot, admin.device(), admin.identity_public(), &assign, NOW).unwrap();
+    let mut bot_view = ThreadState::join(
+        &bot,
+        &entity,
+        admin.device(),
+        admin.identity_public(),
+        &assign,
+        NOW,
+    )
+    .unwrap();
     let hi = customer_view
         .seal(&customer, &Content::text("hi"), None)
         .unwrap();
     assert_eq!(
-        bot_view.open_message(&hi).unwrap().content,
+        bot_view.open_message(&hi, NOW).unwrap().content,
         Content::text("hi")
     );
 }

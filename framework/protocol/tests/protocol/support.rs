@@ -97,6 +97,7 @@ impl World {
     pub fn join(&self, agent: usize, commit: &Commit) -> ThreadState {
         ThreadState::join(
             &self.agents[agent],
+            &self.entity,
             self.admin.device(),
             self.admin.identity_public(),
             commit,
@@ -115,7 +116,9 @@ impl World {
             &mut self.rng,
         )
         .unwrap();
-        let admin_view = ThreadState::accept(&self.admin, &self.entity, &open, NOW).unwrap();
+        let admin_view =
+            ThreadState::accept(&self.admin, &self.entity, &open, NOW, &mut SeenWraps::new())
+                .unwrap();
         (customer_view, admin_view, open)
     }
 
@@ -138,6 +141,7 @@ impl World {
             .unwrap();
         let agent_view = ThreadState::join(
             &self.agents[0],
+            &self.entity,
             self.admin.device(),
             self.admin.identity_public(),
             &commit,
