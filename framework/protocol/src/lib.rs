@@ -62,6 +62,7 @@ mod error;
 mod ids;
 mod keys;
 mod message;
+pub mod request;
 mod rng;
 mod roster;
 mod suite;
@@ -83,6 +84,7 @@ pub use message::{
     Content, ContentType, HandoffTarget, MAX_TEXT_BYTES, MessageHeader, REORDER_WINDOW,
     ReceiptKind, ReplayPolicy, SealedMessage,
 };
+pub use request::RequestAuth;
 pub use rng::Csprng;
 pub use roster::{Floor, Member, Role, Roster, RosterHash};
 pub use suite::CipherSuite;

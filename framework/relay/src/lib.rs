@@ -1,10 +1,11 @@
 //! # switchboard-relay
 //!
 //! The relay stores and forwards ciphertext and routing metadata between devices; it can never
-//! read a message or a key. This crate holds its storage layer ([`store`]): the [`Store`] trait
-//! with an embedded SQLite backend (the default) and a PostgreSQL backend for several relay
-//! processes sharing one database. The HTTP server on top of it is being built (see the
-//! changelog).
+//! read a message or a key. [`store`] is its storage: the [`Store`] trait with an embedded SQLite
+//! backend (the default) and a PostgreSQL backend for several relay processes sharing one
+//! database. [`http`] is the JSON API (`app(state) -> Router`), every request signed by the
+//! device's identity key. Registration and the directory are served today; threads and inboxes
+//! over HTTP come next (see the changelog).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), switchboard_relay::store::StoreError> {
@@ -12,6 +13,8 @@
 //! # let _ = store; Ok(()) }
 //! ```
 
+pub mod http;
 pub mod store;
 
+pub use http::{ApiError, RelayState, app};
 pub use store::{Store, StoreError};

@@ -1,0 +1,329 @@
+//! The relay's HTTP API: `fn app(state) -> Router`, JSON over HTTP, every request signed by the
+//! device's identity key (see [`switchboard_protocol::request`]).
+//!
+//! | method | path | who | what |
+//! |---|---|---|---|
+//! | POST | `/v1/devices` | anyone, signed by the key in the bundle | register a key bundle |
+//! | GET | `/v1/devices/{device}` | any registered device | a device's key bundle |
+//! | POST | `/v1/entities` | the device that becomes the admin | create an entity |
+//! | GET | `/v1/entities/{entity}` | any registered device | the entity's directory record |
+
+mod error;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use switchboard_protocol::request::{MAX_CLOCK_SKEW_SECS, headers};
+use switchboard_protocol::wire::MAX_WIRE_BYTES;
+use switchboard_protocol::{
+    DeviceId, EntityId, IdentityPublicKey, KeyBundle, RequestAuth, Timestamp, Version, WireType,
+    decode,
+};
+
+pub use error::ApiError;
+
+use crate::store::{DeviceRecord, EntityRecord, Registered, Store};
+
+/// The clock the relay judges request timestamps by (replaceable in tests).
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// The system clock.
+#[must_use]
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        Timestamp(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        )
+    })
+}
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone)]
+pub struct RelayState {
+    store: Arc<dyn Store>,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for RelayState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayState")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RelayState {
+    /// State over `store`, judging time by `clock`.
+    #[must_use]
+    pub fn new(store: Arc<dyn Store>, clock: Clock) -> Self {
+        Self { store, clock }
+    }
+}
+
+/// The relay's router.
+pub fn app(state: RelayState) -> Router {
+    Router::new()
+        .route("/v1/devices", post(register_device))
+        .route("/v1/devices/{device}", get(get_device))
+        .route("/v1/entities", post(create_entity))
+        .route("/v1/entities/{entity}", get(get_entity))
+        .layer(DefaultBodyLimit::max(MAX_WIRE_BYTES))
+        .with_state(state)
+}
+
+/// The body, or a JSON error (413 for an oversized body).
+fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(MAX_WIRE_BYTES)
+        } else {
+            ApiError::Malformed(rejection.body_text())
+        }
+    })
+}
+
+fn wire<T: WireType>(bytes: &[u8]) -> Result<T, ApiError> {
+    Ok(decode(bytes)?)
+}
+
+fn request_auth(headers_in: &HeaderMap) -> Result<RequestAuth, ApiError> {
+    let get = |name: &str| headers_in.get(name).and_then(|v| v.to_str().ok());
+    RequestAuth::parse(
+        get(headers::DEVICE),
+        get(headers::TIMESTAMP),
+        get(headers::NONCE),
+        get(headers::SIGNATURE),
+    )
+    .map_err(ApiError::Unauthenticated)
+}
+
+/// Checks freshness and signature against `key`, then spends the nonce (only after the signature
+/// verified, so nobody can burn another device's nonces).
+async fn check_signed(
+    state: &RelayState,
+    auth: &RequestAuth,
+    key: &IdentityPublicKey,
+    method: &Method,
+    uri: &Uri,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let now = (state.clock)();
+    if !auth.is_fresh(now) {
+        return Err(ApiError::StaleRequest);
+    }
+    let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+    if !auth.verify(key, method.as_str(), target, body) {
+        return Err(ApiError::BadSignature(auth.device.to_string()));
+    }
+    let expires = auth.timestamp.0.saturating_add(MAX_CLOCK_SKEW_SECS);
+    if !state
+        .store
+        .use_nonce(auth.device, &auth.nonce, expires, now.0)
+        .await?
+    {
+        return Err(ApiError::ReplayedRequest);
+    }
+    Ok(())
+}
+
+/// Authenticates a request from a registered device.
+async fn authenticate(
+    state: &RelayState,
+    method: &Method,
+    uri: &Uri,
+    headers_in: &HeaderMap,
+    body: &[u8],
+) -> Result<DeviceRecord, ApiError> {
+    let auth = request_auth(headers_in)?;
+    let device = state
+        .store
+        .device(auth.device)
+        .await?
+        .ok_or_else(|| ApiError::UnknownDevice(auth.device.to_string()))?;
+    let key =
+        IdentityPublicKey::from_bytes(&device.identity_key).map_err(|_| ApiError::Internal)?;
+    check_signed(state, &auth, &key, method, uri, body).await?;
+    Ok(device)
+}
+
+fn json_bytes(status: StatusCode, bytes: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+}
+
+/// The answer to a registration.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    /// Protocol version.
+    pub v: Version,
+    /// The device.
+    pub device: DeviceId,
+    /// Its fingerprint, for people to compare.
+    pub fingerprint: String,
+    /// Whether it was new.
+    pub created: bool,
+}
+
+async fn register_device(
+    State(state): State<RelayState>,
+    method: Method,
+    uri: Uri,
+    headers_in: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let raw = body(raw)?;
+    let bundle: KeyBundle = wire(&raw)?;
+    bundle
+        .verify()
+        .map_err(|e| ApiError::Malformed(e.to_string()))?;
+    // Registration proves possession of the identity key: signed by the key being registered.
+    let auth = request_auth(&headers_in)?;
+    if auth.device != bundle.device {
+        return Err(ApiError::Unauthenticated(format!(
+            "request signed as {} but registers {}",
+            auth.device, bundle.device
+        )));
+    }
+    check_signed(&state, &auth, &bundle.identity_key, &method, &uri, &raw).await?;
+    let record = DeviceRecord {
+        device: bundle.device,
+        identity_key: *bundle.identity_key.as_bytes(),
+        bundle: raw.to_vec(),
+        registered_at: (state.clock)().0,
+    };
+    let outcome = state.store.register_device(&record).await?;
+    let status = match outcome {
+        Registered::Created => StatusCode::CREATED,
+        Registered::Updated => StatusCode::OK,
+    };
+    let answer = Registration {
+        v: Version,
+        device: bundle.device,
+        fingerprint: bundle.fingerprint().to_string(),
+        created: outcome == Registered::Created,
+    };
+    Ok((status, Json(answer)).into_response())
+}
+
+async fn get_device(
+    State(state): State<RelayState>,
+    Path(device): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers_in: HeaderMap,
+) -> Result<Response, ApiError> {
+    authenticate(&state, &method, &uri, &headers_in, &[]).await?;
+    let device: DeviceId = device
+        .parse()
+        .map_err(|e: switchboard_protocol::WireError| ApiError::Malformed(e.to_string()))?;
+    let record = state
+        .store
+        .device(device)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("device {device} is not registered")))?;
+    Ok(json_bytes(StatusCode::OK, record.bundle))
+}
+
+/// Body of `POST /v1/entities`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewEntity {
+    /// Protocol version.
+    pub v: Version,
+    /// The entity's name.
+    pub entity: EntityId,
+    /// What customers see.
+    pub display_name: String,
+}
+
+impl WireType for NewEntity {
+    const WHAT: &'static str = "new entity";
+}
+
+/// An entity's directory record: what a customer's device fetches (and pins) before opening a
+/// thread.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryRecord {
+    /// Protocol version.
+    pub v: Version,
+    /// The entity.
+    pub entity: EntityId,
+    /// What customers see.
+    pub display_name: String,
+    /// The admin device's key bundle.
+    pub admin: KeyBundle,
+}
+
+impl WireType for DirectoryRecord {
+    const WHAT: &'static str = "directory record";
+}
+
+async fn create_entity(
+    State(state): State<RelayState>,
+    method: Method,
+    uri: Uri,
+    headers_in: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let raw = body(raw)?;
+    let admin = authenticate(&state, &method, &uri, &headers_in, &raw).await?;
+    let new: NewEntity = wire(&raw)?;
+    let name_chars = new.display_name.chars().count();
+    if name_chars == 0 || name_chars > 64 || new.display_name.chars().any(char::is_control) {
+        return Err(ApiError::Malformed(
+            "display_name must have 1 to 64 characters and no control characters".to_owned(),
+        ));
+    }
+    state
+        .store
+        .create_entity(&EntityRecord {
+            entity: new.entity.clone(),
+            admin: admin.device,
+            display_name: new.display_name,
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "v": 1, "entity": new.entity })),
+    )
+        .into_response())
+}
+
+async fn get_entity(
+    State(state): State<RelayState>,
+    Path(entity): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers_in: HeaderMap,
+) -> Result<Response, ApiError> {
+    authenticate(&state, &method, &uri, &headers_in, &[]).await?;
+    let entity = EntityId::new(entity).map_err(|e| ApiError::Malformed(e.to_string()))?;
+    let record = state
+        .store
+        .entity(&entity)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no entity named {entity}")))?;
+    let admin = state
+        .store
+        .device(record.admin)
+        .await?
+        .ok_or(ApiError::Internal)?;
+    let admin: KeyBundle = decode(&admin.bundle).map_err(|_| ApiError::Internal)?;
+    Ok(Json(DirectoryRecord {
+        v: Version,
+        entity: record.entity,
+        display_name: record.display_name,
+        admin,
+    })
+    .into_response())
+}

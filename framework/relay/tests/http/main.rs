@@ -1,0 +1,374 @@
+//! Handler tests through `Router::oneshot`, no sockets: every endpoint and each refusal.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs,
+    unreachable_pub
+)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::body::{Body, to_bytes};
+use axum::http::{Request, StatusCode};
+use serde_json::Value;
+use switchboard_protocol::{
+    CipherSuite, Csprng, DeviceId, DeviceKeys, KeyBundle, RequestAuth, Timestamp, decode, encode,
+};
+use switchboard_relay::http::{Clock, DirectoryRecord};
+use switchboard_relay::store::SqliteStore;
+use switchboard_relay::{RelayState, app};
+use tower::ServiceExt as _;
+
+const T0: u64 = 1_800_000_000;
+
+struct Relay {
+    router: axum::Router,
+    now: Arc<AtomicU64>,
+    rng: Csprng,
+}
+
+impl Relay {
+    async fn new() -> Self {
+        let store = Arc::new(SqliteStore::open("sqlite::memory:").await.unwrap());
+        let now = Arc::new(AtomicU64::new(T0));
+        let clock_now = Arc::clone(&now);
+        let clock: Clock = Arc::new(move || Timestamp(clock_now.load(Ordering::SeqCst)));
+        Self {
+            router: app(RelayState::new(store, clock)),
+            now,
+            rng: Csprng::from_os().unwrap(),
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        Timestamp(self.now.load(Ordering::SeqCst))
+    }
+
+    fn device(&mut self) -> DeviceKeys {
+        DeviceKeys::generate(
+            DeviceId::random(&mut self.rng),
+            CipherSuite::default(),
+            &mut self.rng,
+        )
+    }
+
+    /// A request signed by `keys` at the relay's current time.
+    fn signed(
+        &mut self,
+        keys: &DeviceKeys,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Request<Body> {
+        let auth = RequestAuth::sign(keys, method, path, body, self.now(), &mut self.rng);
+        with_auth(&auth, method, path, body.to_vec())
+    }
+
+    async fn send(&self, request: Request<Body>) -> (StatusCode, Value) {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, json)
+    }
+
+    async fn register(&mut self, keys: &DeviceKeys) -> (StatusCode, Value) {
+        let body = encode(&keys.bundle(self.now())).unwrap();
+        let request = self.signed(keys, "POST", "/v1/devices", &body);
+        self.send(request).await
+    }
+}
+
+fn with_auth(auth: &RequestAuth, method: &str, path: &str, body: Vec<u8>) -> Request<Body> {
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json");
+    for (name, value) in auth.header_values() {
+        builder = builder.header(name, value);
+    }
+    builder.body(Body::from(body)).unwrap()
+}
+
+fn code(json: &Value) -> &str {
+    json["error"]["code"].as_str().unwrap_or("<no error code>")
+}
+
+#[tokio::test]
+async fn registration_creates_then_updates() {
+    let mut relay = Relay::new().await;
+    let keys = relay.device();
+    let (status, json) = relay.register(&keys).await;
+    assert_eq!(status, StatusCode::CREATED, "{json}");
+    assert_eq!(
+        json["fingerprint"],
+        keys.bundle(relay.now()).fingerprint().to_string()
+    );
+    let (status, json) = relay.register(&keys).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["created"], false);
+}
+
+#[tokio::test]
+async fn registration_signed_by_another_key_is_refused() {
+    let mut relay = Relay::new().await;
+    let victim = relay.device();
+    let body = encode(&victim.bundle(relay.now())).unwrap();
+    // The thief signs as the victim's device id with its own key.
+    let forged = DeviceKeys::from_seed(victim.device(), CipherSuite::default(), &[9; 32]);
+    let request = relay.signed(&forged, "POST", "/v1/devices", &body);
+    let (status, json) = relay.send(request).await;
+    assert_eq!(
+        (status, code(&json)),
+        (StatusCode::UNAUTHORIZED, "bad_signature"),
+        "{json}"
+    );
+}
+
+#[tokio::test]
+async fn registration_of_a_taken_device_id_with_another_key_conflicts() {
+    let mut relay = Relay::new().await;
+    let keys = relay.device();
+    relay.register(&keys).await;
+    let impostor = DeviceKeys::from_seed(keys.device(), CipherSuite::default(), &[7; 32]);
+    let (status, json) = relay.register(&impostor).await;
+    assert_eq!(
+        (status, code(&json)),
+        (StatusCode::CONFLICT, "conflict"),
+        "{json}"
+    );
+}
+
+#[tokio::test]
+async fn unauthenticated_request_is_refused() {
+    let mut relay = Relay::new().await;
+    let keys = relay.device();
+    let body = encode(&keys.bundle(relay.now())).unwrap();
+    let request = Request::builder()
+        .method("POST")
+        .uri("/v1/devices")
+        .body(Body::from(body))
+        .unwrap();
+    let (status, json) = relay.send(request).await;
+    assert_eq!(
+        (status, code(&json)),
+        (StatusCode::UNAUTHORIZED, "unauthenticated"),
+        "{json}"
+    );
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("x-sb-device")
+    );
+    let request = Request::builder()
+        .uri(format!("/v1/devices/{}", keys.device()))
+        .body(Body::empty())
+        .unwrap();
+    let (status, json) = relay.send(request).await;
+    assert_eq!(
+        (status, code(&json)),
+        (StatusCode::UNAUTHORIZED, "unauthenticated"),
+        "{json}"
+    );
+}
+
+#[tokio::test]
+async fn stale_request_is_refused() {
+    let mut relay = Relay::new().await;
+    let keys = relay.device();
+    relay.register(&keys).await;
+    let path = format!("/v1/devices/{}", keys.device());
+    let request = relay.signed(&keys, "GET", &path, b"");
+    relay.now.fetch_add(301, Ordering::SeqCst);
+    let (status, json) = relay.send(request).await;
+    assert_eq!(
+        (status, code(&json)),
+        (StatusCode::UNAUTHORIZED, "stale_request"),
+        "{json}"
+    );
+}
+
+#[tokio::test]
+async fn replayed_request_is_refused() {
+    let mut relay = Relay::new().await;
+    let keys = relay.device();
+    relay.register(&keys).await;
+    let path = format!("/v1/devices/{}", keys.device());
+    let auth = RequestAuth::sign(&keys, "GET", &path, b"", relay.now(), &mut relay.rng);
+    let (status, _) = relay.send(with_auth(&auth, "GET", &path, Vec::new())).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, json) = relay.send(with_auth(&auth, "GET", &path, Vec::new())).await;
+    assert_eq!(
+        (status, code(&json)),
+        (StatusCode::UNAUTHORIZED, "replayed_request"),
+        "{json}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_device_is_refused() {
+    let mut relay = Relay::new().await;
+    let stranger = relay.device();
+    let request = relay.signed(&stranger, "GET", "/v1/entities/acme", b"");
+    let (status, json) = relay.send(request).await;
+    assert_eq!(
+        (status, code(&json)),
+        (StatusCode::UNAUTHORIZED, "unknown_device"),
+        "{json}"
+    );
+}
+
+#[tokio::test]
+async fn tampered_body_fails_the_signature() {
+    let mut relay = Relay::new().await;
+    let keys = relay.device();
+    relay.register(&keys).await;
+    let body = br#"{"v":1,"entity":"acme","display_name":"Acme"}"#;
+    let auth = RequestAuth::sign(
+        &keys,
+        "POST",
+        "/v1/entities",
+        body,
+        relay.now(),
+        &mut relay.rng,
+    );
+    let tampered = br#"{"v":1,"entity":"evil","display_name":"Acme"}"#.to_vec();
+    let (status, json) = relay
+        .send(with_auth(&auth, "POST", "/v1/entities", tampered))
+        .await;
+    assert_eq!(
+        (status, code(&json)),
+        (StatusCode::UNAUTHORIZED, "bad_signature"),
+        "{json}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_json_is_refused() {
+    let mut relay = Relay::new().await;
+    let keys = relay.device();
+    for body in [&b"{not json"[..], b"[]", br#"{"v":1,"device":"zz"}"#] {
+        let request = relay.signed(&keys, "POST", "/v1/devices", body);
+        let (status, json) = relay.send(request).await;
+        assert_eq!(
+            (status, code(&json)),
+            (StatusCode::BAD_REQUEST, "malformed"),
+            "{json}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unknown_version_is_refused() {
+    let mut relay = Relay::new().await;
+    let keys = relay.device();
+    let mut bundle: Value =
+        serde_json::from_slice(&encode(&keys.bundle(relay.now())).unwrap()).unwrap();
+    bundle["v"] = Value::from(2);
+    let body = bundle.to_string().into_bytes();
+    let request = relay.signed(&keys, "POST", "/v1/devices", &body);
+    let (status, json) = relay.send(request).await;
+    assert_eq!(
+        (status, code(&json)),
+        (StatusCode::BAD_REQUEST, "unsupported_version"),
+        "{json}"
+    );
+}
+
+#[tokio::test]
+async fn too_large_body_is_refused() {
+    let mut relay = Relay::new().await;
+    let keys = relay.device();
+    let body = vec![b' '; switchboard_protocol::wire::MAX_WIRE_BYTES + 1];
+    let request = relay.signed(&keys, "POST", "/v1/devices", &body);
+    let (status, json) = relay.send(request).await;
+    assert_eq!(
+        (status, code(&json)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        "{json}"
+    );
+}
+
+#[tokio::test]
+async fn entity_directory_serves_the_admin_bundle() {
+    let mut relay = Relay::new().await;
+    let (admin, customer, other) = (relay.device(), relay.device(), relay.device());
+    for k in [&admin, &customer, &other] {
+        relay.register(k).await;
+    }
+    let body = br#"{"v":1,"entity":"acme","display_name":"Acme Shop"}"#;
+    let request = relay.signed(&admin, "POST", "/v1/entities", body);
+    let (status, json) = relay.send(request).await;
+    assert_eq!(status, StatusCode::CREATED, "{json}");
+    // Another device cannot take the name.
+    let request = relay.signed(&other, "POST", "/v1/entities", body);
+    let (status, json) = relay.send(request).await;
+    assert_eq!(
+        (status, code(&json)),
+        (StatusCode::CONFLICT, "conflict"),
+        "{json}"
+    );
+    // A customer fetches the record and gets the admin's verifiable bundle.
+    let request = relay.signed(&customer, "GET", "/v1/entities/acme", b"");
+    let (status, json) = relay.send(request).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    let record: DirectoryRecord = decode(json.to_string().as_bytes()).unwrap();
+    record.admin.verify().unwrap();
+    assert_eq!(record.admin.identity_key, admin.identity_public());
+    assert_eq!(record.display_name, "Acme Shop");
+    // Unknown entities and bad names.
+    let request = relay.signed(&customer, "GET", "/v1/entities/globex", b"");
+    let (status, json) = relay.send(request).await;
+    assert_eq!(
+        (status, code(&json)),
+        (StatusCode::NOT_FOUND, "not_found"),
+        "{json}"
+    );
+    let request = relay.signed(&customer, "GET", "/v1/entities/Not%20Valid", b"");
+    let (status, json) = relay.send(request).await;
+    assert_eq!(
+        (status, code(&json)),
+        (StatusCode::BAD_REQUEST, "malformed"),
+        "{json}"
+    );
+    // Bad display names.
+    let request = relay.signed(
+        &other,
+        "POST",
+        "/v1/entities",
+        br#"{"v":1,"entity":"x","display_name":""}"#,
+    );
+    let (status, json) = relay.send(request).await;
+    assert_eq!(
+        (status, code(&json)),
+        (StatusCode::BAD_REQUEST, "malformed"),
+        "{json}"
+    );
+}
+
+#[tokio::test]
+async fn device_bundles_are_served_to_registered_devices() {
+    let mut relay = Relay::new().await;
+    let (a, b) = (relay.device(), relay.device());
+    relay.register(&a).await;
+    relay.register(&b).await;
+    let path = format!("/v1/devices/{}", b.device());
+    let request = relay.signed(&a, "GET", &path, b"");
+    let (status, json) = relay.send(request).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    let bundle: KeyBundle = decode(json.to_string().as_bytes()).unwrap();
+    assert_eq!(bundle.identity_key, b.identity_public());
+    let missing = format!("/v1/devices/{}", DeviceId::from_bytes([0; 16]));
+    let request = relay.signed(&a, "GET", &missing, b"");
+    let (status, json) = relay.send(request).await;
+    assert_eq!(
+        (status, code(&json)),
+        (StatusCode::NOT_FOUND, "not_found"),
+        "{json}"
+    );
+}
