@@ -7,8 +7,14 @@
 //! | GET | `/v1/devices/{device}` | any registered device | a device's key bundle |
 //! | POST | `/v1/entities` | the device that becomes the admin | create an entity |
 //! | GET | `/v1/entities/{entity}` | any registered device | the entity's directory record |
+//! | POST | `/v1/threads` | a customer device | open a thread (`ThreadOpen`), queued for the admin |
+//! | POST | `/v1/threads/{thread}/commits` | the entity's admin only | a roster commit, to old and new members |
+//! | POST | `/v1/threads/{thread}/messages` | current members only | a sealed message, to the other members |
+//! | GET | `/v1/inbox?after=N&limit=M&wait=S` | the device itself | its queued items after cursor N, long-polling up to S seconds |
+//! | POST | `/v1/inbox/ack` | the device itself | acknowledge (delete) items up to a cursor |
 
 mod error;
+mod threads;
 
 use std::sync::Arc;
 
@@ -28,6 +34,7 @@ use switchboard_protocol::{
 };
 
 pub use error::ApiError;
+pub use threads::{Ack, InboxAnswer, MAX_FETCH, MAX_WAIT_SECS, PostAnswer, WireItem};
 
 use crate::store::{DeviceRecord, EntityRecord, Registered, Store};
 
@@ -51,6 +58,7 @@ pub fn system_clock() -> Clock {
 pub struct RelayState {
     store: Arc<dyn Store>,
     clock: Clock,
+    waiters: threads::Waiters,
 }
 
 impl std::fmt::Debug for RelayState {
@@ -65,7 +73,11 @@ impl RelayState {
     /// State over `store`, judging time by `clock`.
     #[must_use]
     pub fn new(store: Arc<dyn Store>, clock: Clock) -> Self {
-        Self { store, clock }
+        Self {
+            store,
+            clock,
+            waiters: threads::Waiters::default(),
+        }
     }
 }
 
@@ -76,6 +88,11 @@ pub fn app(state: RelayState) -> Router {
         .route("/v1/devices/{device}", get(get_device))
         .route("/v1/entities", post(create_entity))
         .route("/v1/entities/{entity}", get(get_entity))
+        .route("/v1/threads", post(threads::open_thread))
+        .route("/v1/threads/{thread}/commits", post(threads::post_commit))
+        .route("/v1/threads/{thread}/messages", post(threads::post_message))
+        .route("/v1/inbox", get(threads::inbox))
+        .route("/v1/inbox/ack", post(threads::ack))
         .layer(DefaultBodyLimit::max(MAX_WIRE_BYTES))
         .with_state(state)
 }

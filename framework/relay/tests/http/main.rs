@@ -23,6 +23,8 @@ use switchboard_relay::store::SqliteStore;
 use switchboard_relay::{RelayState, app};
 use tower::ServiceExt as _;
 
+mod threads;
+
 const T0: u64 = 1_800_000_000;
 
 struct Relay {

@@ -1,0 +1,326 @@
+//! Threads and inboxes: opening threads, commits (admin only), messages (members only), the
+//! long-polling inbox and acknowledgements.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use switchboard_protocol::{
+    Commit, DeviceId, SealedMessage, ThreadId, ThreadOpen, Version, WireType,
+};
+use tokio::sync::Notify;
+
+use super::{ApiError, RelayState, authenticate, body, wire};
+use crate::store::{InboxItem, ItemKind, Post, Posted, ThreadRecord};
+
+/// The longest a long-poll waits: 30 seconds.
+pub const MAX_WAIT_SECS: u64 = 30;
+/// The most items one inbox fetch returns.
+pub const MAX_FETCH: u32 = 500;
+/// How often a waiting long-poll re-reads the store, to see posts made through another relay
+/// process sharing the database.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Wakes long-polls of this process when an item is queued for their device.
+#[derive(Clone, Default)]
+pub(super) struct Waiters(Arc<Mutex<HashMap<DeviceId, Arc<Notify>>>>);
+
+impl Waiters {
+    fn get(&self, device: DeviceId) -> Arc<Notify> {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(map.entry(device).or_default())
+    }
+
+    fn wake(&self, devices: &[DeviceId]) {
+        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        for device in devices {
+            if let Some(notify) = map.get(device) {
+                notify.notify_waiters();
+            }
+        }
+    }
+}
+
+fn parse_thread(text: &str) -> Result<ThreadId, ApiError> {
+    text.parse()
+        .map_err(|e: switchboard_protocol::WireError| ApiError::Malformed(e.to_string()))
+}
+
+/// Where a post went, as answered to the poster.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PostAnswer {
+    /// Protocol version.
+    pub v: Version,
+    /// The thread.
+    pub thread: ThreadId,
+    /// The post's position in the thread.
+    pub thread_seq: u64,
+    /// How many devices it was queued for.
+    pub recipients: usize,
+}
+
+fn posted(state: &RelayState, thread: ThreadId, posted: &Posted) -> Response {
+    state.waiters.wake(&posted.recipients);
+    let answer = PostAnswer {
+        v: Version,
+        thread,
+        thread_seq: posted.thread_seq,
+        recipients: posted.recipients.len(),
+    };
+    (StatusCode::CREATED, Json(answer)).into_response()
+}
+
+pub(super) async fn open_thread(
+    State(state): State<RelayState>,
+    method: Method,
+    uri: Uri,
+    headers_in: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let raw = body(raw)?;
+    let customer = authenticate(&state, &method, &uri, &headers_in, &raw).await?;
+    let open: ThreadOpen = wire(&raw)?;
+    if open.customer.device != customer.device
+        || open.customer.identity_key.as_bytes() != &customer.identity_key
+    {
+        return Err(ApiError::Forbidden(
+            "a thread can only be opened by the customer device it names".to_owned(),
+        ));
+    }
+    let entity = state
+        .store
+        .entity(&open.entity)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no entity named {}", open.entity)))?;
+    if open.admin.device != entity.admin || open.wrap.recipient != entity.admin {
+        return Err(ApiError::Conflict(format!(
+            "entity {} has another admin device; fetch its directory record again",
+            open.entity
+        )));
+    }
+    let mut members = vec![open.customer.device, entity.admin];
+    members.sort_unstable();
+    let record = ThreadRecord {
+        thread: open.thread,
+        entity: open.entity,
+        customer: customer.device,
+        admin: entity.admin,
+        epoch: 0,
+        members,
+    };
+    let result = state.store.open_thread(&record, &raw).await?;
+    Ok(posted(&state, record.thread, &result))
+}
+
+async fn thread_of(state: &RelayState, thread: ThreadId) -> Result<ThreadRecord, ApiError> {
+    state
+        .store
+        .thread(thread)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no thread {thread}")))
+}
+
+pub(super) async fn post_commit(
+    State(state): State<RelayState>,
+    Path(thread): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers_in: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let raw = body(raw)?;
+    let sender = authenticate(&state, &method, &uri, &headers_in, &raw).await?;
+    let thread = parse_thread(&thread)?;
+    let record = thread_of(&state, thread).await?;
+    if sender.device != record.admin {
+        return Err(ApiError::Forbidden(
+            "only the entity's admin device may change a thread's roster".to_owned(),
+        ));
+    }
+    let commit: Commit = wire(&raw)?;
+    if commit.thread != thread || commit.committer != sender.device {
+        return Err(ApiError::Malformed(
+            "the commit names another thread or committer than the request".to_owned(),
+        ));
+    }
+    if commit.epoch.0 != record.epoch.saturating_add(1) {
+        return Err(ApiError::Conflict(format!(
+            "the thread is at epoch {}; a commit must start epoch {}",
+            record.epoch,
+            record.epoch.saturating_add(1)
+        )));
+    }
+    let members: Vec<DeviceId> = commit.roster.members.keys().copied().collect();
+    for device in &members {
+        if state.store.device(*device).await?.is_none() {
+            return Err(ApiError::NotFound(format!(
+                "member device {device} is not registered"
+            )));
+        }
+    }
+    let post = Post {
+        thread,
+        sender: sender.device,
+        kind: ItemKind::Commit,
+        payload: &raw,
+        new_roster: Some((commit.epoch.0, &members)),
+    };
+    let result = state.store.post(&post).await?;
+    Ok(posted(&state, thread, &result))
+}
+
+pub(super) async fn post_message(
+    State(state): State<RelayState>,
+    Path(thread): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers_in: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let raw = body(raw)?;
+    let sender = authenticate(&state, &method, &uri, &headers_in, &raw).await?;
+    let thread = parse_thread(&thread)?;
+    let record = thread_of(&state, thread).await?;
+    if !record.members.contains(&sender.device) {
+        return Err(ApiError::Forbidden(format!(
+            "device {} is not a member of thread {thread}",
+            sender.device
+        )));
+    }
+    let message: SealedMessage = wire(&raw)?;
+    if message.header.thread != thread || message.header.sender != sender.device {
+        return Err(ApiError::Malformed(
+            "the message header names another thread or sender than the request".to_owned(),
+        ));
+    }
+    let post = Post {
+        thread,
+        sender: sender.device,
+        kind: ItemKind::Message,
+        payload: &raw,
+        new_roster: None,
+    };
+    let result = state.store.post(&post).await?;
+    Ok(posted(&state, thread, &result))
+}
+
+/// Query of `GET /v1/inbox`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct InboxQuery {
+    #[serde(default)]
+    after: u64,
+    limit: Option<u32>,
+    #[serde(default)]
+    wait: u64,
+}
+
+/// One inbox item on the wire.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WireItem {
+    /// The cursor: acknowledge up to here.
+    pub seq: u64,
+    /// The thread.
+    pub thread: ThreadId,
+    /// Position in the thread.
+    pub thread_seq: u64,
+    /// The sender.
+    pub sender: DeviceId,
+    /// `thread_open`, `commit` or `message`.
+    pub kind: String,
+    /// The wire value, as posted.
+    pub payload: serde_json::Value,
+}
+
+/// The answer of `GET /v1/inbox`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InboxAnswer {
+    /// Protocol version.
+    pub v: Version,
+    /// Items after the cursor, oldest first.
+    pub items: Vec<WireItem>,
+}
+
+impl WireType for InboxAnswer {
+    const WHAT: &'static str = "inbox";
+}
+
+fn to_wire(item: &InboxItem) -> Result<WireItem, ApiError> {
+    let payload = serde_json::from_slice(&item.payload).map_err(|_| ApiError::Internal)?;
+    Ok(WireItem {
+        seq: item.seq,
+        thread: item.thread,
+        thread_seq: item.thread_seq,
+        sender: item.sender,
+        kind: item.kind.as_str().to_owned(),
+        payload,
+    })
+}
+
+pub(super) async fn inbox(
+    State(state): State<RelayState>,
+    query: Result<Query<InboxQuery>, axum::extract::rejection::QueryRejection>,
+    method: Method,
+    uri: Uri,
+    headers_in: HeaderMap,
+) -> Result<Response, ApiError> {
+    let device = authenticate(&state, &method, &uri, &headers_in, &[]).await?;
+    let Query(query) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
+    let limit = query.limit.unwrap_or(100).clamp(1, MAX_FETCH);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(query.wait.min(MAX_WAIT_SECS));
+    let notify = state.waiters.get(device.device);
+    let items = loop {
+        // Register for wake-ups before reading, so a post between the read and the wait is not
+        // missed.
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let items = state.store.fetch(device.device, query.after, limit).await?;
+        let now = tokio::time::Instant::now();
+        if !items.is_empty() || now >= deadline {
+            break items;
+        }
+        let nap = (deadline - now).min(POLL_INTERVAL);
+        tokio::select! {
+            () = &mut notified => {}
+            () = tokio::time::sleep(nap) => {}
+        }
+    };
+    let items = items.iter().map(to_wire).collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(InboxAnswer { v: Version, items }).into_response())
+}
+
+/// Body of `POST /v1/inbox/ack`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ack {
+    /// Protocol version.
+    pub v: Version,
+    /// Acknowledge every item with `seq <= up_to`.
+    pub up_to: u64,
+}
+
+impl WireType for Ack {
+    const WHAT: &'static str = "ack";
+}
+
+pub(super) async fn ack(
+    State(state): State<RelayState>,
+    method: Method,
+    uri: Uri,
+    headers_in: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let raw = body(raw)?;
+    let device = authenticate(&state, &method, &uri, &headers_in, &raw).await?;
+    let ack: Ack = wire(&raw)?;
+    let removed = state.store.ack(device.device, ack.up_to).await?;
+    Ok(Json(serde_json::json!({ "v": 1, "acked": removed })).into_response())
+}

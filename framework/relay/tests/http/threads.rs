@@ -1,0 +1,310 @@
+//! Threads and inboxes over HTTP, with real protocol objects end to end through the router.
+
+use axum::http::StatusCode;
+use serde_json::Value;
+use switchboard_protocol::{
+    AgentCredential, AgentKind, Commit, CommitAction, Content, CredentialRequest, DeviceKeys,
+    EntityId, Member, SealedMessage, SeenWraps, Sender, ThreadOpen, ThreadState, decode, encode,
+};
+use switchboard_relay::http::InboxAnswer;
+
+use super::{Relay, code};
+
+struct Cast {
+    customer: DeviceKeys,
+    admin: DeviceKeys,
+    bot: DeviceKeys,
+    entity: EntityId,
+}
+
+async fn cast(relay: &mut Relay) -> Cast {
+    let (customer, admin, bot) = (relay.device(), relay.device(), relay.device());
+    for k in [&customer, &admin, &bot] {
+        relay.register(k).await;
+    }
+    let request = relay.signed(
+        &admin,
+        "POST",
+        "/v1/entities",
+        br#"{"v":1,"entity":"acme","display_name":"Acme"}"#,
+    );
+    assert_eq!(relay.send(request).await.0, StatusCode::CREATED);
+    Cast {
+        customer,
+        admin,
+        bot,
+        entity: EntityId::new("acme").unwrap(),
+    }
+}
+
+impl Relay {
+    async fn post(&mut self, keys: &DeviceKeys, path: &str, body: &[u8]) -> (StatusCode, Value) {
+        let request = self.signed(keys, "POST", path, body);
+        self.send(request).await
+    }
+
+    async fn inbox(&mut self, keys: &DeviceKeys, query: &str) -> InboxAnswer {
+        let path = format!("/v1/inbox?{query}");
+        let request = self.signed(keys, "GET", &path, b"");
+        let (status, json) = self.send(request).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        decode(json.to_string().as_bytes()).unwrap()
+    }
+}
+
+fn payload<T: switchboard_protocol::WireType>(item: &switchboard_relay::http::WireItem) -> T {
+    decode(item.payload.to_string().as_bytes()).unwrap()
+}
+
+#[tokio::test]
+async fn a_thread_flows_through_the_relay_and_only_members_and_the_admin_may_post() {
+    let mut relay = Relay::new().await;
+    let c = cast(&mut relay).await;
+    let now = relay.now();
+    let mut rng = switchboard_protocol::Csprng::from_os().unwrap();
+
+    // The customer opens a thread; it is queued for the admin only.
+    let (mut customer_view, open) = ThreadState::open(
+        &c.customer,
+        c.entity.clone(),
+        &c.admin.bundle(now),
+        now,
+        &mut rng,
+    )
+    .unwrap();
+    let (status, json) = relay
+        .post(&c.customer, "/v1/threads", &encode(&open).unwrap())
+        .await;
+    assert_eq!(
+        (status, json["recipients"].as_u64()),
+        (StatusCode::CREATED, Some(1)),
+        "{json}"
+    );
+    let (status, json) = relay
+        .post(&c.customer, "/v1/threads", &encode(&open).unwrap())
+        .await;
+    assert_eq!(
+        (status, code(&json)),
+        (StatusCode::CONFLICT, "conflict"),
+        "a thread id is taken once"
+    );
+    let inbox = relay.inbox(&c.admin, "after=0").await;
+    assert_eq!(inbox.items.len(), 1);
+    assert_eq!(inbox.items[0].kind, "thread_open");
+    let received: ThreadOpen = payload(&inbox.items[0]);
+    let mut admin_view =
+        ThreadState::accept(&c.admin, &c.entity, &received, now, &mut SeenWraps::new()).unwrap();
+
+    let thread_path = format!("/v1/threads/{}", open.thread);
+    let hello = customer_view
+        .seal(&c.customer, &Content::text("where is order 42?"), None)
+        .unwrap();
+    let (status, _) = relay
+        .post(
+            &c.customer,
+            &format!("{thread_path}/messages"),
+            &encode(&hello).unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    // The bot is not a member yet: refused.
+    let (status, json) = relay
+        .post(
+            &c.bot,
+            &format!("{thread_path}/messages"),
+            &encode(&hello).unwrap(),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&json)),
+        (StatusCode::FORBIDDEN, "forbidden"),
+        "{json}"
+    );
+
+    // The admin forwards the thread to the bot; a customer cannot post commits.
+    let bundle = c.bot.bundle(now);
+    let credential = AgentCredential::issue(
+        &c.admin,
+        &CredentialRequest {
+            entity: &c.entity,
+            agent: &bundle,
+            display_name: "OrderBot",
+            kind: AgentKind::Bot,
+            issued_at: now,
+            expires_at: now.plus(3600),
+        },
+    )
+    .unwrap();
+    let assign = admin_view
+        .commit(
+            &c.admin,
+            CommitAction::Assign {
+                agent: Box::new(Member::agent(bundle, credential)),
+            },
+            now,
+            &mut rng,
+        )
+        .unwrap();
+    let commit_body = encode(&assign).unwrap();
+    let (status, json) = relay
+        .post(&c.customer, &format!("{thread_path}/commits"), &commit_body)
+        .await;
+    assert_eq!(
+        (status, code(&json)),
+        (StatusCode::FORBIDDEN, "forbidden"),
+        "{json}"
+    );
+    let (status, json) = relay
+        .post(&c.admin, &format!("{thread_path}/commits"), &commit_body)
+        .await;
+    assert_eq!(
+        (status, json["recipients"].as_u64()),
+        (StatusCode::CREATED, Some(2)),
+        "{json}"
+    );
+    let (status, json) = relay
+        .post(&c.admin, &format!("{thread_path}/commits"), &commit_body)
+        .await;
+    assert_eq!(
+        (status, code(&json)),
+        (StatusCode::CONFLICT, "conflict"),
+        "replayed commit: {json}"
+    );
+
+    // The bot joins from its inbox and replies; the customer sees who spoke.
+    let bot_inbox = relay.inbox(&c.bot, "after=0").await;
+    let commit: Commit = payload(&bot_inbox.items[0]);
+    let mut bot_view = ThreadState::join(
+        &c.bot,
+        &c.entity,
+        c.admin.device(),
+        c.admin.identity_public(),
+        &commit,
+        now,
+    )
+    .unwrap();
+    let reply = bot_view
+        .seal(&c.bot, &Content::text("ships today"), None)
+        .unwrap();
+    let (status, _) = relay
+        .post(
+            &c.bot,
+            &format!("{thread_path}/messages"),
+            &encode(&reply).unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    // Posting someone else's message (sender spoofing at the relay) is refused.
+    let (status, json) = relay
+        .post(
+            &c.bot,
+            &format!("{thread_path}/messages"),
+            &encode(&hello).unwrap(),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&json)),
+        (StatusCode::BAD_REQUEST, "malformed"),
+        "{json}"
+    );
+
+    let customer_inbox = relay.inbox(&c.customer, "after=0").await;
+    let kinds: Vec<&str> = customer_inbox
+        .items
+        .iter()
+        .map(|i| i.kind.as_str())
+        .collect();
+    assert_eq!(kinds, ["commit", "message"]);
+    customer_view
+        .apply_commit(&c.customer, &payload(&customer_inbox.items[0]), now)
+        .unwrap();
+    let seen = customer_view
+        .open_message(&payload::<SealedMessage>(&customer_inbox.items[1]), now)
+        .unwrap();
+    assert_eq!(
+        seen.sender_info,
+        Sender::Agent {
+            display_name: "OrderBot".into(),
+            kind: AgentKind::Bot
+        }
+    );
+
+    // Acknowledged items are gone; unacknowledged ones come back.
+    let last = customer_inbox.items[1].seq;
+    let (status, json) = relay
+        .post(
+            &c.customer,
+            "/v1/inbox/ack",
+            format!(r#"{{"v":1,"up_to":{last}}}"#).as_bytes(),
+        )
+        .await;
+    assert_eq!(
+        (status, json["acked"].as_u64()),
+        (StatusCode::OK, Some(2)),
+        "{json}"
+    );
+    assert!(relay.inbox(&c.customer, "after=0").await.items.is_empty());
+    assert_eq!(
+        relay.inbox(&c.admin, "after=0").await.items.len(),
+        3,
+        "open, hello, reply"
+    );
+}
+
+#[tokio::test]
+async fn long_poll_returns_when_an_item_arrives() {
+    let mut relay = Relay::new().await;
+    let c = cast(&mut relay).await;
+    let now = relay.now();
+    let mut rng = switchboard_protocol::Csprng::from_os().unwrap();
+    let (_, open) = ThreadState::open(
+        &c.customer,
+        c.entity.clone(),
+        &c.admin.bundle(now),
+        now,
+        &mut rng,
+    )
+    .unwrap();
+    let wait = relay.signed(&c.admin, "GET", "/v1/inbox?after=0&wait=10", b"");
+    let post = relay.signed(&c.customer, "POST", "/v1/threads", &encode(&open).unwrap());
+    let started = std::time::Instant::now();
+    let ((status, json), _) = tokio::join!(relay.send(wait), async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        relay.send(post).await
+    });
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["items"].as_array().map(Vec::len), Some(1), "{json}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the poll returned on the post"
+    );
+}
+
+#[tokio::test]
+async fn bad_inbox_queries_and_unknown_threads_are_refused() {
+    let mut relay = Relay::new().await;
+    let c = cast(&mut relay).await;
+    let request = relay.signed(&c.admin, "GET", "/v1/inbox?wait=soon", b"");
+    let (status, json) = relay.send(request).await;
+    assert_eq!(
+        (status, code(&json)),
+        (StatusCode::BAD_REQUEST, "malformed"),
+        "{json}"
+    );
+    let path = format!("/v1/threads/{}/messages", "00".repeat(16));
+    let (status, json) = relay.post(&c.customer, &path, b"{}").await;
+    assert_eq!(
+        (status, code(&json)),
+        (StatusCode::NOT_FOUND, "not_found"),
+        "{json}"
+    );
+    let (status, json) = relay
+        .post(&c.customer, "/v1/threads/nothex/messages", b"{}")
+        .await;
+    assert_eq!(
+        (status, code(&json)),
+        (StatusCode::BAD_REQUEST, "malformed"),
+        "{json}"
+    );
+}
