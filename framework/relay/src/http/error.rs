@@ -45,6 +45,20 @@ pub enum ApiError {
     /// The requester may not do this.
     #[error("{0}")]
     Forbidden(String),
+    /// The device sends faster than its limit.
+    #[error("rate limit exceeded; retry in {retry_after} s")]
+    RateLimited {
+        /// Seconds until a retry may succeed.
+        retry_after: u64,
+    },
+    /// The device kept exceeding its limit and is banned for a while.
+    #[error(
+        "device temporarily banned for repeatedly exceeding its rate limit; retry in {retry_after} s"
+    )]
+    Banned {
+        /// Seconds until the ban ends.
+        retry_after: u64,
+    },
     /// The store failed; retry later.
     #[error("storage unavailable, retry later")]
     Unavailable,
@@ -69,6 +83,8 @@ impl ApiError {
             Self::Conflict(_) => "conflict",
             Self::NotFound(_) => "not_found",
             Self::Forbidden(_) => "forbidden",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Banned { .. } => "banned",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
@@ -87,7 +103,8 @@ impl ApiError {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::Banned { .. } => StatusCode::FORBIDDEN,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -127,6 +144,14 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({
             "error": { "code": self.code(), "message": self.to_string() }
         });
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        if let Self::RateLimited { retry_after } | Self::Banned { retry_after } = self
+            && let Ok(value) = retry_after.to_string().parse()
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, value);
+        }
+        response
     }
 }

@@ -14,6 +14,7 @@
 //! | POST | `/v1/inbox/ack` | the device itself | acknowledge (delete) items up to a cursor |
 
 mod error;
+mod limits;
 mod threads;
 
 use std::sync::Arc;
@@ -34,6 +35,7 @@ use switchboard_protocol::{
 };
 
 pub use error::ApiError;
+pub use limits::Limits;
 pub use threads::{Ack, InboxAnswer, MAX_FETCH, MAX_WAIT_SECS, PostAnswer, WireItem};
 
 use crate::store::{DeviceRecord, EntityRecord, Registered, Store};
@@ -59,6 +61,7 @@ pub struct RelayState {
     store: Arc<dyn Store>,
     clock: Clock,
     waiters: threads::Waiters,
+    limiter: limits::Limiter,
 }
 
 impl std::fmt::Debug for RelayState {
@@ -77,7 +80,15 @@ impl RelayState {
             store,
             clock,
             waiters: threads::Waiters::default(),
+            limiter: limits::Limiter::new(Limits::default()),
         }
+    }
+
+    /// The same state with other rate limits.
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limiter = limits::Limiter::new(limits);
+        self
     }
 }
 
@@ -169,6 +180,9 @@ async fn authenticate(
     let key =
         IdentityPublicKey::from_bytes(&device.identity_key).map_err(|_| ApiError::Internal)?;
     check_signed(state, &auth, &key, method, uri, body).await?;
+    // Counted only for requests the device really signed, so nobody can get another device
+    // banned by sending requests in its name.
+    state.limiter.admit(auth.device, (state.clock)())?;
     Ok(device)
 }
 

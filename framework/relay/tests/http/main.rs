@@ -18,11 +18,12 @@ use serde_json::Value;
 use switchboard_protocol::{
     CipherSuite, Csprng, DeviceId, DeviceKeys, KeyBundle, RequestAuth, Timestamp, decode, encode,
 };
-use switchboard_relay::http::{Clock, DirectoryRecord};
+use switchboard_relay::http::{Clock, DirectoryRecord, Limits};
 use switchboard_relay::store::SqliteStore;
 use switchboard_relay::{RelayState, app};
 use tower::ServiceExt as _;
 
+mod plaintext;
 mod threads;
 
 const T0: u64 = 1_800_000_000;
@@ -35,12 +36,25 @@ struct Relay {
 
 impl Relay {
     async fn new() -> Self {
-        let store = Arc::new(SqliteStore::open("sqlite::memory:").await.unwrap());
+        Self::with_limits(Limits::default()).await
+    }
+
+    async fn with_limits(limits: Limits) -> Self {
+        Self::build("sqlite::memory:", limits).await
+    }
+
+    /// A relay over the SQLite database at `url`.
+    async fn on(url: &str) -> Self {
+        Self::build(url, Limits::default()).await
+    }
+
+    async fn build(url: &str, limits: Limits) -> Self {
+        let store = Arc::new(SqliteStore::open(url).await.unwrap());
         let now = Arc::new(AtomicU64::new(T0));
         let clock_now = Arc::clone(&now);
         let clock: Clock = Arc::new(move || Timestamp(clock_now.load(Ordering::SeqCst)));
         Self {
-            router: app(RelayState::new(store, clock)),
+            router: app(RelayState::new(store, clock).with_limits(limits)),
             now,
             rng: Csprng::from_os().unwrap(),
         }
@@ -373,4 +387,94 @@ async fn device_bundles_are_served_to_registered_devices() {
         (StatusCode::NOT_FOUND, "not_found"),
         "{json}"
     );
+}
+
+fn tight() -> Limits {
+    Limits {
+        per_second: 1,
+        burst: 3,
+        strikes_to_ban: 3,
+        first_ban_secs: 60,
+        max_ban_secs: 100,
+    }
+}
+
+#[tokio::test]
+async fn rate_limited_device_gets_429_with_retry_after() {
+    let mut relay = Relay::with_limits(tight()).await;
+    let keys = relay.device();
+    relay.register(&keys).await;
+    let path = format!("/v1/devices/{}", keys.device());
+    for _ in 0..3 {
+        let request = relay.signed(&keys, "GET", &path, b"");
+        assert_eq!(relay.send(request).await.0, StatusCode::OK);
+    }
+    let request = relay.signed(&keys, "GET", &path, b"");
+    let response = relay.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()["retry-after"], "1");
+    // A second later one more request is allowed.
+    relay.now.fetch_add(1, Ordering::SeqCst);
+    let request = relay.signed(&keys, "GET", &path, b"");
+    assert_eq!(relay.send(request).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn device_that_keeps_exceeding_its_limit_is_banned_and_bans_escalate() {
+    let mut relay = Relay::with_limits(tight()).await;
+    let keys = relay.device();
+    relay.register(&keys).await;
+    let path = format!("/v1/devices/{}", keys.device());
+    let mut last = (StatusCode::OK, Value::Null);
+    for _ in 0..6 {
+        let request = relay.signed(&keys, "GET", &path, b"");
+        last = relay.send(request).await;
+    }
+    assert_eq!(
+        (last.0, code(&last.1)),
+        (StatusCode::FORBIDDEN, "banned"),
+        "{}",
+        last.1
+    );
+    // Still banned 59 s later, free after 60 s.
+    relay.now.fetch_add(59, Ordering::SeqCst);
+    let request = relay.signed(&keys, "GET", &path, b"");
+    let (status, json) = relay.send(request).await;
+    assert_eq!(
+        (status, code(&json)),
+        (StatusCode::FORBIDDEN, "banned"),
+        "{json}"
+    );
+    relay.now.fetch_add(1, Ordering::SeqCst);
+    let request = relay.signed(&keys, "GET", &path, b"");
+    assert_eq!(relay.send(request).await.0, StatusCode::OK);
+    // Offending again: the second ban is longer (doubled, capped at 100 s).
+    for _ in 0..6 {
+        let request = relay.signed(&keys, "GET", &path, b"");
+        last = relay.send(request).await;
+    }
+    assert_eq!(code(&last.1), "banned");
+    assert!(
+        last.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("100 s"),
+        "{}",
+        last.1
+    );
+}
+
+#[tokio::test]
+async fn forged_requests_do_not_count_against_a_device() {
+    let mut relay = Relay::with_limits(tight()).await;
+    let victim = relay.device();
+    relay.register(&victim).await;
+    let forger = DeviceKeys::from_seed(victim.device(), CipherSuite::default(), &[3; 32]);
+    let path = format!("/v1/devices/{}", victim.device());
+    for _ in 0..20 {
+        let request = relay.signed(&forger, "GET", &path, b"");
+        assert_eq!(code(&relay.send(request).await.1), "bad_signature");
+    }
+    let request = relay.signed(&victim, "GET", &path, b"");
+    assert_eq!(relay.send(request).await.0, StatusCode::OK);
 }

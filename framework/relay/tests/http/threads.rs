@@ -38,7 +38,12 @@ async fn cast(relay: &mut Relay) -> Cast {
 }
 
 impl Relay {
-    async fn post(&mut self, keys: &DeviceKeys, path: &str, body: &[u8]) -> (StatusCode, Value) {
+    pub(crate) async fn post(
+        &mut self,
+        keys: &DeviceKeys,
+        path: &str,
+        body: &[u8],
+    ) -> (StatusCode, Value) {
         let request = self.signed(keys, "POST", path, body);
         self.send(request).await
     }
