@@ -14,6 +14,7 @@
 //! ```
 
 pub mod http;
+pub mod server;
 pub mod store;
 
 pub use http::{ApiError, RelayState, app};

@@ -12,9 +12,11 @@
 //! | POST | `/v1/threads/{thread}/messages` | current members only | a sealed message, to the other members |
 //! | GET | `/v1/inbox?after=N&limit=M&wait=S` | the device itself | its queued items after cursor N, long-polling up to S seconds |
 //! | POST | `/v1/inbox/ack` | the device itself | acknowledge (delete) items up to a cursor |
+//! | GET | `/metrics` | unauthenticated (serve it on an internal network) | Prometheus text: requests by method, route, status |
 
 mod error;
 mod limits;
+mod metrics;
 mod threads;
 
 use std::sync::Arc;
@@ -62,6 +64,7 @@ pub struct RelayState {
     clock: Clock,
     waiters: threads::Waiters,
     limiter: limits::Limiter,
+    metrics: metrics::Metrics,
 }
 
 impl std::fmt::Debug for RelayState {
@@ -81,6 +84,7 @@ impl RelayState {
             clock,
             waiters: threads::Waiters::default(),
             limiter: limits::Limiter::new(Limits::default()),
+            metrics: metrics::Metrics::default(),
         }
     }
 
@@ -104,7 +108,12 @@ pub fn app(state: RelayState) -> Router {
         .route("/v1/threads/{thread}/messages", post(threads::post_message))
         .route("/v1/inbox", get(threads::inbox))
         .route("/v1/inbox/ack", post(threads::ack))
+        .route("/metrics", get(metrics::metrics))
         .layer(DefaultBodyLimit::max(MAX_WIRE_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count,
+        ))
         .with_state(state)
 }
 

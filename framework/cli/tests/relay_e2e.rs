@@ -1,0 +1,209 @@
+//! Relay processes on loopback: two relays on one PostgreSQL database, and a relay killed with
+//! SIGKILL during a burst of posts.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::print_stderr,
+    missing_docs,
+    unreachable_pub
+)]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{RelayProcess, now, request};
+use switchboard_protocol::{
+    CipherSuite, Content, Csprng, DeviceId, DeviceKeys, EntityId, ThreadState, encode,
+};
+
+fn register(addr: &str, keys: &DeviceKeys) {
+    let body = encode(&keys.bundle(now())).unwrap();
+    let (status, body) = request(addr, Some(keys), "POST", "/v1/devices", &body).unwrap();
+    assert!(
+        status == 201 || status == 200,
+        "{status} {}",
+        String::from_utf8_lossy(&body)
+    );
+}
+
+fn device(rng: &mut Csprng) -> DeviceKeys {
+    DeviceKeys::generate(DeviceId::random(rng), CipherSuite::default(), rng)
+}
+
+/// Registers customer and admin, creates an entity (random name), opens a thread. Returns
+/// (customer, admin, customer's thread view, entity).
+fn setup(addr_a: &str, addr_b: &str, rng: &mut Csprng) -> (DeviceKeys, DeviceKeys, ThreadState) {
+    let (customer, admin) = (device(rng), device(rng));
+    register(addr_a, &customer);
+    register(addr_b, &admin);
+    let name = format!("e{}", &DeviceId::random(rng).to_string()[..12]);
+    let body = format!(r#"{{"v":1,"entity":"{name}","display_name":"Acme"}}"#);
+    let (status, _) = request(
+        addr_b,
+        Some(&admin),
+        "POST",
+        "/v1/entities",
+        body.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(status, 201);
+    let entity = EntityId::new(name).unwrap();
+    let (view, open) =
+        ThreadState::open(&customer, entity, &admin.bundle(now()), now(), rng).unwrap();
+    let (status, _) = request(
+        addr_a,
+        Some(&customer),
+        "POST",
+        "/v1/threads",
+        &encode(&open).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status, 201);
+    (customer, admin, view)
+}
+
+fn inbox(addr: &str, keys: &DeviceKeys, query: &str) -> Vec<Value> {
+    let (status, body) =
+        request(addr, Some(keys), "GET", &format!("/v1/inbox?{query}"), b"").unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let json: Value = serde_json::from_slice(&body).unwrap();
+    json["items"].as_array().unwrap().clone()
+}
+
+#[test]
+fn two_relays_on_one_postgres_database_deliver_each_others_posts() {
+    let Ok(url) = std::env::var("SWITCHBOARD_TEST_PG") else {
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            b"SKIPPED: two relays on PostgreSQL (set SWITCHBOARD_TEST_PG=postgres://... to run it)\n",
+        );
+        return;
+    };
+    let (a, b) = (RelayProcess::start(&url), RelayProcess::start(&url));
+    let mut rng = Csprng::from_os().unwrap();
+    let (customer, admin, mut view) = setup(&a.addr, &b.addr, &mut rng);
+    // The thread opened through A reaches the admin through B.
+    let items = inbox(&b.addr, &admin, "after=0");
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["kind"], "thread_open");
+    let cursor = items[0]["seq"].as_u64().unwrap();
+    // A message posted to A wakes a long-poll waiting on B (B re-reads the shared store).
+    let message = view
+        .seal(&customer, &Content::text("hello through A"), None)
+        .unwrap();
+    let path = format!("/v1/threads/{}/messages", message.header.thread);
+    let body = encode(&message).unwrap();
+    let poller = {
+        let (addr, admin) = (b.addr.clone(), admin.clone());
+        std::thread::spawn(move || inbox(&addr, &admin, &format!("after={cursor}&wait=20")))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, _) = request(&a.addr, Some(&customer), "POST", &path, &body).unwrap();
+    assert_eq!(status, 201);
+    let items = poller.join().unwrap();
+    assert_eq!(
+        items.len(),
+        1,
+        "the long-poll on B returned the post made to A"
+    );
+    assert_eq!(
+        items[0]["payload"]["header"]["sender"],
+        customer.device().to_string()
+    );
+}
+
+#[test]
+fn relay_killed_during_a_burst_loses_no_answered_post() {
+    let dir = std::env::temp_dir().join(format!("switchboard-kill-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = format!("sqlite://{}", dir.join("relay.db").display());
+    let mut relay = RelayProcess::start(&db);
+    let mut rng = Csprng::from_os().unwrap();
+    let (customer, admin, mut view) = setup(&relay.addr, &relay.addr, &mut rng);
+    let messages: Vec<(u64, Vec<u8>)> = (0..1000)
+        .map(|i| {
+            let m = view
+                .seal(&customer, &Content::text(format!("burst {i}")), None)
+                .unwrap();
+            (m.header.generation, encode(&m).unwrap())
+        })
+        .collect();
+    let thread = view.thread();
+    let path = format!("/v1/threads/{thread}/messages");
+
+    // Post from a background thread; kill the relay once some posts were answered.
+    let (addr, poster) = (relay.addr.clone(), customer.clone());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let burst = std::thread::spawn(move || {
+        let mut answered = Vec::new();
+        for (generation, body) in messages {
+            match request(&addr, Some(&poster), "POST", &path, &body) {
+                Some((201, _)) => {
+                    answered.push(generation);
+                    let _ = tx.send(());
+                }
+                Some((status, body)) => {
+                    panic!("post refused: {status} {}", String::from_utf8_lossy(&body))
+                }
+                None => break, // the relay is gone
+            }
+        }
+        answered
+    });
+    for _ in 0..50 {
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("posts are being answered");
+    }
+    relay.signal("-KILL");
+    relay.wait(Duration::from_secs(30));
+    let answered = burst.join().unwrap();
+    assert!(
+        answered.len() >= 50 && answered.len() < 1000,
+        "killed mid-burst: {} answered",
+        answered.len()
+    );
+
+    // Restart on the same database: every answered post is there, once.
+    let relay = RelayProcess::start(&db);
+    let mut seen = Vec::new();
+    let mut cursor = 0;
+    loop {
+        let items = inbox(&relay.addr, &admin, &format!("after={cursor}&limit=500"));
+        if items.is_empty() {
+            break;
+        }
+        for item in &items {
+            if item["kind"] == "message" {
+                seen.push(item["payload"]["header"]["generation"].as_u64().unwrap());
+            }
+            cursor = item["seq"].as_u64().unwrap();
+        }
+    }
+    let unique: BTreeSet<u64> = seen.iter().copied().collect();
+    assert_eq!(unique.len(), seen.len(), "no post delivered twice");
+    for generation in &answered {
+        assert!(
+            unique.contains(generation),
+            "answered post {generation} lost"
+        );
+    }
+    // After an ack nothing is delivered again.
+    let (status, _) = request(
+        &relay.addr,
+        Some(&admin),
+        "POST",
+        "/v1/inbox/ack",
+        format!(r#"{{"v":1,"up_to":{cursor}}}"#).as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    assert!(inbox(&relay.addr, &admin, "after=0").is_empty());
+    drop(relay);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,86 @@
+//! Running the relay: open the store, bind, serve until a shutdown signal, finish requests in
+//! flight, close the store. Every post is committed to the database before it is answered, so
+//! stopping (even abruptly) loses no answered post.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::http::{RelayState, app, system_clock};
+use crate::store::{self, StoreError};
+
+/// Why the relay could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The store could not be opened.
+    #[error("cannot open the database: {0}")]
+    Store(#[from] StoreError),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Runs the relay on `db`, listening on `listen`, until `shutdown` resolves. Prints
+/// `listening on ADDR` to stdout once ready (with the real port when `listen` used port 0).
+///
+/// # Errors
+/// [`ServerError`] if the database cannot be opened, the address cannot be bound, or serving
+/// fails.
+pub async fn run(
+    db: &str,
+    listen: &str,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let store: Arc<dyn store::Store> = Arc::from(store::open(db).await?);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: listen.to_owned(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(ServerError::Serve)?;
+    tracing::info!(%addr, db = %redact(db), "relay listening");
+    #[allow(clippy::print_stdout)]
+    {
+        println!("listening on {addr}");
+    }
+    let router = app(RelayState::new(store, system_clock()));
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(ServerError::Serve)?;
+    tracing::info!("relay stopped");
+    Ok(())
+}
+
+/// The database URL without a password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme && url[scheme + 3..at].contains(':') => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted_from_logged_urls() {
+        assert_eq!(
+            super::redact("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(super::redact("sqlite://relay.db"), "sqlite://relay.db");
+        assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}
