@@ -195,6 +195,34 @@ async fn authenticate(
     Ok(device)
 }
 
+/// A request authenticated as coming from a registered device, with its body. Use it as the last
+/// handler argument; it refuses the request (JSON error) when the body is too large or the
+/// signature, timestamp, nonce or rate limit is refused.
+pub(super) struct Signed {
+    /// The requesting device.
+    pub(super) device: DeviceRecord,
+    /// The request body.
+    pub(super) body: Bytes,
+}
+
+impl axum::extract::FromRequest<RelayState> for Signed {
+    type Rejection = ApiError;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &RelayState,
+    ) -> Result<Self, Self::Rejection> {
+        let (method, uri, headers_in) = (
+            request.method().clone(),
+            request.uri().clone(),
+            request.headers().clone(),
+        );
+        let raw = body(Bytes::from_request(request, state).await)?;
+        let device = authenticate(state, &method, &uri, &headers_in, &raw).await?;
+        Ok(Self { device, body: raw })
+    }
+}
+
 fn json_bytes(status: StatusCode, bytes: Vec<u8>) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
 }
@@ -257,11 +285,8 @@ async fn register_device(
 async fn get_device(
     State(state): State<RelayState>,
     Path(device): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers_in: HeaderMap,
+    _signed: Signed,
 ) -> Result<Response, ApiError> {
-    authenticate(&state, &method, &uri, &headers_in, &[]).await?;
     let device: DeviceId = device
         .parse()
         .map_err(|e: switchboard_protocol::WireError| ApiError::Malformed(e.to_string()))?;
@@ -310,13 +335,11 @@ impl WireType for DirectoryRecord {
 
 async fn create_entity(
     State(state): State<RelayState>,
-    method: Method,
-    uri: Uri,
-    headers_in: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
+    Signed {
+        device: admin,
+        body: raw,
+    }: Signed,
 ) -> Result<Response, ApiError> {
-    let raw = body(raw)?;
-    let admin = authenticate(&state, &method, &uri, &headers_in, &raw).await?;
     let new: NewEntity = wire(&raw)?;
     let name_chars = new.display_name.chars().count();
     if name_chars == 0 || name_chars > 64 || new.display_name.chars().any(char::is_control) {
@@ -342,11 +365,8 @@ async fn create_entity(
 async fn get_entity(
     State(state): State<RelayState>,
     Path(entity): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers_in: HeaderMap,
+    _signed: Signed,
 ) -> Result<Response, ApiError> {
-    authenticate(&state, &method, &uri, &headers_in, &[]).await?;
     let entity = EntityId::new(entity).map_err(|e| ApiError::Malformed(e.to_string()))?;
     let record = state
         .store

@@ -6,10 +6,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use switchboard_protocol::{
@@ -17,7 +15,7 @@ use switchboard_protocol::{
 };
 use tokio::sync::Notify;
 
-use super::{ApiError, RelayState, authenticate, body, wire};
+use super::{ApiError, RelayState, Signed, wire};
 use crate::store::{InboxItem, ItemKind, Post, Posted, ThreadRecord};
 
 /// The longest a long-poll waits: 30 seconds.
@@ -79,13 +77,11 @@ fn posted(state: &RelayState, thread: ThreadId, posted: &Posted) -> Response {
 
 pub(super) async fn open_thread(
     State(state): State<RelayState>,
-    method: Method,
-    uri: Uri,
-    headers_in: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
+    Signed {
+        device: customer,
+        body: raw,
+    }: Signed,
 ) -> Result<Response, ApiError> {
-    let raw = body(raw)?;
-    let customer = authenticate(&state, &method, &uri, &headers_in, &raw).await?;
     let open: ThreadOpen = wire(&raw)?;
     if open.customer.device != customer.device
         || open.customer.identity_key.as_bytes() != &customer.identity_key
@@ -130,13 +126,11 @@ async fn thread_of(state: &RelayState, thread: ThreadId) -> Result<ThreadRecord,
 pub(super) async fn post_commit(
     State(state): State<RelayState>,
     Path(thread): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers_in: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
+    Signed {
+        device: sender,
+        body: raw,
+    }: Signed,
 ) -> Result<Response, ApiError> {
-    let raw = body(raw)?;
-    let sender = authenticate(&state, &method, &uri, &headers_in, &raw).await?;
     let thread = parse_thread(&thread)?;
     let record = thread_of(&state, thread).await?;
     if sender.device != record.admin {
@@ -179,13 +173,11 @@ pub(super) async fn post_commit(
 pub(super) async fn post_message(
     State(state): State<RelayState>,
     Path(thread): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers_in: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
+    Signed {
+        device: sender,
+        body: raw,
+    }: Signed,
 ) -> Result<Response, ApiError> {
-    let raw = body(raw)?;
-    let sender = authenticate(&state, &method, &uri, &headers_in, &raw).await?;
     let thread = parse_thread(&thread)?;
     let record = thread_of(&state, thread).await?;
     if !record.members.contains(&sender.device) {
@@ -267,11 +259,8 @@ fn to_wire(item: &InboxItem) -> Result<WireItem, ApiError> {
 pub(super) async fn inbox(
     State(state): State<RelayState>,
     query: Result<Query<InboxQuery>, axum::extract::rejection::QueryRejection>,
-    method: Method,
-    uri: Uri,
-    headers_in: HeaderMap,
+    Signed { device, .. }: Signed,
 ) -> Result<Response, ApiError> {
-    let device = authenticate(&state, &method, &uri, &headers_in, &[]).await?;
     let Query(query) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_FETCH);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(query.wait.min(MAX_WAIT_SECS));
@@ -313,13 +302,8 @@ impl WireType for Ack {
 
 pub(super) async fn ack(
     State(state): State<RelayState>,
-    method: Method,
-    uri: Uri,
-    headers_in: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
+    Signed { device, body: raw }: Signed,
 ) -> Result<Response, ApiError> {
-    let raw = body(raw)?;
-    let device = authenticate(&state, &method, &uri, &headers_in, &raw).await?;
     let ack: Ack = wire(&raw)?;
     let removed = state.store.ack(device.device, ack.up_to).await?;
     Ok(Json(serde_json::json!({ "v": 1, "acked": removed })).into_response())
