@@ -13,6 +13,7 @@
 //! | GET | `/v1/inbox?after=N&limit=M&wait=S` | the device itself | its queued items after cursor N, long-polling up to S seconds |
 //! | POST | `/v1/inbox/ack` | the device itself | acknowledge (delete) items up to a cursor |
 //! | GET | `/metrics` | unauthenticated (serve it on an internal network) | Prometheus text: requests by method, route, status |
+//! | GET | `/openapi.json` | unauthenticated | the OpenAPI 3.1 document ([`OPENAPI`]) |
 
 mod error;
 mod limits;
@@ -109,6 +110,7 @@ pub fn app(state: RelayState) -> Router {
         .route("/v1/inbox", get(threads::inbox))
         .route("/v1/inbox/ack", post(threads::ack))
         .route("/metrics", get(metrics::metrics))
+        .route("/openapi.json", get(openapi))
         .layer(DefaultBodyLimit::max(MAX_WIRE_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -221,6 +223,18 @@ impl axum::extract::FromRequest<RelayState> for Signed {
         let device = authenticate(state, &method, &uri, &headers_in, &raw).await?;
         Ok(Self { device, body: raw })
     }
+}
+
+/// The OpenAPI 3.1 document of this API, for clients in other languages.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+        .into_response()
 }
 
 fn json_bytes(status: StatusCode, bytes: Vec<u8>) -> Response {

@@ -478,3 +478,56 @@ async fn forged_requests_do_not_count_against_a_device() {
     let request = relay.signed(&victim, "GET", &path, b"");
     assert_eq!(relay.send(request).await.0, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn openapi_document_is_served_and_lists_every_route() {
+    let relay = Relay::new().await;
+    let request = Request::builder()
+        .uri("/openapi.json")
+        .body(Body::empty())
+        .unwrap();
+    let (status, doc) = relay.send(request).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let routes = [
+        ("/v1/devices", "post"),
+        ("/v1/devices/{device}", "get"),
+        ("/v1/entities", "post"),
+        ("/v1/entities/{entity}", "get"),
+        ("/v1/threads", "post"),
+        ("/v1/threads/{thread}/commits", "post"),
+        ("/v1/threads/{thread}/messages", "post"),
+        ("/v1/inbox", "get"),
+        ("/v1/inbox/ack", "post"),
+        ("/metrics", "get"),
+        ("/openapi.json", "get"),
+    ];
+    assert_eq!(
+        doc["paths"].as_object().unwrap().len(),
+        routes.len() - 2 + 2
+    );
+    for (path, method) in routes {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} is documented"
+        );
+        // And the route exists: anything but 404/405 from the router.
+        let request = Request::builder()
+            .method(method.to_uppercase().as_str())
+            .uri(path)
+            .body(Body::empty())
+            .unwrap();
+        let (status, _) = relay.send(request).await;
+        assert!(
+            status != StatusCode::NOT_FOUND || path.contains('{'),
+            "{method} {path}: {status}"
+        );
+        assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+    }
+    let codes = doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]
+        ["enum"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(codes, 15, "every stable error code is documented");
+}
