@@ -10,7 +10,7 @@
 //! | POST | `/v1/threads` | a customer device | open a thread (`ThreadOpen`), queued for the admin |
 //! | POST | `/v1/threads/{thread}/commits` | the entity's admin only | a roster commit, to old and new members |
 //! | POST | `/v1/threads/{thread}/messages` | current members only | a sealed message, to the other members |
-//! | GET | `/v1/inbox?after=N&limit=M&wait=S` | the device itself | its queued items after cursor N, long-polling up to S seconds |
+//! | GET | `/v1/inbox?after=N&limit=M&wait=S[&instance=I]` | the device itself | its queued items after cursor N, long-polling up to S seconds; with `instance`, threads are leased to one instance at a time |
 //! | POST | `/v1/inbox/ack` | the device itself | acknowledge (delete) items up to a cursor |
 //! | GET | `/metrics` | unauthenticated (serve it on an internal network) | Prometheus text: requests by method, route, status |
 //! | GET | `/openapi.json` | unauthenticated | the OpenAPI 3.1 document ([`OPENAPI`]) |
@@ -39,7 +39,7 @@ use switchboard_protocol::{
 
 pub use error::ApiError;
 pub use limits::Limits;
-pub use threads::{Ack, InboxAnswer, MAX_FETCH, MAX_WAIT_SECS, PostAnswer, WireItem};
+pub use threads::{Ack, InboxAnswer, LEASE_SECS, MAX_FETCH, MAX_WAIT_SECS, PostAnswer, WireItem};
 
 use crate::store::{DeviceRecord, EntityRecord, Registered, Store};
 

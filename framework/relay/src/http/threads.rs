@@ -22,6 +22,8 @@ use crate::store::{InboxItem, ItemKind, Post, Posted, ThreadRecord};
 pub const MAX_WAIT_SECS: u64 = 30;
 /// The most items one inbox fetch returns.
 pub const MAX_FETCH: u32 = 500;
+/// How long an instance's lease on a thread lasts after its last fetch: 30 seconds.
+pub const LEASE_SECS: u64 = 30;
 /// How often a waiting long-poll re-reads the store, to see posts made through another relay
 /// process sharing the database.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -212,6 +214,28 @@ pub(super) struct InboxQuery {
     limit: Option<u32>,
     #[serde(default)]
     wait: u64,
+    /// For a bot run as several processes: this process's instance name. Threads are then
+    /// leased to one instance at a time.
+    instance: Option<String>,
+}
+
+/// Checks an instance name: 1 to 64 characters of `A-Z a-z 0-9 _ . -`.
+fn check_instance(instance: Option<&str>) -> Result<(), ApiError> {
+    match instance {
+        Some(name)
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) =>
+        {
+            Err(ApiError::Malformed(
+                "instance must have 1 to 64 characters of A-Z, a-z, 0-9, '_', '.' and '-'"
+                    .to_owned(),
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// One inbox item on the wire.
@@ -262,6 +286,7 @@ pub(super) async fn inbox(
     Signed { device, .. }: Signed,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
+    check_instance(query.instance.as_deref())?;
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_FETCH);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(query.wait.min(MAX_WAIT_SECS));
     let notify = state.waiters.get(device.device);
@@ -271,7 +296,16 @@ pub(super) async fn inbox(
         let notified = notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let items = state.store.fetch(device.device, query.after, limit).await?;
+        let items = match &query.instance {
+            None => state.store.fetch(device.device, query.after, limit).await?,
+            Some(instance) => {
+                let now = (state.clock)().0;
+                state
+                    .store
+                    .fetch_leased(device.device, instance, query.after, limit, now, LEASE_SECS)
+                    .await?
+            }
+        };
         let now = tokio::time::Instant::now();
         if !items.is_empty() || now >= deadline {
             break items;
@@ -294,6 +328,9 @@ pub struct Ack {
     pub v: Version,
     /// Acknowledge every item with `seq <= up_to`.
     pub up_to: u64,
+    /// With leases: only the items of threads this instance holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 impl WireType for Ack {
@@ -305,6 +342,15 @@ pub(super) async fn ack(
     Signed { device, body: raw }: Signed,
 ) -> Result<Response, ApiError> {
     let ack: Ack = wire(&raw)?;
-    let removed = state.store.ack(device.device, ack.up_to).await?;
+    check_instance(ack.instance.as_deref())?;
+    let removed = match &ack.instance {
+        None => state.store.ack(device.device, ack.up_to).await?,
+        Some(instance) => {
+            state
+                .store
+                .ack_leased(device.device, instance, ack.up_to)
+                .await?
+        }
+    };
     Ok(Json(serde_json::json!({ "v": 1, "acked": removed })).into_response())
 }

@@ -210,6 +210,30 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: u32,
     ) -> Result<Vec<InboxItem>, StoreError>;
 
+    /// For one instance of a device run as several processes: up to `limit` items that this
+    /// `instance` may handle, oldest first. An item is available when its thread is leased to
+    /// nobody, to this instance, or on an expired lease; the instance then leases (or renews) the
+    /// thread until `now + lease_secs`. Items are those with `seq > after`, plus every
+    /// unacknowledged item of a thread this instance has just taken over, so a takeover
+    /// redelivers in order what the previous holder left unacknowledged.
+    async fn fetch_leased(
+        &self,
+        device: DeviceId,
+        instance: &str,
+        after: u64,
+        limit: u32,
+        now: u64,
+        lease_secs: u64,
+    ) -> Result<Vec<InboxItem>, StoreError>;
+
+    /// Acknowledges the items with `seq <= up_to` of the threads `instance` holds.
+    async fn ack_leased(
+        &self,
+        device: DeviceId,
+        instance: &str,
+        up_to: u64,
+    ) -> Result<u64, StoreError>;
+
     /// Acknowledges (deletes) every item of `device` with `seq <= up_to`. Returns how many.
     async fn ack(&self, device: DeviceId, up_to: u64) -> Result<u64, StoreError>;
 

@@ -17,13 +17,22 @@ pub struct PostgresStore {
 }
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("init"),
-        MigrationType::Simple,
-        include_str!("../../migrations/postgres/0001_init.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            Cow::Borrowed("init"),
+            MigrationType::Simple,
+            include_str!("../../migrations/postgres/0001_init.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            Cow::Borrowed("leases"),
+            MigrationType::Simple,
+            include_str!("../../migrations/postgres/0002_leases.sql").into_sql_str(),
+            false,
+        ),
+    ])
 }
 
 impl PostgresStore {
@@ -50,7 +59,7 @@ impl PostgresStore {
     pub async fn reset(url: &str) -> Result<(), StoreError> {
         let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
         sqlx::raw_sql(
-            "DROP TABLE IF EXISTS inbox, nonces, thread_members, threads, entities, devices, \
+            "DROP TABLE IF EXISTS leases, inbox, nonces, thread_members, threads, entities, devices, \
              _sqlx_migrations CASCADE",
         )
         .execute(&pool)

@@ -280,6 +280,92 @@ macro_rules! impl_store {
                     .collect()
             }
 
+            async fn fetch_leased(
+                &self,
+                device: switchboard_protocol::DeviceId,
+                instance: &str,
+                after: u64,
+                limit: u32,
+                now: u64,
+                lease_secs: u64,
+            ) -> Result<Vec<crate::store::InboxItem>, crate::store::StoreError> {
+                use crate::store::{InboxItem, ItemKind, device_from_text, thread_from_text, to_i64, to_u64};
+                let mut tx = self.pool.begin_with($begin).await?;
+                // Serialise the device's lease decisions (a no-op update takes the row lock in
+                // PostgreSQL; SQLite's write transaction already excludes others).
+                sqlx::query("UPDATE devices SET next_seq = next_seq WHERE device_id = $1")
+                    .bind(device.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                let now_i = to_i64(now, "time")?;
+                let rows: Vec<(i64, String, i64, String, String, Vec<u8>)> = sqlx::query_as(
+                    "SELECT i.seq, i.thread_id, i.thread_seq, i.sender, i.kind, i.payload \
+                     FROM inbox i LEFT JOIN leases l \
+                       ON l.device_id = i.device_id AND l.thread_id = i.thread_id \
+                     WHERE i.device_id = $1 \
+                       AND (l.instance IS NULL OR l.expires_at <= $3 OR l.instance = $2) \
+                       AND (i.seq > $4 OR l.instance IS NULL OR l.expires_at <= $3) \
+                     ORDER BY i.seq LIMIT $5",
+                )
+                .bind(device.to_string())
+                .bind(instance)
+                .bind(now_i)
+                .bind(to_i64(after, "cursor")?)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await?;
+                let expires = to_i64(now.saturating_add(lease_secs), "lease expiry")?;
+                let mut leased: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+                leased.sort_unstable();
+                leased.dedup();
+                for thread in leased {
+                    sqlx::query(
+                        "INSERT INTO leases (device_id, thread_id, instance, expires_at) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (device_id, thread_id) \
+                         DO UPDATE SET instance = excluded.instance, expires_at = excluded.expires_at",
+                    )
+                    .bind(device.to_string())
+                    .bind(thread)
+                    .bind(instance)
+                    .bind(expires)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                rows.into_iter()
+                    .map(|(seq, thread, thread_seq, sender, kind, payload)| {
+                        Ok(InboxItem {
+                            seq: to_u64(seq, "inbox sequence")?,
+                            thread: thread_from_text(&thread)?,
+                            thread_seq: to_u64(thread_seq, "thread sequence")?,
+                            sender: device_from_text(&sender)?,
+                            kind: ItemKind::parse(&kind)?,
+                            payload,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn ack_leased(
+                &self,
+                device: switchboard_protocol::DeviceId,
+                instance: &str,
+                up_to: u64,
+            ) -> Result<u64, crate::store::StoreError> {
+                use crate::store::to_i64;
+                let done = sqlx::query(
+                    "DELETE FROM inbox WHERE device_id = $1 AND seq <= $2 AND thread_id IN \
+                     (SELECT thread_id FROM leases WHERE device_id = $1 AND instance = $3)",
+                )
+                .bind(device.to_string())
+                .bind(to_i64(up_to, "cursor")?)
+                .bind(instance)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(done)
+            }
+
             async fn ack(
                 &self,
                 device: switchboard_protocol::DeviceId,

@@ -313,3 +313,97 @@ async fn bad_inbox_queries_and_unknown_threads_are_refused() {
         "{json}"
     );
 }
+
+#[tokio::test]
+async fn bot_instances_share_threads_through_leases() {
+    let mut relay = Relay::new().await;
+    let c = cast(&mut relay).await;
+    let now = relay.now();
+    let mut rng = switchboard_protocol::Csprng::from_os().unwrap();
+    // Two threads, both assigned to the bot.
+    let mut threads = Vec::new();
+    for _ in 0..2 {
+        let (mut customer_view, open) = ThreadState::open(
+            &c.customer,
+            c.entity.clone(),
+            &c.admin.bundle(now),
+            now,
+            &mut rng,
+        )
+        .unwrap();
+        relay
+            .post(&c.customer, "/v1/threads", &encode(&open).unwrap())
+            .await;
+        let mut admin_view =
+            ThreadState::accept(&c.admin, &c.entity, &open, now, &mut SeenWraps::new()).unwrap();
+        let bundle = c.bot.bundle(now);
+        let credential = AgentCredential::issue(
+            &c.admin,
+            &CredentialRequest {
+                entity: &c.entity,
+                agent: &bundle,
+                display_name: "OrderBot",
+                kind: AgentKind::Bot,
+                issued_at: now,
+                expires_at: now.plus(3600),
+            },
+        )
+        .unwrap();
+        let assign = admin_view
+            .commit(
+                &c.admin,
+                CommitAction::Assign {
+                    agent: Box::new(Member::agent(bundle, credential)),
+                },
+                now,
+                &mut rng,
+            )
+            .unwrap();
+        let path = format!("/v1/threads/{}", open.thread);
+        relay
+            .post(
+                &c.admin,
+                &format!("{path}/commits"),
+                &encode(&assign).unwrap(),
+            )
+            .await;
+        customer_view
+            .apply_commit(&c.customer, &assign, now)
+            .unwrap();
+        let m = customer_view
+            .seal(&c.customer, &Content::text("hi"), None)
+            .unwrap();
+        relay
+            .post(
+                &c.customer,
+                &format!("{path}/messages"),
+                &encode(&m).unwrap(),
+            )
+            .await;
+        threads.push(open.thread);
+    }
+    let a = relay.inbox(&c.bot, "after=0&limit=1&instance=bot-a").await;
+    assert_eq!(a.items.len(), 1);
+    let b = relay.inbox(&c.bot, "after=0&instance=bot-b").await;
+    assert!(!b.items.is_empty());
+    assert!(
+        b.items.iter().all(|i| i.thread != a.items[0].thread),
+        "one instance per thread"
+    );
+    let request = relay.signed(&c.bot, "GET", "/v1/inbox?instance=bad%20name", b"");
+    let (status, json) = relay.send(request).await;
+    assert_eq!(
+        (status, code(&json)),
+        (StatusCode::BAD_REQUEST, "malformed"),
+        "{json}"
+    );
+    // B acks with its instance name: only its thread's items go.
+    let up_to = b.items.last().unwrap().seq.max(a.items[0].seq);
+    let body = format!(r#"{{"v":1,"up_to":{up_to},"instance":"bot-b"}}"#);
+    let (status, json) = relay.post(&c.bot, "/v1/inbox/ack", body.as_bytes()).await;
+    assert_eq!(
+        (status, json["acked"].as_u64()),
+        (StatusCode::OK, Some(b.items.len() as u64)),
+        "{json}"
+    );
+}

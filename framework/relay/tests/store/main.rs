@@ -70,6 +70,7 @@ macro_rules! run_suite {
                 case!(replayed_nonce_is_refused_and_expired_ones_forgotten);
                 case!(concurrent_posts_keep_one_order_per_thread);
                 case!(posting_to_unknown_thread_is_not_found);
+                case!(leases_give_each_thread_to_one_instance_and_move_on_expiry);
             }
         )*
     };

@@ -318,3 +318,80 @@ pub async fn posting_to_unknown_thread_is_not_found(store: &dyn Store) {
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
 }
+
+pub async fn leases_give_each_thread_to_one_instance_and_move_on_expiry(store: &dyn Store) {
+    // One bot device in two threads; two instances of the bot share the work.
+    let bot = device(store).await;
+    let mut threads = Vec::new();
+    for _ in 0..2 {
+        let (record, customer, admin) = thread(store).await;
+        let mut members = vec![customer, admin, bot];
+        members.sort_unstable();
+        let add = Post {
+            kind: ItemKind::Commit,
+            new_roster: Some((1, &members)),
+            ..message(record.thread, admin, b"add")
+        };
+        store.post(&add).await.unwrap();
+        threads.push((record.thread, customer));
+    }
+    for (thread, customer) in &threads {
+        for i in 0..3u8 {
+            store
+                .post(&message(*thread, *customer, &[i]))
+                .await
+                .unwrap();
+        }
+    }
+    let (t1, t2) = (threads[0].0, threads[1].0);
+    // Instance A takes the first item: thread 1 is now A's.
+    let a = store.fetch_leased(bot, "a", 0, 1, 100, 30).await.unwrap();
+    assert_eq!((a.len(), a[0].thread), (1, t1));
+    // Instance B gets only thread 2's items.
+    let b = store.fetch_leased(bot, "b", 0, 100, 100, 30).await.unwrap();
+    assert!(
+        !b.is_empty() && b.iter().all(|i| i.thread == t2),
+        "B only gets thread 2"
+    );
+    // A continues with thread 1 after its cursor, in order, never thread 2.
+    let a2 = store
+        .fetch_leased(bot, "a", a[0].seq, 100, 110, 30)
+        .await
+        .unwrap();
+    assert!(a2.iter().all(|i| i.thread == t1));
+    assert_eq!(a2.len(), 3, "the rest of thread 1");
+    assert!(a2.windows(2).all(|w| w[0].thread_seq < w[1].thread_seq));
+    // A acks only its own thread's items.
+    let last_a = a2.last().unwrap().seq;
+    let acked = store
+        .ack_leased(bot, "a", last_a.max(b.last().unwrap().seq))
+        .await
+        .unwrap();
+    assert_eq!(acked, 4, "thread 1's four items, not thread 2's");
+    // B goes silent; after its lease expires A takes thread 2 over and gets its unacked items
+    // again, from the start, though they are before A's cursor.
+    assert!(
+        store
+            .fetch_leased(bot, "a", last_a, 100, 120, 30)
+            .await
+            .unwrap()
+            .is_empty(),
+        "B's lease holds"
+    );
+    let takeover = store
+        .fetch_leased(bot, "a", last_a, 100, 131, 30)
+        .await
+        .unwrap();
+    assert_eq!(
+        takeover.iter().map(|i| i.seq).collect::<Vec<_>>(),
+        b.iter().map(|i| i.seq).collect::<Vec<_>>()
+    );
+    // And B, back, finds thread 2 taken.
+    assert!(
+        store
+            .fetch_leased(bot, "b", 0, 100, 132, 30)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
