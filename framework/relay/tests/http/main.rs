@@ -19,7 +19,6 @@ use switchboard_protocol::{
     CipherSuite, Csprng, DeviceId, DeviceKeys, KeyBundle, RequestAuth, Timestamp, decode, encode,
 };
 use switchboard_relay::http::{Clock, DirectoryRecord, Limits};
-use switchboard_relay::store::SqliteStore;
 use switchboard_relay::{RelayState, app};
 use tower::ServiceExt as _;
 
@@ -49,7 +48,8 @@ impl Relay {
     }
 
     async fn build(url: &str, limits: Limits) -> Self {
-        let store = Arc::new(SqliteStore::open(url).await.unwrap());
+        let store: Arc<dyn switchboard_relay::Store> =
+            Arc::from(switchboard_relay::store::open(url).await.unwrap());
         let now = Arc::new(AtomicU64::new(T0));
         let clock_now = Arc::clone(&now);
         let clock: Clock = Arc::new(move || Timestamp(clock_now.load(Ordering::SeqCst)));
