@@ -10,7 +10,7 @@ mod sql;
 mod sqlite;
 
 pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
+pub use sqlite::{MAX_BATCH, SqliteStore};
 
 use async_trait::async_trait;
 use switchboard_protocol::{DeviceId, EntityId, ThreadId};
@@ -34,6 +34,9 @@ pub enum StoreError {
     /// Applying migrations failed.
     #[error("database migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// The group commit holding this post failed; the post was not stored. Retry.
+    #[error("the database could not commit the batch holding this post: {0}")]
+    CommitFailed(String),
     /// A stored value could not be read back (corruption or a bug).
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
@@ -152,6 +155,43 @@ pub struct Post<'a> {
     /// For commits: the new epoch and members. The commit is delivered to the union of old and
     /// new members (so a removed member learns it was removed), then membership changes.
     pub new_roster: Option<(u64, &'a [DeviceId])>,
+}
+
+/// A [`Post`] that owns its data (to queue it for group commit).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct OwnedPost {
+    pub(crate) thread: ThreadId,
+    pub(crate) sender: DeviceId,
+    pub(crate) kind: ItemKind,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) new_roster: Option<(u64, Vec<DeviceId>)>,
+}
+
+impl OwnedPost {
+    pub(crate) fn from_post(post: &Post<'_>) -> Self {
+        Self {
+            thread: post.thread,
+            sender: post.sender,
+            kind: post.kind,
+            payload: post.payload.to_vec(),
+            new_roster: post
+                .new_roster
+                .map(|(epoch, members)| (epoch, members.to_vec())),
+        }
+    }
+
+    pub(crate) fn as_post(&self) -> Post<'_> {
+        Post {
+            thread: self.thread,
+            sender: self.sender,
+            kind: self.kind,
+            payload: &self.payload,
+            new_roster: self
+                .new_roster
+                .as_ref()
+                .map(|(epoch, members)| (*epoch, members.as_slice())),
+        }
+    }
 }
 
 /// Where a post went.

@@ -69,4 +69,15 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// One post, one transaction: PostgreSQL serves concurrent connections and groups their
+    /// commits itself.
+    async fn post_committed(&self, post: &super::Post<'_>) -> Result<super::Posted, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let posted = post_in(&mut tx, post).await?;
+        tx.commit().await?;
+        Ok(posted)
+    }
+}
+
 impl_store!(PostgresStore, sqlx::Postgres, "BEGIN");

@@ -211,43 +211,7 @@ macro_rules! impl_store {
                 &self,
                 post: &crate::store::Post<'_>,
             ) -> Result<crate::store::Posted, crate::store::StoreError> {
-                use crate::store::{Posted, recipients, to_i64};
-                let mut tx = self.pool.begin_with($begin).await?;
-                // Bumping the thread counter first locks the thread: posts to one thread are
-                // serialised, so every member receives them in the same order.
-                let thread_seq = bump_thread(&mut tx, post.thread).await?;
-                let current = members(&mut tx, post.thread).await?;
-                let to = recipients(&current, post);
-                for device in &to {
-                    enqueue(&mut tx, *device, post.thread, thread_seq, post.sender, post.kind, post.payload)
-                        .await?;
-                }
-                if let Some((epoch, new_members)) = post.new_roster {
-                    sqlx::query("DELETE FROM thread_members WHERE thread_id = $1")
-                        .bind(post.thread.to_string())
-                        .execute(&mut *tx)
-                        .await?;
-                    for member in new_members {
-                        sqlx::query(
-                            "INSERT INTO thread_members (thread_id, device_id) VALUES ($1, $2) \
-                             ON CONFLICT DO NOTHING",
-                        )
-                        .bind(post.thread.to_string())
-                        .bind(member.to_string())
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    sqlx::query("UPDATE threads SET epoch = $1 WHERE thread_id = $2")
-                        .bind(to_i64(epoch, "epoch")?)
-                        .bind(post.thread.to_string())
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
-                Ok(Posted {
-                    thread_seq,
-                    recipients: to,
-                })
+                self.post_committed(post).await
             }
 
             async fn fetch(
@@ -408,6 +372,66 @@ macro_rules! impl_store {
                 tx.commit().await?;
                 Ok(fresh)
             }
+        }
+
+        /// Applies one post inside `tx`.
+        async fn post_in(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            post: &crate::store::Post<'_>,
+        ) -> Result<crate::store::Posted, crate::store::StoreError> {
+            use crate::store::{Posted, recipients, to_i64};
+            // Bumping the thread counter first locks the thread: posts to one thread are
+            // serialised, so every member receives them in the same order.
+            let thread_seq = bump_thread(tx, post.thread).await?;
+            let current = members(tx, post.thread).await?;
+            let to = recipients(&current, post);
+            for device in &to {
+                enqueue(tx, *device, post.thread, thread_seq, post.sender, post.kind, post.payload).await?;
+            }
+            if let Some((epoch, new_members)) = post.new_roster {
+                sqlx::query("DELETE FROM thread_members WHERE thread_id = $1")
+                    .bind(post.thread.to_string())
+                    .execute(&mut **tx)
+                    .await?;
+                for member in new_members {
+                    sqlx::query(
+                        "INSERT INTO thread_members (thread_id, device_id) VALUES ($1, $2) \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(post.thread.to_string())
+                    .bind(member.to_string())
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                sqlx::query("UPDATE threads SET epoch = $1 WHERE thread_id = $2")
+                    .bind(to_i64(epoch, "epoch")?)
+                    .bind(post.thread.to_string())
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Ok(Posted { thread_seq, recipients: to })
+        }
+
+        /// Applies `posts` in one transaction (one commit, one fsync: group commit). Each post
+        /// runs under its own savepoint, so a refused post does not undo the others. Returns one
+        /// result per post, or an error if the transaction itself could not commit (then none
+        /// of the posts happened).
+        #[allow(dead_code)]
+        async fn post_batch(
+            pool: &sqlx::Pool<$db>,
+            posts: &[crate::store::OwnedPost],
+        ) -> Result<Vec<Result<crate::store::Posted, crate::store::StoreError>>, crate::store::StoreError> {
+            let mut tx = pool.begin_with($begin).await?;
+            let mut results = Vec::with_capacity(posts.len());
+            for post in posts {
+                sqlx::query("SAVEPOINT post").execute(&mut *tx).await?;
+                let result = post_in(&mut tx, &post.as_post()).await;
+                let end = if result.is_ok() { "RELEASE SAVEPOINT post" } else { "ROLLBACK TO SAVEPOINT post" };
+                sqlx::query(end).execute(&mut *tx).await?;
+                results.push(result);
+            }
+            tx.commit().await?;
+            Ok(results)
         }
 
         /// Takes the thread's next position (and, in PostgreSQL, its row lock).

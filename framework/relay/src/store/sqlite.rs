@@ -10,13 +10,47 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::StoreError;
+use tokio::sync::{mpsc, oneshot};
+
 use super::sql::impl_store;
+use super::{OwnedPost, Posted, StoreError};
 
 /// A [`Store`](super::Store) on SQLite.
+///
+/// Posts are group-committed: concurrent posts queue for one writer task, which applies up to
+/// [`MAX_BATCH`] of them in one transaction (one fsync) and answers each only after the commit.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    writer: mpsc::Sender<(OwnedPost, oneshot::Sender<Result<Posted, StoreError>>)>,
+}
+
+/// The most posts one group commit holds.
+pub const MAX_BATCH: usize = 256;
+
+/// The writer task: takes whatever posts are queued (at least one), commits them together,
+/// answers each.
+async fn group_commit(
+    pool: SqlitePool,
+    mut queue: mpsc::Receiver<(OwnedPost, oneshot::Sender<Result<Posted, StoreError>>)>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let posts: Vec<OwnedPost> = batch.iter().map(|(post, _)| post.clone()).collect();
+        match post_batch(&pool, &posts).await {
+            Ok(results) => {
+                for ((_, answer), result) in batch.drain(..).zip(results) {
+                    let _ = answer.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, posts = batch.len(), "group commit failed");
+                for (_, answer) in batch.drain(..) {
+                    let _ = answer.send(Err(StoreError::CommitFailed(e.to_string())));
+                }
+            }
+        }
+    }
 }
 
 fn migrator() -> Migrator {
@@ -74,7 +108,20 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         migrator().run(&pool).await?;
-        Ok(Self { pool })
+        let (writer, queue) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(group_commit(pool.clone(), queue));
+        Ok(Self { pool, writer })
+    }
+
+    async fn post_committed(&self, post: &super::Post<'_>) -> Result<Posted, StoreError> {
+        let (answer, result) = oneshot::channel();
+        self.writer
+            .send((OwnedPost::from_post(post), answer))
+            .await
+            .map_err(|_| StoreError::CommitFailed("the writer task has stopped".to_owned()))?;
+        result
+            .await
+            .map_err(|_| StoreError::CommitFailed("the writer task has stopped".to_owned()))?
     }
 }
 

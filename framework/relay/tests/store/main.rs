@@ -71,6 +71,7 @@ macro_rules! run_suite {
                 case!(concurrent_posts_keep_one_order_per_thread);
                 case!(posting_to_unknown_thread_is_not_found);
                 case!(leases_give_each_thread_to_one_instance_and_move_on_expiry);
+                case!(a_refused_post_does_not_undo_posts_committed_with_it);
             }
         )*
     };

@@ -395,3 +395,22 @@ pub async fn leases_give_each_thread_to_one_instance_and_move_on_expiry(store: &
             .is_empty()
     );
 }
+
+pub async fn a_refused_post_does_not_undo_posts_committed_with_it(store: &dyn Store) {
+    let (record, customer, admin) = thread(store).await;
+    let missing = ThreadId::random(&mut rng());
+    let good = |i: u8| async move { store.post(&message(record.thread, customer, &[i])).await };
+    let bad_post = message(missing, customer, b"x");
+    let bad = store.post(&bad_post);
+    // Posted concurrently, so a group-committing store batches them together.
+    let (r0, r1, r2, r3, refused) = tokio::join!(good(0), good(1), good(2), good(3), bad);
+    for r in [r0, r1, r2, r3] {
+        r.unwrap();
+    }
+    assert!(matches!(refused, Err(StoreError::NotFound(_))));
+    let items = store.fetch(admin, 0, 100).await.unwrap();
+    assert_eq!(
+        items.iter().filter(|i| i.kind == ItemKind::Message).count(),
+        4
+    );
+}
