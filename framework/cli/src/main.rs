@@ -32,6 +32,24 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8700")]
         listen: String,
     },
+    /// Measure durable posts per second and latency of the relay's store.
+    Bench {
+        /// Database, as for `relay`.
+        #[arg(long, default_value = "sqlite://switchboard-bench.db")]
+        db: String,
+        /// Posts in total.
+        #[arg(long, default_value_t = 20_000)]
+        posts: usize,
+        /// Posting tasks at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Threads the posts are spread over.
+        #[arg(long, default_value_t = 64)]
+        threads: usize,
+        /// Payload bytes per post.
+        #[arg(long, default_value_t = 600)]
+        payload_bytes: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -53,7 +71,32 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Relay { db, listen } => {
-                switchboard_relay::server::run(&db, &listen, shutdown_signal()).await
+                switchboard_relay::server::run(&db, &listen, shutdown_signal())
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Command::Bench {
+                db,
+                posts,
+                concurrency,
+                threads,
+                payload_bytes,
+            } => {
+                let config = switchboard_relay::bench::BenchConfig {
+                    posts,
+                    concurrency,
+                    threads,
+                    payload_bytes,
+                };
+                switchboard_relay::bench::run(&db, config)
+                    .await
+                    .map(|report| {
+                        #[allow(clippy::print_stdout)]
+                        {
+                            println!("{report}");
+                        }
+                    })
+                    .map_err(|e| e.to_string())
             }
         }
     });

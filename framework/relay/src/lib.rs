@@ -13,6 +13,7 @@
 //! # let _ = store; Ok(()) }
 //! ```
 
+pub mod bench;
 pub mod http;
 pub mod server;
 pub mod store;
