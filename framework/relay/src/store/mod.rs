@@ -304,6 +304,23 @@ pub async fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
     }
 }
 
+/// An inbox row as selected: seq, thread, thread_seq, sender, kind, payload.
+pub(crate) type InboxRow = (i64, String, i64, String, String, Vec<u8>);
+
+/// Reads an inbox row back, refusing values the relay could not have written.
+pub(crate) fn inbox_item(
+    (seq, thread, thread_seq, sender, kind, payload): InboxRow,
+) -> Result<InboxItem, StoreError> {
+    Ok(InboxItem {
+        seq: to_u64(seq, "inbox sequence")?,
+        thread: thread_from_text(&thread)?,
+        thread_seq: to_u64(thread_seq, "thread sequence")?,
+        sender: device_from_text(&sender)?,
+        kind: ItemKind::parse(&kind)?,
+        payload,
+    })
+}
+
 /// Converts a stored integer to u64, refusing negatives.
 fn to_u64(value: i64, what: &str) -> Result<u64, StoreError> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative {what}: {value}")))

@@ -220,8 +220,8 @@ macro_rules! impl_store {
                 after: u64,
                 limit: u32,
             ) -> Result<Vec<crate::store::InboxItem>, crate::store::StoreError> {
-                use crate::store::{InboxItem, ItemKind, device_from_text, thread_from_text, to_i64, to_u64};
-                let rows: Vec<(i64, String, i64, String, String, Vec<u8>)> = sqlx::query_as(
+                use crate::store::to_i64;
+                let rows: Vec<crate::store::InboxRow> = sqlx::query_as(
                     "SELECT seq, thread_id, thread_seq, sender, kind, payload FROM inbox \
                      WHERE device_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
                 )
@@ -230,18 +230,7 @@ macro_rules! impl_store {
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?;
-                rows.into_iter()
-                    .map(|(seq, thread, thread_seq, sender, kind, payload)| {
-                        Ok(InboxItem {
-                            seq: to_u64(seq, "inbox sequence")?,
-                            thread: thread_from_text(&thread)?,
-                            thread_seq: to_u64(thread_seq, "thread sequence")?,
-                            sender: device_from_text(&sender)?,
-                            kind: ItemKind::parse(&kind)?,
-                            payload,
-                        })
-                    })
-                    .collect()
+                rows.into_iter().map(crate::store::inbox_item).collect()
             }
 
             async fn fetch_leased(
@@ -253,7 +242,7 @@ macro_rules! impl_store {
                 now: u64,
                 lease_secs: u64,
             ) -> Result<Vec<crate::store::InboxItem>, crate::store::StoreError> {
-                use crate::store::{InboxItem, ItemKind, device_from_text, thread_from_text, to_i64, to_u64};
+                use crate::store::to_i64;
                 let mut tx = self.pool.begin_with($begin).await?;
                 // Serialise the device's lease decisions (a no-op update takes the row lock in
                 // PostgreSQL; SQLite's write transaction already excludes others).
@@ -262,7 +251,7 @@ macro_rules! impl_store {
                     .execute(&mut *tx)
                     .await?;
                 let now_i = to_i64(now, "time")?;
-                let rows: Vec<(i64, String, i64, String, String, Vec<u8>)> = sqlx::query_as(
+                let rows: Vec<crate::store::InboxRow> = sqlx::query_as(
                     "SELECT i.seq, i.thread_id, i.thread_seq, i.sender, i.kind, i.payload \
                      FROM inbox i LEFT JOIN leases l \
                        ON l.device_id = i.device_id AND l.thread_id = i.thread_id \
@@ -296,18 +285,7 @@ macro_rules! impl_store {
                     .await?;
                 }
                 tx.commit().await?;
-                rows.into_iter()
-                    .map(|(seq, thread, thread_seq, sender, kind, payload)| {
-                        Ok(InboxItem {
-                            seq: to_u64(seq, "inbox sequence")?,
-                            thread: thread_from_text(&thread)?,
-                            thread_seq: to_u64(thread_seq, "thread sequence")?,
-                            sender: device_from_text(&sender)?,
-                            kind: ItemKind::parse(&kind)?,
-                            payload,
-                        })
-                    })
-                    .collect()
+                rows.into_iter().map(crate::store::inbox_item).collect()
             }
 
             async fn ack_leased(
