@@ -78,6 +78,16 @@ impl PostgresStore {
         tx.commit().await?;
         Ok(posted)
     }
+
+    async fn use_nonce_committed(
+        &self,
+        device: switchboard_protocol::DeviceId,
+        nonce: &[u8],
+        expires_at: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        use_nonce_alone(&self.pool, device, nonce, expires_at, now).await
+    }
 }
 
 impl_store!(PostgresStore, sqlx::Postgres, "BEGIN");

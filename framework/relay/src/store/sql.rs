@@ -330,26 +330,38 @@ macro_rules! impl_store {
                 expires_at: u64,
                 now: u64,
             ) -> Result<bool, crate::store::StoreError> {
-                use crate::store::to_i64;
-                let mut tx = self.pool.begin_with($begin).await?;
-                sqlx::query("DELETE FROM nonces WHERE expires_at < $1")
-                    .bind(to_i64(now, "time")?)
-                    .execute(&mut *tx)
-                    .await?;
-                let fresh = sqlx::query(
-                    "INSERT INTO nonces (device_id, nonce, expires_at) VALUES ($1, $2, $3) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(device.to_string())
-                .bind(nonce)
-                .bind(to_i64(expires_at, "expiry")?)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    == 1;
-                tx.commit().await?;
-                Ok(fresh)
+                self.use_nonce_committed(device, nonce, expires_at, now).await
             }
+        }
+
+        /// Records one request nonce in its own transaction (see `Store::use_nonce`).
+        #[allow(dead_code)]
+        async fn use_nonce_alone(
+            pool: &sqlx::Pool<$db>,
+            device: switchboard_protocol::DeviceId,
+            nonce: &[u8],
+            expires_at: u64,
+            now: u64,
+        ) -> Result<bool, crate::store::StoreError> {
+            use crate::store::to_i64;
+            let mut tx = pool.begin_with($begin).await?;
+            sqlx::query("DELETE FROM nonces WHERE expires_at < $1")
+                .bind(to_i64(now, "time")?)
+                .execute(&mut *tx)
+                .await?;
+            let fresh = sqlx::query(
+                "INSERT INTO nonces (device_id, nonce, expires_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(device.to_string())
+            .bind(nonce)
+            .bind(to_i64(expires_at, "expiry")?)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            tx.commit().await?;
+            Ok(fresh)
         }
 
         /// Applies one post inside `tx`.
@@ -388,28 +400,6 @@ macro_rules! impl_store {
                     .await?;
             }
             Ok(Posted { thread_seq, recipients: to })
-        }
-
-        /// Applies `posts` in one transaction (one commit, one fsync: group commit). Each post
-        /// runs under its own savepoint, so a refused post does not undo the others. Returns one
-        /// result per post, or an error if the transaction itself could not commit (then none
-        /// of the posts happened).
-        #[allow(dead_code)]
-        async fn post_batch(
-            pool: &sqlx::Pool<$db>,
-            posts: &[crate::store::OwnedPost],
-        ) -> Result<Vec<Result<crate::store::Posted, crate::store::StoreError>>, crate::store::StoreError> {
-            let mut tx = pool.begin_with($begin).await?;
-            let mut results = Vec::with_capacity(posts.len());
-            for post in posts {
-                sqlx::query("SAVEPOINT post").execute(&mut *tx).await?;
-                let result = post_in(&mut tx, &post.as_post()).await;
-                let end = if result.is_ok() { "RELEASE SAVEPOINT post" } else { "ROLLBACK TO SAVEPOINT post" };
-                sqlx::query(end).execute(&mut *tx).await?;
-                results.push(result);
-            }
-            tx.commit().await?;
-            Ok(results)
         }
 
         /// Takes the thread's next position (and, in PostgreSQL, its row lock).

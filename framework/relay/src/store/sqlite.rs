@@ -15,43 +15,21 @@ use tokio::sync::{mpsc, oneshot};
 use super::sql::impl_store;
 use super::{OwnedPost, Posted, StoreError};
 
+mod batch;
+
 /// A [`Store`](super::Store) on SQLite.
 ///
-/// Posts are group-committed: concurrent posts queue for one writer task, which applies up to
-/// [`MAX_BATCH`] of them in one transaction (one fsync) and answers each only after the commit.
+/// Writes on the hot path are group-committed: concurrent posts and request nonces queue for
+/// one writer task, which applies up to [`MAX_BATCH`] of them in one transaction (one fsync)
+/// with a handful of multi-row statements, and answers each only after the commit.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    writer: mpsc::Sender<(OwnedPost, oneshot::Sender<Result<Posted, StoreError>>)>,
+    writer: mpsc::Sender<batch::Op>,
 }
 
-/// The most posts one group commit holds.
+/// The most writes one group commit holds.
 pub const MAX_BATCH: usize = 256;
-
-/// The writer task: takes whatever posts are queued (at least one), commits them together,
-/// answers each.
-async fn group_commit(
-    pool: SqlitePool,
-    mut queue: mpsc::Receiver<(OwnedPost, oneshot::Sender<Result<Posted, StoreError>>)>,
-) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let posts: Vec<OwnedPost> = batch.iter().map(|(post, _)| post.clone()).collect();
-        match post_batch(&pool, &posts).await {
-            Ok(results) => {
-                for ((_, answer), result) in batch.drain(..).zip(results) {
-                    let _ = answer.send(result);
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, posts = batch.len(), "group commit failed");
-                for (_, answer) in batch.drain(..) {
-                    let _ = answer.send(Err(StoreError::CommitFailed(e.to_string())));
-                }
-            }
-        }
-    }
-}
 
 fn migrator() -> Migrator {
     Migrator::with_migrations(vec![
@@ -109,20 +87,42 @@ impl SqliteStore {
             .await?;
         migrator().run(&pool).await?;
         let (writer, queue) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(group_commit(pool.clone(), queue));
+        tokio::spawn(batch::writer(pool.clone(), queue));
         Ok(Self { pool, writer })
     }
 
     async fn post_committed(&self, post: &super::Post<'_>) -> Result<Posted, StoreError> {
         let (answer, result) = oneshot::channel();
-        self.writer
-            .send((OwnedPost::from_post(post), answer))
-            .await
-            .map_err(|_| StoreError::CommitFailed("the writer task has stopped".to_owned()))?;
-        result
-            .await
-            .map_err(|_| StoreError::CommitFailed("the writer task has stopped".to_owned()))?
+        self.queue(batch::Op::Post(OwnedPost::from_post(post), answer))
+            .await?;
+        result.await.map_err(|_| writer_stopped())?
     }
+
+    async fn use_nonce_committed(
+        &self,
+        device: switchboard_protocol::DeviceId,
+        nonce: &[u8],
+        expires_at: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let (answer, result) = oneshot::channel();
+        let nonce = batch::NonceUse {
+            device,
+            nonce: nonce.to_vec(),
+            expires_at,
+            now,
+        };
+        self.queue(batch::Op::Nonce(nonce, answer)).await?;
+        result.await.map_err(|_| writer_stopped())?
+    }
+
+    async fn queue(&self, op: batch::Op) -> Result<(), StoreError> {
+        self.writer.send(op).await.map_err(|_| writer_stopped())
+    }
+}
+
+fn writer_stopped() -> StoreError {
+    StoreError::CommitFailed("the writer task has stopped".to_owned())
 }
 
 impl_store!(SqliteStore, sqlx::Sqlite, "BEGIN IMMEDIATE");

@@ -72,6 +72,8 @@ macro_rules! run_suite {
                 case!(posting_to_unknown_thread_is_not_found);
                 case!(leases_give_each_thread_to_one_instance_and_move_on_expiry);
                 case!(a_refused_post_does_not_undo_posts_committed_with_it);
+                case!(commits_amid_concurrent_posts_decide_who_gets_what);
+                case!(a_nonce_used_twice_at_once_is_fresh_once);
             }
         )*
     };

@@ -414,3 +414,134 @@ pub async fn a_refused_post_does_not_undo_posts_committed_with_it(store: &dyn St
         4
     );
 }
+
+/// Many threads, each with a customer's posts racing the admin's two commits (add a bot, then
+/// remove it): the bot gets exactly the posts ordered between the two commits, every thread's
+/// positions are 1..=n without gaps, and every inbox stays in order.
+pub async fn commits_amid_concurrent_posts_decide_who_gets_what(store: &dyn Store) {
+    use futures_util::future::join_all;
+    const THREADS: usize = 4;
+    const POSTS: u8 = 30;
+    let bot = device(store).await;
+    let mut threads = Vec::new();
+    for _ in 0..THREADS {
+        threads.push(thread(store).await);
+    }
+    let messages: Vec<(ThreadId, DeviceId, [u8; 2])> = threads
+        .iter()
+        .flat_map(|(record, customer, _)| (0..POSTS).map(|i| (record.thread, *customer, [b'm', i])))
+        .collect();
+    let customers_post = join_all(
+        messages
+            .iter()
+            .map(|(thread, customer, payload)| async move {
+                store.post(&message(*thread, *customer, payload)).await
+            }),
+    );
+    // The admin of each thread adds the bot, then (once that is answered) removes it.
+    let admins_commit = join_all(threads.iter().map(|(record, customer, admin)| async move {
+        let mut with_bot = vec![*customer, *admin, bot];
+        with_bot.sort_unstable();
+        let mut without = vec![*customer, *admin];
+        without.sort_unstable();
+        fn commit<'a>(
+            thread: ThreadId,
+            admin: DeviceId,
+            payload: &'a [u8],
+            epoch: u64,
+            roster: &'a [DeviceId],
+        ) -> Post<'a> {
+            Post {
+                kind: ItemKind::Commit,
+                new_roster: Some((epoch, roster)),
+                ..message(thread, admin, payload)
+            }
+        }
+        let added = store
+            .post(&commit(record.thread, *admin, b"add", 1, &with_bot))
+            .await;
+        let removed = store
+            .post(&commit(record.thread, *admin, b"remove", 2, &without))
+            .await;
+        let (added, removed) = (added.unwrap().thread_seq, removed.unwrap().thread_seq);
+        (added, removed)
+    }));
+    let (posted, commits) = tokio::join!(customers_post, admins_commit);
+    let posted: Vec<u64> = posted.into_iter().map(|r| r.unwrap().thread_seq).collect();
+
+    let bot_items = store.fetch(bot, 0, 10_000).await.unwrap();
+    assert!(bot_items.windows(2).all(|w| w[0].seq < w[1].seq));
+    for ((record, customer, admin), (added, removed)) in threads.iter().zip(commits) {
+        assert!(added < removed);
+        let of_thread: Vec<u64> = messages
+            .iter()
+            .zip(&posted)
+            .filter(|((t, ..), _)| *t == record.thread)
+            .map(|(_, seq)| *seq)
+            .collect();
+        let mut positions = of_thread.clone();
+        positions.extend([added, removed]);
+        positions.sort_unstable();
+        // Position 1 is the thread open.
+        let n = positions.len() as u64;
+        assert_eq!(
+            positions,
+            (2..=n + 1).collect::<Vec<_>>(),
+            "no gaps, no repeats"
+        );
+        // What the bot must have got of this thread: both commits and the messages between.
+        let mut expected: Vec<u64> = of_thread
+            .iter()
+            .copied()
+            .filter(|seq| *seq > added && *seq < removed)
+            .chain([added, removed])
+            .collect();
+        expected.sort_unstable();
+        let got: Vec<u64> = bot_items
+            .iter()
+            .filter(|i| i.thread == record.thread)
+            .map(|i| i.thread_seq)
+            .collect();
+        assert_eq!(
+            got, expected,
+            "the bot gets exactly what was posted while it was a member"
+        );
+        for member in [customer, admin] {
+            let items = store.fetch(*member, 0, 10_000).await.unwrap();
+            assert!(items.windows(2).all(|w| w[0].seq < w[1].seq));
+            let mine: Vec<u64> = items
+                .iter()
+                .filter(|i| i.thread == record.thread)
+                .map(|i| i.thread_seq)
+                .collect();
+            assert!(mine.windows(2).all(|w| w[0] < w[1]), "thread order");
+        }
+        // The admin got every message, nothing twice.
+        let admin_messages = store
+            .fetch(*admin, 0, 10_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|i| i.thread == record.thread && i.kind == ItemKind::Message)
+            .count();
+        assert_eq!(admin_messages, usize::from(POSTS));
+    }
+}
+
+/// Concurrent requests carrying the same nonce: exactly one is fresh.
+pub async fn a_nonce_used_twice_at_once_is_fresh_once(store: &dyn Store) {
+    use futures_util::future::join_all;
+    let d = device(store).await;
+    let nonces: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i % 10]).collect();
+    let fresh = join_all(nonces.iter().map(|n| store.use_nonce(d, n, 100, 10))).await;
+    let fresh: Vec<bool> = fresh.into_iter().map(Result::unwrap).collect();
+    assert_eq!(fresh.iter().filter(|f| **f).count(), 10);
+    for i in 0..10u8 {
+        let uses = nonces
+            .iter()
+            .zip(&fresh)
+            .filter(|(n, f)| n.as_slice() == [i] && **f)
+            .count();
+        assert_eq!(uses, 1, "nonce {i} fresh exactly once");
+    }
+}
