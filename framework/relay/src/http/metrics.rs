@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tracing::Instrument as _;
 
 use super::RelayState;
 
@@ -42,22 +43,44 @@ impl Metrics {
     }
 }
 
-/// Middleware: counts every response by route template (never by raw path, so ids do not
-/// become label values).
-pub(super) async fn count(
+/// Middleware: traces and counts every request. Each request runs in a `request` span (method,
+/// route template, claimed device) so that what handlers log carries it, and ends with one event:
+/// status and latency, at `warn` for server failures, `info` for refusals (`debug` for rate
+/// limiting, which comes in floods), `debug` for success. Responses are
+/// counted by route template (never by raw path, so ids do not become label values).
+pub(super) async fn observe(
     State(state): State<RelayState>,
     request: Request,
     next: Next,
 ) -> Response {
+    let started = std::time::Instant::now();
     let method = request.method().as_str().to_owned();
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let response = next.run(request).await;
-    state
-        .metrics
-        .count(&method, &route, response.status().as_u16());
+    let device = request
+        .headers()
+        .get(super::headers::DEVICE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .chars()
+        .take(64) // a claim, not yet checked: bounded so that it cannot flood the log
+        .collect::<String>();
+    let span = tracing::info_span!("request", %method, %route, %device);
+    let response = next.run(request).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    span.in_scope(|| {
+        match status {
+            500.. => tracing::warn!(status, micros, "failed"),
+            // A flood of rate-limited requests must not flood the log too.
+            429 => tracing::debug!(status, micros, "refused"),
+            400.. => tracing::info!(status, micros, "refused"),
+            _ => tracing::debug!(status, micros, "served"),
+        }
+    });
+    state.metrics.count(&method, &route, status);
     response
 }
 

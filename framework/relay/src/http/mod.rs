@@ -114,7 +114,7 @@ pub fn app(state: RelayState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_WIRE_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            metrics::count,
+            metrics::observe,
         ))
         .with_state(state)
 }
