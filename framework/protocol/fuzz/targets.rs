@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use switchboard_protocol::{
     AgentCredential, AgentKind, CipherSuite, Commit, CommitAction, CredentialRequest, Csprng,
     DeviceId, DeviceKeys, EntityId, Epoch, ExpectedWrap, KeyBundle, KeyWrap, Member, SealedMessage,
-    SeenWraps, ThreadOpen, ThreadState, Timestamp, decode,
+    SeenWraps, ThreadOpen, ThreadSnapshot, ThreadState, Timestamp, decode,
 };
 
 pub const NOW: Timestamp = Timestamp(1_800_000_000);
@@ -106,6 +106,7 @@ pub fn fixture() -> Option<Fixture> {
         enc(&reply),
         enc(&bundle),
         enc(&open.wrap),
+        enc(&bot_view.snapshot()),
     ];
     Some(Fixture {
         entity,
@@ -153,6 +154,7 @@ pub fn decode_wire(data: &[u8]) {
     let _ = decode::<Commit>(data);
     let _ = decode::<SealedMessage>(data);
     let _ = decode::<ThreadOpen>(data);
+    let _ = decode::<ThreadSnapshot>(data);
 }
 
 /// Decode a message and open it as the customer, the admin and the bot.
@@ -205,6 +207,26 @@ pub fn accept_thread_open(data: &[u8]) {
     if let Ok(open) = decode::<ThreadOpen>(data) {
         with_fixture(|f| {
             let _ = ThreadState::accept(&f.admin, &f.entity, &open, NOW, &mut SeenWraps::new());
+        });
+    }
+}
+
+/// Decode a thread snapshot, restore it as the bot and the customer, and use what was restored:
+/// seal a message and open the customer's next one.
+pub fn restore_snapshot(data: &[u8]) {
+    if let Ok(snapshot) = decode::<ThreadSnapshot>(data) {
+        with_fixture(|f| {
+            let _ = ThreadState::restore(&f.customer, snapshot.clone());
+            if let Ok(mut restored) = ThreadState::restore(&f.bot, snapshot) {
+                let _ = restored.seal(&f.bot, &switchboard_protocol::Content::text("x"), None);
+                if let Ok(next) = f.customer_view.seal(
+                    &f.customer,
+                    &switchboard_protocol::Content::text("y"),
+                    None,
+                ) {
+                    let _ = restored.open_message(&next, NOW);
+                }
+            }
         });
     }
 }

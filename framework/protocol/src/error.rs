@@ -214,6 +214,10 @@ pub enum WrapError {
     /// The customer and the admin are the same device.
     #[error("a device cannot open a thread with itself")]
     SelfThread,
+    /// A [`ThreadSnapshot`](crate::ThreadSnapshot) is not one this crate could have written, or
+    /// belongs to another device.
+    #[error("invalid thread snapshot: {0}")]
+    Snapshot(String),
     /// A bug in this crate.
     #[error("internal error while {0}; please report this")]
     Internal(&'static str),
@@ -464,6 +468,10 @@ pub enum Error {
     /// The customer and the admin are the same device.
     #[error("a device cannot open a thread with itself")]
     SelfThread,
+    /// A [`ThreadSnapshot`](crate::ThreadSnapshot) is not one this crate could have written, or
+    /// belongs to another device.
+    #[error("invalid thread snapshot: {0}")]
+    Snapshot(String),
     /// A bug in this crate.
     #[error("internal error while {0}; please report this")]
     Internal(&'static str),

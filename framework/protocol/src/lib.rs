@@ -55,6 +55,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod api;
 mod commit;
 mod credential;
 mod encoding;
@@ -88,7 +89,9 @@ pub use request::RequestAuth;
 pub use rng::Csprng;
 pub use roster::{Floor, Member, Role, Roster, RosterHash};
 pub use suite::CipherSuite;
-pub use thread::{ReceivedMessage, RetentionPolicy, Sender, ThreadOpen, ThreadState};
+pub use thread::{
+    ReceivedMessage, RetentionPolicy, Sender, ThreadOpen, ThreadSnapshot, ThreadState,
+};
 pub use wire::{PROTOCOL_VERSION, Version, WireType, decode, encode};
 pub use wrap::{
     DEFAULT_WRAP_LIFETIME_SECS, EpochSecret, ExpectedWrap, KeyWrap, SeenWraps, WrapContext,

@@ -843,3 +843,165 @@ mod tests {
         );
     }
 }
+
+/// One epoch of a [`ThreadSnapshot`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EpochSnapshot {
+    epoch: Epoch,
+    #[serde(with = "secret_b64")]
+    secret: EpochSecret,
+    roster: Roster,
+    /// Receive windows by sender, sorted so that the JSON is deterministic.
+    windows: BTreeMap<DeviceId, ReceiveWindow>,
+}
+
+/// Serde for an epoch secret inside a snapshot (and nowhere else: secrets are not wire values).
+mod secret_b64 {
+    use serde::{Deserializer, Serializer};
+    use zeroize::Zeroizing;
+
+    use crate::wrap::EpochSecret;
+
+    pub(super) fn serialize<S: Serializer>(secret: &EpochSecret, s: S) -> Result<S::Ok, S::Error> {
+        crate::encoding::b64_array::serialize(secret.as_bytes(), s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<EpochSecret, D::Error> {
+        let bytes: Zeroizing<[u8; 32]> =
+            Zeroizing::new(crate::encoding::b64_array::deserialize(d)?);
+        Ok(EpochSecret::from_bytes(*bytes))
+    }
+}
+
+/// Everything one device keeps of one thread, secrets included, as a value to persist across
+/// restarts: [`ThreadState::snapshot`] and [`ThreadState::restore`]. Encode it with
+/// [`encode`](crate::encode) and store it **only encrypted** (switchboard-client's keystore does);
+/// its epoch secrets are zeroized when it is dropped and it never prints them.
+///
+/// Persist the snapshot taken after [`ThreadState::seal`] before sending the sealed message:
+/// restoring an older snapshot and sealing again would reuse a generation, and with it a message
+/// key and nonce.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThreadSnapshot {
+    v: Version,
+    thread: ThreadId,
+    entity: EntityId,
+    me: DeviceId,
+    admin: DeviceId,
+    admin_key: IdentityPublicKey,
+    current: Epoch,
+    epochs: Vec<EpochSnapshot>,
+    next_generation: u64,
+    retention: RetentionPolicy,
+    replay: ReplayPolicy,
+    seen_wraps: SeenWraps,
+}
+
+impl WireType for ThreadSnapshot {
+    const WHAT: &'static str = "thread snapshot";
+}
+
+impl std::fmt::Debug for ThreadSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreadSnapshot")
+            .field("thread", &self.thread)
+            .field("me", &self.me)
+            .field("current", &self.current)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ThreadSnapshot {
+    /// The thread.
+    #[must_use]
+    pub fn thread(&self) -> ThreadId {
+        self.thread
+    }
+
+    /// The device whose state this is.
+    #[must_use]
+    pub fn device(&self) -> DeviceId {
+        self.me
+    }
+}
+
+impl ThreadState {
+    /// This state as a [`ThreadSnapshot`] to persist (secrets included: store it encrypted).
+    #[must_use]
+    pub fn snapshot(&self) -> ThreadSnapshot {
+        ThreadSnapshot {
+            v: Version,
+            thread: self.thread,
+            entity: self.entity.clone(),
+            me: self.me,
+            admin: self.admin,
+            admin_key: self.admin_key,
+            current: self.current,
+            epochs: self
+                .epochs
+                .iter()
+                .map(|(epoch, state)| EpochSnapshot {
+                    epoch: *epoch,
+                    secret: state.secret.clone(),
+                    roster: state.roster.clone(),
+                    windows: state.windows.iter().map(|(d, w)| (*d, *w)).collect(),
+                })
+                .collect(),
+            next_generation: self.next_generation,
+            retention: self.retention,
+            replay: self.replay,
+            seen_wraps: self.seen_wraps.clone(),
+        }
+    }
+
+    /// The state a snapshot holds, for device `me`.
+    ///
+    /// # Errors
+    /// [`Error::Snapshot`] if the snapshot belongs to another device, does not hold its current
+    /// epoch, holds an epoch twice, an epoch newer than the current one, or a roster of another
+    /// entity or without this device in the current epoch.
+    pub fn restore(me: &DeviceKeys, snapshot: ThreadSnapshot) -> Result<Self, Error> {
+        let thread = snapshot.thread;
+        let bad = |what: &str| Error::Snapshot(format!("thread {thread}: {what}"));
+        if snapshot.me != me.device() {
+            return Err(bad("it belongs to another device"));
+        }
+        let mut epochs = BTreeMap::new();
+        for e in snapshot.epochs {
+            if e.epoch > snapshot.current {
+                return Err(bad("it holds an epoch after its current one"));
+            }
+            if e.roster.entity != snapshot.entity {
+                return Err(bad("a roster is for another entity"));
+            }
+            let mut state = EpochState::new(e.secret, e.roster);
+            state.windows = e.windows.into_iter().collect();
+            if epochs.insert(e.epoch, state).is_some() {
+                return Err(bad("it holds an epoch twice"));
+            }
+        }
+        let Some(current) = epochs.get(&snapshot.current) else {
+            return Err(bad("it does not hold its current epoch"));
+        };
+        match current.roster.get(me.device()) {
+            Some(member) if member.identity_key() == &me.identity_public() => {}
+            Some(_) => return Err(bad("this device is a member with other keys")),
+            None => return Err(bad("this device is not a member of its current epoch")),
+        }
+        Ok(Self {
+            thread,
+            entity: snapshot.entity,
+            me: snapshot.me,
+            admin: snapshot.admin,
+            admin_key: snapshot.admin_key,
+            current: snapshot.current,
+            epochs,
+            next_generation: snapshot.next_generation,
+            retention: snapshot.retention,
+            replay: snapshot.replay,
+            seen_wraps: snapshot.seen_wraps,
+        })
+    }
+}

@@ -4,8 +4,9 @@
 //! read a message or a key. [`store`] is its storage: the [`Store`] trait with an embedded SQLite
 //! backend (the default) and a PostgreSQL backend for several relay processes sharing one
 //! database. [`http`] is the JSON API (`app(state) -> Router`), every request signed by the
-//! device's identity key. Registration and the directory are served today; threads and inboxes
-//! over HTTP come next (see the changelog).
+//! device's identity key: registration, the directory, threads, commits, messages and inboxes
+//! with long-polling, acks and bot-instance leases. [`server::run`] serves it with graceful
+//! shutdown.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), switchboard_relay::store::StoreError> {

@@ -302,3 +302,107 @@ fn invalid_roster_changes_are_refused() {
         "refused changes leave the epoch alone"
     );
 }
+
+/// Persists a state the way a keystore does: snapshot, JSON, restore.
+fn reload(keys: &DeviceKeys, state: &ThreadState) -> ThreadState {
+    let json = encode(&state.snapshot()).unwrap();
+    ThreadState::restore(keys, decode(&json).unwrap()).unwrap()
+}
+
+#[test]
+fn restored_states_continue_the_conversation_and_keep_replay_protection() {
+    let mut w = World::new(CipherSuite::default(), 2);
+    let (mut customer, mut admin, mut bot, _) = w.assigned_thread();
+    let hello = customer
+        .seal(&w.customer, &Content::text("hello"), None)
+        .unwrap();
+    bot.open_message(&hello, NOW).unwrap();
+    admin.open_message(&hello, NOW).unwrap();
+
+    // Every device restarts.
+    let mut customer = reload(&w.customer, &customer);
+    let mut admin = reload(&w.admin, &admin);
+    let mut bot = reload(&w.agents[0], &bot);
+
+    // The replay window survived: the old message is still a duplicate.
+    assert!(matches!(
+        bot.open_message(&hello, NOW),
+        Err(MessageError::Duplicate { .. })
+    ));
+    // The send counter survived: the next message has a new generation and is accepted.
+    let again = customer
+        .seal(&w.customer, &Content::text("still there?"), None)
+        .unwrap();
+    assert_eq!(again.header.generation, hello.header.generation + 1);
+    assert_eq!(
+        bot.open_message(&again, NOW).unwrap().content,
+        Content::text("still there?")
+    );
+    // The restored admin can still change the roster, and the restored members follow.
+    let add = w.member(1, AgentKind::Human);
+    let commit = w.commit(
+        &mut admin,
+        CommitAction::AddToGroup {
+            agent: Box::new(add),
+        },
+    );
+    customer.apply_commit(&w.customer, &commit, NOW).unwrap();
+    bot.apply_commit(&w.agents[0], &commit, NOW).unwrap();
+    let mut human = w.join(1, &commit);
+    let reply = bot
+        .seal(&w.agents[0], &Content::text("welcome"), None)
+        .unwrap();
+    assert!(human.open_message(&reply, NOW).is_ok());
+    assert!(customer.open_message(&reply, NOW).is_ok());
+}
+
+#[test]
+fn snapshot_of_another_device_or_without_its_epoch_is_refused() {
+    let mut w = World::new(CipherSuite::default(), 1);
+    let (customer, _, bot, _) = w.assigned_thread();
+    let snapshot = customer.snapshot();
+    // Another device's keys.
+    assert!(matches!(
+        ThreadState::restore(&w.agents[0], snapshot.clone()),
+        Err(Error::Snapshot(_))
+    ));
+    // Same device id but other keys (a snapshot is tied to the member's keys too).
+    let impostor = DeviceKeys::from_seed(w.customer.device(), CipherSuite::default(), &[0xee; 32]);
+    assert!(matches!(
+        ThreadState::restore(&impostor, snapshot),
+        Err(Error::Snapshot(_))
+    ));
+    // A snapshot whose current epoch was cut out.
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&encode(&bot.snapshot()).unwrap()).unwrap();
+    json["epochs"] = serde_json::json!([]);
+    let cut = decode(&serde_json::to_vec(&json).unwrap()).unwrap();
+    assert!(matches!(
+        ThreadState::restore(&w.agents[0], cut),
+        Err(Error::Snapshot(_))
+    ));
+    // An unknown snapshot version.
+    json["v"] = serde_json::json!(2);
+    assert!(matches!(
+        decode::<ThreadSnapshot>(&serde_json::to_vec(&json).unwrap()),
+        Err(WireError::UnsupportedVersion { .. })
+    ));
+}
+
+#[test]
+fn snapshot_debug_output_holds_no_secret() {
+    let mut w = World::new(CipherSuite::default(), 1);
+    let (customer, ..) = w.assigned_thread();
+    let secret = customer.epoch_secret(customer.epoch()).unwrap().as_bytes();
+    let printed = format!("{:?}", customer.snapshot());
+    let json = String::from_utf8(encode(&customer.snapshot()).unwrap()).unwrap();
+    // The JSON does hold the secret (that is its purpose); the Debug form must not.
+    let b64 = json
+        .split("\"secret\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    assert!(!printed.contains(&b64), "{printed}");
+    assert!(!printed.contains(&format!("{secret:?}")));
+}

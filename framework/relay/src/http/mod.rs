@@ -29,7 +29,6 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
 use switchboard_protocol::request::{MAX_CLOCK_SKEW_SECS, headers};
 use switchboard_protocol::wire::MAX_WIRE_BYTES;
 use switchboard_protocol::{
@@ -39,7 +38,10 @@ use switchboard_protocol::{
 
 pub use error::ApiError;
 pub use limits::Limits;
-pub use threads::{Ack, InboxAnswer, LEASE_SECS, MAX_FETCH, MAX_WAIT_SECS, PostAnswer, WireItem};
+pub use switchboard_protocol::api::{
+    Ack, DirectoryRecord, InboxAnswer, InboxItem as WireItem, NewEntity, PostAnswer, Registration,
+};
+pub use threads::{LEASE_SECS, MAX_FETCH, MAX_WAIT_SECS};
 
 use crate::store::{DeviceRecord, EntityRecord, Registered, Store};
 
@@ -241,20 +243,6 @@ fn json_bytes(status: StatusCode, bytes: Vec<u8>) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
 }
 
-/// The answer to a registration.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Registration {
-    /// Protocol version.
-    pub v: Version,
-    /// The device.
-    pub device: DeviceId,
-    /// Its fingerprint, for people to compare.
-    pub fingerprint: String,
-    /// Whether it was new.
-    pub created: bool,
-}
-
 async fn register_device(
     State(state): State<RelayState>,
     method: Method,
@@ -310,41 +298,6 @@ async fn get_device(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("device {device} is not registered")))?;
     Ok(json_bytes(StatusCode::OK, record.bundle))
-}
-
-/// Body of `POST /v1/entities`.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewEntity {
-    /// Protocol version.
-    pub v: Version,
-    /// The entity's name.
-    pub entity: EntityId,
-    /// What customers see.
-    pub display_name: String,
-}
-
-impl WireType for NewEntity {
-    const WHAT: &'static str = "new entity";
-}
-
-/// An entity's directory record: what a customer's device fetches (and pins) before opening a
-/// thread.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DirectoryRecord {
-    /// Protocol version.
-    pub v: Version,
-    /// The entity.
-    pub entity: EntityId,
-    /// What customers see.
-    pub display_name: String,
-    /// The admin device's key bundle.
-    pub admin: KeyBundle,
-}
-
-impl WireType for DirectoryRecord {
-    const WHAT: &'static str = "directory record";
 }
 
 async fn create_entity(

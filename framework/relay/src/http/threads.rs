@@ -9,13 +9,11 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
-use switchboard_protocol::{
-    Commit, DeviceId, SealedMessage, ThreadId, ThreadOpen, Version, WireType,
-};
+use serde::Deserialize;
+use switchboard_protocol::{Commit, DeviceId, SealedMessage, ThreadId, ThreadOpen, Version};
 use tokio::sync::Notify;
 
-use super::{ApiError, RelayState, Signed, wire};
+use super::{Ack, ApiError, InboxAnswer, PostAnswer, RelayState, Signed, WireItem, wire};
 use crate::store::{InboxItem, ItemKind, Post, Posted, ThreadRecord};
 
 /// The longest a long-poll waits: 30 seconds.
@@ -51,19 +49,6 @@ impl Waiters {
 fn parse_thread(text: &str) -> Result<ThreadId, ApiError> {
     text.parse()
         .map_err(|e: switchboard_protocol::WireError| ApiError::Malformed(e.to_string()))
-}
-
-/// Where a post went, as answered to the poster.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct PostAnswer {
-    /// Protocol version.
-    pub v: Version,
-    /// The thread.
-    pub thread: ThreadId,
-    /// The post's position in the thread.
-    pub thread_seq: u64,
-    /// How many devices it was queued for.
-    pub recipients: usize,
 }
 
 fn posted(state: &RelayState, thread: ThreadId, posted: &Posted) -> Response {
@@ -238,36 +223,6 @@ fn check_instance(instance: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
-/// One inbox item on the wire.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct WireItem {
-    /// The cursor: acknowledge up to here.
-    pub seq: u64,
-    /// The thread.
-    pub thread: ThreadId,
-    /// Position in the thread.
-    pub thread_seq: u64,
-    /// The sender.
-    pub sender: DeviceId,
-    /// `thread_open`, `commit` or `message`.
-    pub kind: String,
-    /// The wire value, as posted.
-    pub payload: serde_json::Value,
-}
-
-/// The answer of `GET /v1/inbox`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct InboxAnswer {
-    /// Protocol version.
-    pub v: Version,
-    /// Items after the cursor, oldest first.
-    pub items: Vec<WireItem>,
-}
-
-impl WireType for InboxAnswer {
-    const WHAT: &'static str = "inbox";
-}
-
 fn to_wire(item: &InboxItem) -> Result<WireItem, ApiError> {
     let payload = serde_json::from_slice(&item.payload).map_err(|_| ApiError::Internal)?;
     Ok(WireItem {
@@ -275,7 +230,11 @@ fn to_wire(item: &InboxItem) -> Result<WireItem, ApiError> {
         thread: item.thread,
         thread_seq: item.thread_seq,
         sender: item.sender,
-        kind: item.kind.as_str().to_owned(),
+        kind: match item.kind {
+            ItemKind::ThreadOpen => switchboard_protocol::api::ItemKind::ThreadOpen,
+            ItemKind::Commit => switchboard_protocol::api::ItemKind::Commit,
+            ItemKind::Message => switchboard_protocol::api::ItemKind::Message,
+        },
         payload,
     })
 }
@@ -318,23 +277,6 @@ pub(super) async fn inbox(
     };
     let items = items.iter().map(to_wire).collect::<Result<Vec<_>, _>>()?;
     Ok(Json(InboxAnswer { v: Version, items }).into_response())
-}
-
-/// Body of `POST /v1/inbox/ack`.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Ack {
-    /// Protocol version.
-    pub v: Version,
-    /// Acknowledge every item with `seq <= up_to`.
-    pub up_to: u64,
-    /// With leases: only the items of threads this instance holds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub instance: Option<String>,
-}
-
-impl WireType for Ack {
-    const WHAT: &'static str = "ack";
 }
 
 pub(super) async fn ack(

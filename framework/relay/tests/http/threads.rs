@@ -2,6 +2,7 @@
 
 use axum::http::StatusCode;
 use serde_json::Value;
+use switchboard_protocol::api::ItemKind;
 use switchboard_protocol::{
     AgentCredential, AgentKind, Commit, CommitAction, Content, CredentialRequest, DeviceKeys,
     EntityId, Member, SealedMessage, SeenWraps, Sender, ThreadOpen, ThreadState, decode, encode,
@@ -95,7 +96,7 @@ async fn a_thread_flows_through_the_relay_and_only_members_and_the_admin_may_pos
     );
     let inbox = relay.inbox(&c.admin, "after=0").await;
     assert_eq!(inbox.items.len(), 1);
-    assert_eq!(inbox.items[0].kind, "thread_open");
+    assert_eq!(inbox.items[0].kind, ItemKind::ThreadOpen);
     let received: ThreadOpen = payload(&inbox.items[0]);
     let mut admin_view =
         ThreadState::accept(&c.admin, &c.entity, &received, now, &mut SeenWraps::new()).unwrap();
@@ -215,12 +216,8 @@ async fn a_thread_flows_through_the_relay_and_only_members_and_the_admin_may_pos
     );
 
     let customer_inbox = relay.inbox(&c.customer, "after=0").await;
-    let kinds: Vec<&str> = customer_inbox
-        .items
-        .iter()
-        .map(|i| i.kind.as_str())
-        .collect();
-    assert_eq!(kinds, ["commit", "message"]);
+    let kinds: Vec<ItemKind> = customer_inbox.items.iter().map(|i| i.kind).collect();
+    assert_eq!(kinds, [ItemKind::Commit, ItemKind::Message]);
     customer_view
         .apply_commit(&c.customer, &payload(&customer_inbox.items[0]), now)
         .unwrap();
