@@ -1,0 +1,750 @@
+//! A device of any role, with its state in an encrypted keystore: the one object an
+//! application drives.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use switchboard_protocol::api::{InboxItem, ItemKind};
+use switchboard_protocol::{
+    CipherSuite, Commit, CommitAction, CommitError, Content, Csprng, DeviceId, DeviceKeys,
+    EntityId, Epoch, Fingerprint, IdentityPublicKey, KeyBundle, MessageError, MessageId,
+    ReceivedMessage, SealedMessage, SeenWraps, ThreadId, ThreadOpen, ThreadSnapshot, ThreadState,
+    WireType, decode,
+};
+use zeroize::Zeroizing;
+
+use crate::error::ClientError;
+use crate::keystore::{KdfCost, Keystore, KeystoreSecret};
+use crate::relay::{RelayClient, now};
+
+/// Inbox items fetched per request.
+const FETCH_LIMIT: u32 = 100;
+
+/// What a device is in the system.
+// One per device: the size of the agent variant (an expanded public key) does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "role", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DeviceRole {
+    /// A customer: opens threads with entities.
+    Customer,
+    /// The admin device of an entity: accepts threads, forwards them, changes rosters.
+    Admin {
+        /// The entity.
+        entity: EntityId,
+    },
+    /// An agent (bot or human) of an entity: joins the threads the admin forwards to it.
+    Agent {
+        /// The entity.
+        entity: EntityId,
+        /// The entity's admin device.
+        admin: DeviceId,
+        /// Its identity key, pinned when this agent was set up.
+        admin_key: IdentityPublicKey,
+    },
+}
+
+/// The admin key a customer pinned for an entity at first contact.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinnedAdmin {
+    /// The admin device.
+    pub device: DeviceId,
+    /// Its identity key.
+    pub identity_key: IdentityPublicKey,
+}
+
+impl PinnedAdmin {
+    /// The fingerprint people compare.
+    #[must_use]
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.identity_key.fingerprint()
+    }
+}
+
+/// What [`Device::receive`] found.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// A customer opened a thread (admin devices).
+    ThreadOpened {
+        /// The thread.
+        thread: ThreadId,
+        /// The customer's device.
+        customer: DeviceId,
+    },
+    /// The admin added this device to a thread (agent devices).
+    Joined {
+        /// The thread.
+        thread: ThreadId,
+        /// The epoch this device starts in.
+        epoch: Epoch,
+    },
+    /// The roster of a thread changed: a new epoch.
+    RosterChanged {
+        /// The thread.
+        thread: ThreadId,
+        /// The new epoch.
+        epoch: Epoch,
+    },
+    /// This device was removed from a thread; its state of the thread is deleted.
+    Removed {
+        /// The thread.
+        thread: ThreadId,
+    },
+    /// A message, verified and decrypted.
+    Message {
+        /// The thread.
+        thread: ThreadId,
+        /// The message: who sent it (verified against the roster and credentials), and what.
+        message: ReceivedMessage,
+    },
+    /// An inbox item failed verification and was dropped (it is never shown).
+    Refused {
+        /// The thread it claimed.
+        thread: ThreadId,
+        /// Its inbox position.
+        seq: u64,
+        /// What it claimed to be.
+        kind: ItemKind,
+        /// Why it was refused.
+        reason: String,
+    },
+}
+
+/// How to set up a new device.
+#[derive(Clone, Debug)]
+pub struct NewDevice {
+    /// The relay, `http://HOST:PORT`.
+    pub relay: String,
+    /// The HPKE suite of the device's KEM key.
+    pub suite: CipherSuite,
+    /// The role, and for an admin the entity's display name.
+    pub role: NewRole,
+    /// Argon2id cost for a passphrase-protected keystore.
+    pub kdf: KdfCost,
+}
+
+/// The role of a new device.
+#[derive(Clone, Debug)]
+pub enum NewRole {
+    /// A customer.
+    Customer,
+    /// The admin of a new entity, created at the relay with this display name.
+    Admin {
+        /// The entity.
+        entity: EntityId,
+        /// What customers see.
+        display_name: String,
+    },
+    /// An agent of an existing entity; its admin key is fetched from the directory and pinned.
+    Agent {
+        /// The entity.
+        entity: EntityId,
+    },
+}
+
+impl NewDevice {
+    /// A new device of `role` at `relay`, with the default suite and keystore cost.
+    #[must_use]
+    pub fn new(relay: impl Into<String>, role: NewRole) -> Self {
+        Self {
+            relay: relay.into(),
+            suite: CipherSuite::default(),
+            role,
+            kdf: KdfCost::default(),
+        }
+    }
+}
+
+/// The keystore's contents, version 1.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Contents {
+    v: u32,
+    device: DeviceId,
+    suite: CipherSuite,
+    seed: SecretB64,
+    relay: String,
+    cursor: u64,
+    role: DeviceRole,
+    pinned: BTreeMap<EntityId, PinnedAdmin>,
+    seen_opens: SeenWraps,
+    threads: Vec<ThreadSnapshot>,
+}
+
+/// A 32-byte secret as base64url that is zeroized when dropped.
+struct SecretB64(Zeroizing<[u8; 32]>);
+
+impl Serialize for SecretB64 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine as _;
+        let text = Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(*self.0));
+        s.serialize_str(&text)
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretB64 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use base64::Engine as _;
+        let text = Zeroizing::new(String::deserialize(d)?);
+        let bytes = Zeroizing::new(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(text.as_bytes())
+                .map_err(serde::de::Error::custom)?,
+        );
+        let array: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| serde::de::Error::custom("the device seed must be 32 bytes"))?;
+        Ok(Self(Zeroizing::new(array)))
+    }
+}
+
+/// A device: its keys, its relay connection and its threads, persisted in an encrypted
+/// keystore after every change that matters (a sealed message, an applied commit, a moved
+/// cursor), so a restart continues where it stopped.
+pub struct Device {
+    keys: Arc<DeviceKeys>,
+    relay: RelayClient,
+    keystore: Keystore,
+    role: DeviceRole,
+    cursor: u64,
+    pinned: BTreeMap<EntityId, PinnedAdmin>,
+    seen_opens: SeenWraps,
+    threads: BTreeMap<ThreadId, ThreadState>,
+    rng: Csprng,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("device", &self.keys.device())
+            .field("role", &self.role)
+            .field("relay", &self.relay.url())
+            .field("threads", &self.threads.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Device {
+    /// Creates a device: new keys, a new keystore at `path` (refusing to overwrite one),
+    /// registration at the relay; for an admin, the entity; for an agent, the entity's admin key
+    /// from the directory, pinned.
+    ///
+    /// # Errors
+    /// Keystore errors; [`ClientError::Unreachable`] / [`ClientError::Refused`] from the relay.
+    pub async fn create(
+        path: &Path,
+        secret: &KeystoreSecret,
+        new: NewDevice,
+    ) -> Result<Self, ClientError> {
+        if path.exists() {
+            // Checked before registering, so that no orphan device is left at the relay.
+            return Err(crate::keystore::KeystoreError::Exists {
+                path: path.to_owned(),
+                what: "a keystore exists there already",
+            }
+            .into());
+        }
+        let mut rng = Csprng::from_os().map_err(|e| ClientError::Protocol(e.into()))?;
+        let seed = Zeroizing::new(rng.array::<32>());
+        let keys = Arc::new(DeviceKeys::from_seed(
+            DeviceId::random(&mut rng),
+            new.suite,
+            &seed,
+        ));
+        let relay = RelayClient::new(&new.relay, Arc::clone(&keys))?;
+        relay.register().await?;
+        let role = match new.role {
+            NewRole::Customer => DeviceRole::Customer,
+            NewRole::Admin {
+                entity,
+                display_name,
+            } => {
+                relay.create_entity(&entity, &display_name).await?;
+                DeviceRole::Admin { entity }
+            }
+            NewRole::Agent { entity } => {
+                let record = relay.directory(&entity).await?;
+                DeviceRole::Agent {
+                    entity,
+                    admin: record.admin.device,
+                    admin_key: record.admin.identity_key,
+                }
+            }
+        };
+        let contents = contents_of(
+            &keys,
+            &new.relay,
+            0,
+            &role,
+            &BTreeMap::new(),
+            &SeenWraps::new(),
+            &BTreeMap::new(),
+        )?;
+        let keystore = Keystore::create(path, secret, new.kdf, &contents).await?;
+        Ok(Self {
+            keys,
+            relay,
+            keystore,
+            role,
+            cursor: 0,
+            pinned: BTreeMap::new(),
+            seen_opens: SeenWraps::new(),
+            threads: BTreeMap::new(),
+            rng,
+        })
+    }
+
+    /// Opens the device whose keystore is at `path`, connecting to the relay it was created
+    /// with (or `relay`, if given: it is remembered; call [`Device::register`] on a relay that
+    /// does not know the device yet).
+    ///
+    /// # Errors
+    /// Keystore errors (wrong secret, in use, altered, too open permissions);
+    /// [`ClientError::KeystoreContents`] for contents this version cannot read.
+    pub async fn open(
+        path: &Path,
+        secret: &KeystoreSecret,
+        relay: Option<&str>,
+    ) -> Result<Self, ClientError> {
+        let (keystore, plaintext) = Keystore::open(path, secret).await?;
+        let contents: Contents = serde_json::from_slice(&plaintext)
+            .map_err(|e| ClientError::KeystoreContents(e.to_string()))?;
+        if contents.v != 1 {
+            return Err(ClientError::KeystoreContents(format!(
+                "contents version {} (this build reads 1)",
+                contents.v
+            )));
+        }
+        let keys = Arc::new(DeviceKeys::from_seed(
+            contents.device,
+            contents.suite,
+            &contents.seed.0,
+        ));
+        let mut threads = BTreeMap::new();
+        for snapshot in contents.threads {
+            let state = ThreadState::restore(&keys, snapshot)?;
+            threads.insert(state.thread(), state);
+        }
+        let moved = relay.is_some_and(|url| url != contents.relay);
+        let relay = RelayClient::new(relay.unwrap_or(&contents.relay), Arc::clone(&keys))?;
+        let mut device = Self {
+            keys,
+            relay,
+            keystore,
+            role: contents.role,
+            cursor: contents.cursor,
+            pinned: contents.pinned,
+            seen_opens: contents.seen_opens,
+            threads,
+            rng: Csprng::from_os().map_err(|e| ClientError::Protocol(e.into()))?,
+        };
+        if moved {
+            device.save()?;
+        }
+        Ok(device)
+    }
+
+    /// Registers this device's key bundle at its relay again (after moving to another relay,
+    /// or to refresh the bundle). [`Device::create`] registers already.
+    ///
+    /// # Errors
+    /// Relay errors.
+    pub async fn register(&self) -> Result<(), ClientError> {
+        self.relay.register().await?;
+        Ok(())
+    }
+
+    /// This device's id.
+    #[must_use]
+    pub fn id(&self) -> DeviceId {
+        self.keys.device()
+    }
+
+    /// This device's keys (for an admin issuing credentials, or a test).
+    #[must_use]
+    pub fn keys(&self) -> &DeviceKeys {
+        &self.keys
+    }
+
+    /// This device's key bundle as of now.
+    #[must_use]
+    pub fn bundle(&self) -> KeyBundle {
+        self.keys.bundle(now())
+    }
+
+    /// The fingerprint of this device's identity key.
+    #[must_use]
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.keys.identity_public().fingerprint()
+    }
+
+    /// This device's role.
+    #[must_use]
+    pub fn role(&self) -> &DeviceRole {
+        &self.role
+    }
+
+    /// The relay connection.
+    #[must_use]
+    pub fn relay(&self) -> &RelayClient {
+        &self.relay
+    }
+
+    /// The inbox position processed so far.
+    #[must_use]
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// This device's state of `thread`.
+    #[must_use]
+    pub fn thread(&self, thread: ThreadId) -> Option<&ThreadState> {
+        self.threads.get(&thread)
+    }
+
+    /// The threads this device is in.
+    pub fn threads(&self) -> impl Iterator<Item = &ThreadState> {
+        self.threads.values()
+    }
+
+    /// The admin key pinned for `entity` (customers).
+    #[must_use]
+    pub fn pinned_admin(&self, entity: &EntityId) -> Option<&PinnedAdmin> {
+        self.pinned.get(entity)
+    }
+
+    /// Forgets the admin key pinned for `entity`, so the next [`Device::open_thread`] pins the
+    /// one the relay serves then. Only after comparing fingerprints with the entity.
+    ///
+    /// # Errors
+    /// Keystore errors.
+    pub fn trust_admin_key(&mut self, entity: &EntityId) -> Result<(), ClientError> {
+        self.pinned.remove(entity);
+        self.save()
+    }
+
+    /// Customer: opens a thread with `entity`. Fetches its directory record, pins the admin key
+    /// at first contact (and refuses a changed one), wraps epoch 0 to the admin, and posts the
+    /// open. Returns the thread.
+    ///
+    /// # Errors
+    /// [`ClientError::AdminKeyChanged`] if the relay serves another admin key than the pinned
+    /// one; [`ClientError::WrongRole`] on a non-customer device; relay and keystore errors.
+    pub async fn open_thread(&mut self, entity: &EntityId) -> Result<ThreadId, ClientError> {
+        if self.role != DeviceRole::Customer {
+            return Err(ClientError::WrongRole(
+                "only a customer device opens threads".to_owned(),
+            ));
+        }
+        let record = self.relay.directory(entity).await?;
+        let served = PinnedAdmin {
+            device: record.admin.device,
+            identity_key: record.admin.identity_key,
+        };
+        match self.pinned.get(entity) {
+            Some(pinned) if *pinned != served => {
+                return Err(ClientError::AdminKeyChanged {
+                    entity: entity.clone(),
+                    pinned: pinned.fingerprint(),
+                    served: served.fingerprint(),
+                });
+            }
+            Some(_) => {}
+            None => {
+                self.pinned.insert(entity.clone(), served);
+            }
+        }
+        let (state, open) = ThreadState::open(
+            &self.keys,
+            entity.clone(),
+            &record.admin,
+            now(),
+            &mut self.rng,
+        )?;
+        let thread = state.thread();
+        self.threads.insert(thread, state);
+        self.save()?;
+        self.relay.open_thread(&open).await?;
+        Ok(thread)
+    }
+
+    /// Seals `content` into `thread`, persists the new send counter, and posts it. Returns the
+    /// sealed message (its id is `message.header.message_id()`).
+    ///
+    /// # Errors
+    /// [`ClientError::UnknownThread`]; protocol errors (no floor, not a member, ...); relay and
+    /// keystore errors.
+    pub async fn send(
+        &mut self,
+        thread: ThreadId,
+        content: &Content,
+        quoted: Option<MessageId>,
+    ) -> Result<SealedMessage, ClientError> {
+        let state = self
+            .threads
+            .get_mut(&thread)
+            .ok_or(ClientError::UnknownThread(thread))?;
+        let sealed = state.seal(&self.keys, content, quoted)?;
+        // The generation must be on disk before the message leaves: a restart must never seal
+        // with it again.
+        self.save()?;
+        self.relay.post_message(thread, &sealed).await?;
+        Ok(sealed)
+    }
+
+    /// Admin: applies `action` to `thread` (a new epoch wrapped to the remaining members),
+    /// persists it, and posts the commit. Returns the commit.
+    ///
+    /// # Errors
+    /// [`ClientError::WrongRole`] on a non-admin device; protocol, relay and keystore errors.
+    pub async fn commit(
+        &mut self,
+        thread: ThreadId,
+        action: CommitAction,
+    ) -> Result<Commit, ClientError> {
+        if !matches!(self.role, DeviceRole::Admin { .. }) {
+            return Err(ClientError::WrongRole(
+                "only the entity's admin device commits roster changes".to_owned(),
+            ));
+        }
+        let state = self
+            .threads
+            .get_mut(&thread)
+            .ok_or(ClientError::UnknownThread(thread))?;
+        let commit = state.commit(&self.keys, action, now(), &mut self.rng)?;
+        self.save()?;
+        self.relay.post_commit(thread, &commit).await?;
+        Ok(commit)
+    }
+
+    /// Fetches what is waiting (long-polling up to `wait`), verifies and applies each item in
+    /// order, persists the new state and cursor, acknowledges, and returns what happened.
+    /// Items that fail verification become [`Event::Refused`]; they never stop the inbox.
+    /// Returned events are durable: the keystore already holds their effect.
+    ///
+    /// # Errors
+    /// Relay errors (nothing was applied then); keystore errors (stop the device and reopen it
+    /// from disk).
+    pub async fn receive(&mut self, wait: Duration) -> Result<Vec<Event>, ClientError> {
+        let items = self
+            .relay
+            .inbox(self.cursor, FETCH_LIMIT, wait, None)
+            .await?;
+        let Some(last) = items.last().map(|item| item.seq) else {
+            return Ok(Vec::new());
+        };
+        let at = now();
+        let mut events = Vec::new();
+        for item in &items {
+            if item.seq <= self.cursor {
+                continue;
+            }
+            if let Some(event) = self.apply(item, at) {
+                events.push(event);
+            }
+        }
+        self.cursor = self.cursor.max(last);
+        self.save()?;
+        // The cursor is on disk: a lost ack only means the relay keeps the items a while
+        // longer; they are skipped by cursor and acknowledged with the next ack.
+        if let Err(e) = self.relay.ack(self.cursor, None).await {
+            tracing::warn!(error = %e, cursor = self.cursor, "ack failed; will ack again later");
+        }
+        Ok(events)
+    }
+
+    /// Like [`Device::receive`], but retries transient failures (relay unreachable, busy or rate
+    /// limiting) with exponential backoff from 100 ms up to 30 s (or the relay's
+    /// `Retry-After`), for at most `patience`. Returns an empty list if nothing came.
+    ///
+    /// # Errors
+    /// A non-transient error at once; the last transient one when `patience` is spent.
+    pub async fn receive_retrying(
+        &mut self,
+        wait: Duration,
+        patience: Duration,
+    ) -> Result<Vec<Event>, ClientError> {
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.receive(wait).await {
+                Ok(events) => return Ok(events),
+                Err(e) if e.is_transient() => {
+                    let pause = match &e {
+                        ClientError::Refused {
+                            retry_after: Some(secs),
+                            ..
+                        } => Duration::from_secs(*secs),
+                        _ => backoff,
+                    };
+                    if tokio::time::Instant::now() + pause > deadline {
+                        return Err(e);
+                    }
+                    tracing::debug!(error = %e, pause_ms = pause.as_millis(), "relay unavailable, retrying");
+                    tokio::time::sleep(pause).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Applies one inbox item; `None` for items with nothing to report (redeliveries).
+    fn apply(&mut self, item: &InboxItem, at: switchboard_protocol::Timestamp) -> Option<Event> {
+        let thread = item.thread;
+        let refused = |reason: String| {
+            Some(Event::Refused {
+                thread,
+                seq: item.seq,
+                kind: item.kind,
+                reason,
+            })
+        };
+        match item.kind {
+            ItemKind::ThreadOpen => {
+                let open: ThreadOpen = match payload(item) {
+                    Ok(open) => open,
+                    Err(e) => return refused(e),
+                };
+                let DeviceRole::Admin { entity } = &self.role else {
+                    return refused("a thread open reached a device that is not an admin".into());
+                };
+                if open.thread != thread {
+                    return refused("the thread open names another thread".into());
+                }
+                if self.threads.contains_key(&thread) {
+                    return None;
+                }
+                match ThreadState::accept(&self.keys, entity, &open, at, &mut self.seen_opens) {
+                    Ok(state) => {
+                        self.threads.insert(thread, state);
+                        Some(Event::ThreadOpened {
+                            thread,
+                            customer: open.customer.device,
+                        })
+                    }
+                    Err(e) => refused(e.to_string()),
+                }
+            }
+            ItemKind::Commit => {
+                let commit: Commit = match payload(item) {
+                    Ok(commit) => commit,
+                    Err(e) => return refused(e),
+                };
+                if commit.thread != thread {
+                    return refused("the commit names another thread".into());
+                }
+                if let Some(state) = self.threads.get_mut(&thread) {
+                    if commit.epoch <= state.epoch() {
+                        // Already applied (a redelivery).
+                        return None;
+                    }
+                    return match state.apply_commit(&self.keys, &commit, at) {
+                        Ok(()) => Some(Event::RosterChanged {
+                            thread,
+                            epoch: commit.epoch,
+                        }),
+                        Err(CommitError::Removed { .. }) => {
+                            // Dropping the state zeroizes its epoch secrets.
+                            self.threads.remove(&thread);
+                            Some(Event::Removed { thread })
+                        }
+                        Err(e) => refused(e.to_string()),
+                    };
+                }
+                let DeviceRole::Agent {
+                    entity,
+                    admin,
+                    admin_key,
+                } = &self.role
+                else {
+                    return refused("a commit for a thread this device is not in".into());
+                };
+                if !commit.roster.members.contains_key(&self.keys.device()) {
+                    // A commit that removed this device from a thread it had already left.
+                    return None;
+                }
+                match ThreadState::join(&self.keys, entity, *admin, *admin_key, &commit, at) {
+                    Ok(state) => {
+                        self.threads.insert(thread, state);
+                        Some(Event::Joined {
+                            thread,
+                            epoch: commit.epoch,
+                        })
+                    }
+                    Err(e) => refused(e.to_string()),
+                }
+            }
+            ItemKind::Message => {
+                let message: SealedMessage = match payload(item) {
+                    Ok(message) => message,
+                    Err(e) => return refused(e),
+                };
+                let Some(state) = self.threads.get_mut(&thread) else {
+                    return refused("a message for a thread this device is not in".into());
+                };
+                if message.header.thread != thread {
+                    return refused("the message names another thread".into());
+                }
+                match state.open_message(&message, at) {
+                    Ok(message) => Some(Event::Message { thread, message }),
+                    Err(MessageError::Duplicate { .. }) => None,
+                    Err(e) => refused(e.to_string()),
+                }
+            }
+        }
+    }
+
+    /// Writes the whole device state to the keystore.
+    fn save(&mut self) -> Result<(), ClientError> {
+        let contents = contents_of(
+            &self.keys,
+            self.relay.url(),
+            self.cursor,
+            &self.role,
+            &self.pinned,
+            &self.seen_opens,
+            &self.threads,
+        )?;
+        self.keystore.save(&contents)?;
+        Ok(())
+    }
+}
+
+/// The keystore contents of a device, as JSON (zeroized when dropped).
+fn contents_of(
+    keys: &DeviceKeys,
+    relay: &str,
+    cursor: u64,
+    role: &DeviceRole,
+    pinned: &BTreeMap<EntityId, PinnedAdmin>,
+    seen_opens: &SeenWraps,
+    threads: &BTreeMap<ThreadId, ThreadState>,
+) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+    let contents = Contents {
+        v: 1,
+        device: keys.device(),
+        suite: keys.suite(),
+        seed: SecretB64(Zeroizing::new(*keys.seed())),
+        relay: relay.to_owned(),
+        cursor,
+        role: role.clone(),
+        pinned: pinned.clone(),
+        seen_opens: seen_opens.clone(),
+        threads: threads.values().map(ThreadState::snapshot).collect(),
+    };
+    serde_json::to_vec(&contents)
+        .map(Zeroizing::new)
+        .map_err(|e| ClientError::KeystoreContents(e.to_string()))
+}
+
+/// Decodes an inbox item's payload as `T`.
+fn payload<T: WireType>(item: &InboxItem) -> Result<T, String> {
+    let bytes = serde_json::to_vec(&item.payload).map_err(|e| e.to_string())?;
+    decode(&bytes).map_err(|e| e.to_string())
+}

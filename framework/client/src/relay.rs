@@ -1,0 +1,419 @@
+//! The relay's HTTP API, every request signed by the device's identity key.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::Method;
+use switchboard_protocol::api::{
+    Ack, DirectoryRecord, ErrorBody, InboxAnswer, InboxItem, NewEntity, PostAnswer, Registration,
+};
+use switchboard_protocol::{
+    Commit, Csprng, DeviceId, DeviceKeys, EntityId, KeyBundle, RequestAuth, SealedMessage,
+    ThreadId, ThreadOpen, Timestamp, Version, WireType, decode, encode,
+};
+
+use crate::error::ClientError;
+
+/// The largest answer read from the relay (64 MiB: a full inbox page of large items).
+const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+/// Time allowed for a request on top of a long-poll's wait.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The current time as Unix seconds.
+#[must_use]
+pub fn now() -> Timestamp {
+    Timestamp(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    )
+}
+
+/// A device's connection to one relay.
+#[derive(Clone)]
+pub struct RelayClient {
+    http: reqwest::Client,
+    base: String,
+    keys: Arc<DeviceKeys>,
+    rng: Arc<Mutex<Csprng>>,
+}
+
+impl std::fmt::Debug for RelayClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayClient")
+            .field("relay", &self.base)
+            .field("device", &self.keys.device())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RelayClient {
+    /// A client of the relay at `url` (`http://HOST:PORT`; `https://` needs the `tls` feature)
+    /// acting as the device `keys`.
+    ///
+    /// # Errors
+    /// [`ClientError::BadUrl`] for another URL form; [`ClientError::Unreachable`] if the HTTP
+    /// client cannot be built.
+    pub fn new(url: &str, keys: Arc<DeviceKeys>) -> Result<Self, ClientError> {
+        let base = check_url(url)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| ClientError::Unreachable {
+                url: base.clone(),
+                detail: e.to_string(),
+            })?;
+        let rng = Csprng::from_os().map_err(|e| ClientError::Protocol(e.into()))?;
+        Ok(Self {
+            http,
+            base,
+            keys,
+            rng: Arc::new(Mutex::new(rng)),
+        })
+    }
+
+    /// The relay's base URL.
+    #[must_use]
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// The device this client acts as.
+    #[must_use]
+    pub fn device(&self) -> DeviceId {
+        self.keys.device()
+    }
+
+    /// Sends one signed request; returns the body of a 2xx answer, or the relay's refusal.
+    async fn call(
+        &self,
+        what: &'static str,
+        method: Method,
+        path_and_query: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, ClientError> {
+        let auth = {
+            let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
+            RequestAuth::sign(
+                &self.keys,
+                method.as_str(),
+                path_and_query,
+                &body,
+                now(),
+                &mut rng,
+            )
+        };
+        let mut request = self
+            .http
+            .request(method, format!("{}{path_and_query}", self.base))
+            .timeout(timeout);
+        for (name, value) in auth.header_values() {
+            request = request.header(name, value);
+        }
+        if !body.is_empty() {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        let unreachable = |e: reqwest::Error| ClientError::Unreachable {
+            url: self.base.clone(),
+            detail: e.to_string(),
+        };
+        let mut response = request.send().await.map_err(unreachable)?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
+            if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(ClientError::BadAnswer {
+                    what,
+                    detail: "the answer is larger than 64 MiB".to_owned(),
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        if status.is_success() {
+            return Ok(bytes);
+        }
+        let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => (body.error.code, body.error.message),
+            Err(_) => (
+                "unknown".to_owned(),
+                String::from_utf8_lossy(bytes.get(..bytes.len().min(500)).unwrap_or_default())
+                    .into_owned(),
+            ),
+        };
+        Err(ClientError::Refused {
+            what,
+            status: status.as_u16(),
+            code,
+            message,
+            retry_after,
+        })
+    }
+
+    async fn call_decode<T: WireType>(
+        &self,
+        what: &'static str,
+        method: Method,
+        path_and_query: &str,
+        body: Vec<u8>,
+    ) -> Result<T, ClientError> {
+        let bytes = self
+            .call(what, method, path_and_query, body, REQUEST_TIMEOUT)
+            .await?;
+        decode(&bytes).map_err(|e| ClientError::BadAnswer {
+            what,
+            detail: e.to_string(),
+        })
+    }
+
+    /// Registers this device's key bundle (or updates it).
+    ///
+    /// # Errors
+    /// [`ClientError::Refused`] with `conflict` if the device id is registered with another key.
+    pub async fn register(&self) -> Result<Registration, ClientError> {
+        let bundle = encode(&self.keys.bundle(now()))?;
+        self.call_decode("registration", Method::POST, "/v1/devices", bundle)
+            .await
+    }
+
+    /// A device's key bundle, verified and checked to be that device's.
+    ///
+    /// # Errors
+    /// [`ClientError::Refused`] with `not_found` for an unknown device; [`ClientError::BadAnswer`]
+    /// if the relay serves a bundle that does not verify or is another device's.
+    pub async fn device_bundle(&self, device: DeviceId) -> Result<KeyBundle, ClientError> {
+        let bundle: KeyBundle = self
+            .call_decode(
+                "device bundle",
+                Method::GET,
+                &format!("/v1/devices/{device}"),
+                Vec::new(),
+            )
+            .await?;
+        if bundle.device != device {
+            return Err(ClientError::BadAnswer {
+                what: "device bundle",
+                detail: format!("asked for {device}, got {}", bundle.device),
+            });
+        }
+        bundle.verify().map_err(|e| ClientError::BadAnswer {
+            what: "device bundle",
+            detail: e.to_string(),
+        })?;
+        Ok(bundle)
+    }
+
+    /// Creates `entity` with this device as its admin.
+    ///
+    /// # Errors
+    /// [`ClientError::Refused`] with `conflict` if the entity has another admin.
+    pub async fn create_entity(
+        &self,
+        entity: &EntityId,
+        display_name: &str,
+    ) -> Result<(), ClientError> {
+        let body = encode(&NewEntity {
+            v: Version,
+            entity: entity.clone(),
+            display_name: display_name.to_owned(),
+        })?;
+        self.call(
+            "entity",
+            Method::POST,
+            "/v1/entities",
+            body,
+            REQUEST_TIMEOUT,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// An entity's directory record, its admin bundle verified.
+    ///
+    /// # Errors
+    /// [`ClientError::Refused`] with `not_found` for an unknown entity; [`ClientError::BadAnswer`]
+    /// if the record is for another entity or its bundle does not verify.
+    pub async fn directory(&self, entity: &EntityId) -> Result<DirectoryRecord, ClientError> {
+        let record: DirectoryRecord = self
+            .call_decode(
+                "directory record",
+                Method::GET,
+                &format!("/v1/entities/{entity}"),
+                Vec::new(),
+            )
+            .await?;
+        if &record.entity != entity {
+            return Err(ClientError::BadAnswer {
+                what: "directory record",
+                detail: format!("asked for {entity}, got {}", record.entity),
+            });
+        }
+        record.admin.verify().map_err(|e| ClientError::BadAnswer {
+            what: "directory record",
+            detail: e.to_string(),
+        })?;
+        Ok(record)
+    }
+
+    /// Posts a thread open (customer).
+    ///
+    /// # Errors
+    /// [`ClientError::Refused`] if the relay refuses it.
+    pub async fn open_thread(&self, open: &ThreadOpen) -> Result<PostAnswer, ClientError> {
+        self.call_decode("thread open", Method::POST, "/v1/threads", encode(open)?)
+            .await
+    }
+
+    /// Posts a commit (admin).
+    ///
+    /// # Errors
+    /// [`ClientError::Refused`] with `forbidden` unless this device is the thread's admin.
+    pub async fn post_commit(
+        &self,
+        thread: ThreadId,
+        commit: &Commit,
+    ) -> Result<PostAnswer, ClientError> {
+        self.call_decode(
+            "commit",
+            Method::POST,
+            &format!("/v1/threads/{thread}/commits"),
+            encode(commit)?,
+        )
+        .await
+    }
+
+    /// Posts a sealed message.
+    ///
+    /// # Errors
+    /// [`ClientError::Refused`] with `forbidden` unless this device is a current member.
+    pub async fn post_message(
+        &self,
+        thread: ThreadId,
+        message: &SealedMessage,
+    ) -> Result<PostAnswer, ClientError> {
+        self.call_decode(
+            "message",
+            Method::POST,
+            &format!("/v1/threads/{thread}/messages"),
+            encode(message)?,
+        )
+        .await
+    }
+
+    /// Up to `limit` inbox items after `after`, waiting up to `wait` (at most 30 s) for the
+    /// first. With `instance`, only threads leased to that instance (a bot run as several
+    /// processes).
+    ///
+    /// # Errors
+    /// [`ClientError::Unreachable`] or [`ClientError::Refused`].
+    pub async fn inbox(
+        &self,
+        after: u64,
+        limit: u32,
+        wait: Duration,
+        instance: Option<&str>,
+    ) -> Result<Vec<InboxItem>, ClientError> {
+        let wait = wait.min(Duration::from_secs(30));
+        let mut path = format!(
+            "/v1/inbox?after={after}&limit={limit}&wait={}",
+            wait.as_secs()
+        );
+        if let Some(instance) = instance {
+            path.push_str("&instance=");
+            path.push_str(instance);
+        }
+        let bytes = self
+            .call(
+                "inbox",
+                Method::GET,
+                &path,
+                Vec::new(),
+                wait + REQUEST_TIMEOUT,
+            )
+            .await?;
+        let answer: InboxAnswer = decode(&bytes).map_err(|e| ClientError::BadAnswer {
+            what: "inbox",
+            detail: e.to_string(),
+        })?;
+        Ok(answer.items)
+    }
+
+    /// Acknowledges every inbox item up to `up_to`: the relay deletes them.
+    ///
+    /// # Errors
+    /// [`ClientError::Unreachable`] or [`ClientError::Refused`].
+    pub async fn ack(&self, up_to: u64, instance: Option<&str>) -> Result<(), ClientError> {
+        let body = encode(&Ack {
+            v: Version,
+            up_to,
+            instance: instance.map(str::to_owned),
+        })?;
+        self.call("ack", Method::POST, "/v1/inbox/ack", body, REQUEST_TIMEOUT)
+            .await?;
+        Ok(())
+    }
+}
+
+/// `scheme://host[:port]` without a trailing slash, or why not.
+fn check_url(url: &str) -> Result<String, ClientError> {
+    let bad = |why| ClientError::BadUrl {
+        url: url.to_owned(),
+        why,
+    };
+    let rest = if let Some(rest) = url.strip_prefix("http://") {
+        rest
+    } else if let Some(rest) = url.strip_prefix("https://") {
+        if !cfg!(feature = "tls") {
+            return Err(bad(
+                "https needs switchboard-client's `tls` feature (this build has no TLS)",
+            ));
+        }
+        rest
+    } else {
+        return Err(bad("it must start with http:// or https://"));
+    };
+    let host = rest.strip_suffix('/').unwrap_or(rest);
+    if host.is_empty() {
+        return Err(bad("it has no host"));
+    }
+    if host.contains(['/', '?', '#', '@', ' ']) {
+        return Err(bad(
+            "give only scheme, host and port: the API paths are fixed",
+        ));
+    }
+    Ok(url.strip_suffix('/').unwrap_or(url).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_url;
+
+    #[test]
+    fn relay_urls_are_checked() {
+        assert_eq!(
+            check_url("http://127.0.0.1:8700/").ok().as_deref(),
+            Some("http://127.0.0.1:8700")
+        );
+        assert!(check_url("http://relay.example").is_ok());
+        for bad in [
+            "127.0.0.1:8700",
+            "ftp://x",
+            "http://",
+            "http://host/path",
+            "http://user@host",
+        ] {
+            assert!(check_url(bad).is_err(), "{bad}");
+        }
+        if !cfg!(feature = "tls") {
+            let err = check_url("https://relay.example").unwrap_err().to_string();
+            assert!(err.contains("tls"), "{err}");
+        }
+    }
+}
