@@ -173,6 +173,9 @@ struct Contents {
     pinned: BTreeMap<EntityId, PinnedAdmin>,
     seen_opens: SeenWraps,
     threads: Vec<ThreadSnapshot>,
+    /// The application's own state (e.g. the admin's agent registry), kept with the keys.
+    #[serde(default)]
+    app: serde_json::Value,
 }
 
 /// A 32-byte secret as base64url that is zeroized when dropped.
@@ -215,6 +218,7 @@ pub struct Device {
     pinned: BTreeMap<EntityId, PinnedAdmin>,
     seen_opens: SeenWraps,
     threads: BTreeMap<ThreadId, ThreadState>,
+    app: serde_json::Value,
     rng: Csprng,
 }
 
@@ -284,6 +288,7 @@ impl Device {
             &BTreeMap::new(),
             &SeenWraps::new(),
             &BTreeMap::new(),
+            &serde_json::Value::Null,
         )?;
         let keystore = Keystore::create(path, secret, new.kdf, &contents).await?;
         Ok(Self {
@@ -295,6 +300,7 @@ impl Device {
             pinned: BTreeMap::new(),
             seen_opens: SeenWraps::new(),
             threads: BTreeMap::new(),
+            app: serde_json::Value::Null,
             rng,
         })
     }
@@ -341,6 +347,7 @@ impl Device {
             pinned: contents.pinned,
             seen_opens: contents.seen_opens,
             threads,
+            app: contents.app,
             rng: Csprng::from_os().map_err(|e| ClientError::Protocol(e.into()))?,
         };
         if moved {
@@ -393,6 +400,21 @@ impl Device {
     #[must_use]
     pub fn relay(&self) -> &RelayClient {
         &self.relay
+    }
+
+    /// The application state kept in the keystore with the keys (`null` until set).
+    #[must_use]
+    pub fn app_state(&self) -> &serde_json::Value {
+        &self.app
+    }
+
+    /// Replaces the application state and persists it with the rest of the device.
+    ///
+    /// # Errors
+    /// Keystore errors.
+    pub fn set_app_state(&mut self, state: serde_json::Value) -> Result<(), ClientError> {
+        self.app = state;
+        self.save()
     }
 
     /// The inbox position processed so far.
@@ -710,6 +732,7 @@ impl Device {
             &self.pinned,
             &self.seen_opens,
             &self.threads,
+            &self.app,
         )?;
         self.keystore.save(&contents)?;
         Ok(())
@@ -717,6 +740,7 @@ impl Device {
 }
 
 /// The keystore contents of a device, as JSON (zeroized when dropped).
+#[allow(clippy::too_many_arguments)]
 fn contents_of(
     keys: &DeviceKeys,
     relay: &str,
@@ -725,6 +749,7 @@ fn contents_of(
     pinned: &BTreeMap<EntityId, PinnedAdmin>,
     seen_opens: &SeenWraps,
     threads: &BTreeMap<ThreadId, ThreadState>,
+    app: &serde_json::Value,
 ) -> Result<Zeroizing<Vec<u8>>, ClientError> {
     let contents = Contents {
         v: 1,
@@ -737,6 +762,7 @@ fn contents_of(
         pinned: pinned.clone(),
         seen_opens: seen_opens.clone(),
         threads: threads.values().map(ThreadState::snapshot).collect(),
+        app: app.clone(),
     };
     serde_json::to_vec(&contents)
         .map(Zeroizing::new)

@@ -38,6 +38,24 @@ pub async fn run(
     listen: &str,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    let (listener, router) = prepare(db, listen).await?;
+    let addr = listener.local_addr().map_err(ServerError::Serve)?;
+    #[allow(clippy::print_stdout)]
+    {
+        println!("listening on {addr}");
+    }
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(ServerError::Serve)?;
+    tracing::info!("relay stopped");
+    Ok(())
+}
+
+async fn prepare(
+    db: &str,
+    listen: &str,
+) -> Result<(tokio::net::TcpListener, axum::Router), ServerError> {
     let store: Arc<dyn store::Store> = Arc::from(store::open(db).await?);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -47,17 +65,75 @@ pub async fn run(
         })?;
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
     tracing::info!(%addr, db = %redact(db), "relay listening");
-    #[allow(clippy::print_stdout)]
-    {
-        println!("listening on {addr}");
+    Ok((listener, app(RelayState::new(store, system_clock()))))
+}
+
+/// A relay running in this process (for the demo, examples and tests): [`Running::url`] to
+/// reach it, [`Running::stop`] (or dropping it) to shut it down gracefully.
+#[derive(Debug)]
+pub struct Running {
+    addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), std::io::Error>>,
+}
+
+impl Running {
+    /// `http://ADDR`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
     }
-    let router = app(RelayState::new(store, system_clock()));
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ServerError::Serve)?;
-    tracing::info!("relay stopped");
-    Ok(())
+
+    /// The bound address.
+    #[must_use]
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, finishes requests in flight, and waits for that.
+    ///
+    /// # Errors
+    /// [`ServerError::Serve`] if serving had failed.
+    pub async fn stop(mut self) -> Result<(), ServerError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match (&mut self.task).await {
+            Ok(result) => result.map_err(ServerError::Serve),
+            Err(e) => Err(ServerError::Serve(std::io::Error::other(e))),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Starts the relay on `db`, listening on `listen` (`127.0.0.1:0` for any free port), in a task
+/// of the current runtime.
+///
+/// # Errors
+/// [`ServerError`] if the database cannot be opened or the address bound.
+pub async fn start(db: &str, listen: &str) -> Result<Running, ServerError> {
+    let (listener, router) = prepare(db, listen).await?;
+    let addr = listener.local_addr().map_err(ServerError::Serve)?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    Ok(Running {
+        addr,
+        stop: Some(stop),
+        task,
+    })
 }
 
 /// The database URL without a password, for logs.

@@ -13,7 +13,8 @@ async fn a_changed_admin_key_is_refused_until_trusted() {
     let pinned = cast.customer.pinned_admin(&cast.entity).unwrap().clone();
 
     // Another relay serves "acme" with another admin key (an impostor, or a replaced admin).
-    let other = crate::relay().await;
+    let other_server = crate::relay().await;
+    let other = other_server.url();
     let impostor = Device::create(
         &cast.dir.join("impostor.keystore"),
         &secret(),

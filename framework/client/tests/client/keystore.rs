@@ -137,7 +137,8 @@ async fn keystore_holds_no_plaintext_secret_and_refuses_misuse() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_file_keystores_work_and_refuse_the_wrong_key() {
     let dir = crate::scratch();
-    let relay = crate::relay().await;
+    let server = crate::relay().await;
+    let relay = server.url();
     let key = KeystoreSecret::create_key_file(&dir.join("device.key")).unwrap();
     assert!(
         KeystoreSecret::create_key_file(&dir.join("device.key")).is_err(),

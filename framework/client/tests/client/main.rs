@@ -15,7 +15,6 @@ mod flow;
 mod keystore;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_client::{Device, Event, KeystoreSecret, NewDevice, NewRole};
@@ -24,23 +23,11 @@ use switchboard_protocol::{
     ThreadId,
 };
 
-/// A relay on 127.0.0.1 with an in-memory SQLite store; stops with the test's runtime.
-pub async fn relay() -> String {
-    let store = switchboard_relay::store::open("sqlite::memory:")
+/// A relay on 127.0.0.1 with an in-memory SQLite store; stops when dropped.
+pub async fn relay() -> switchboard_relay::server::Running {
+    switchboard_relay::server::start("sqlite::memory:", "127.0.0.1:0")
         .await
-        .unwrap();
-    let state = switchboard_relay::RelayState::new(
-        Arc::from(store),
-        switchboard_relay::http::system_clock(),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, switchboard_relay::app(state))
-            .await
-            .unwrap();
-    });
-    format!("http://{addr}")
+        .unwrap()
 }
 
 /// A fresh directory for one test's keystores.
@@ -64,6 +51,7 @@ pub fn secret() -> KeystoreSecret {
 #[derive(Debug)]
 pub struct Cast {
     pub dir: PathBuf,
+    pub server: switchboard_relay::server::Running,
     pub relay: String,
     pub entity: EntityId,
     pub admin: Device,
@@ -72,7 +60,8 @@ pub struct Cast {
 
 impl Cast {
     pub async fn new() -> Self {
-        let relay = relay().await;
+        let server = relay().await;
+        let relay = server.url();
         let dir = scratch();
         let entity = EntityId::new("acme").unwrap();
         let admin = Device::create(
@@ -97,6 +86,7 @@ impl Cast {
         .unwrap();
         Self {
             dir,
+            server,
             relay,
             entity,
             admin,

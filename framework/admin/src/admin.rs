@@ -1,0 +1,698 @@
+//! The admin device at work: receives threads, routes them, arbitrates handoffs, manages agents.
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use switchboard_client::{Device, DeviceRole, Event, NewDevice, NewRole, now};
+use switchboard_protocol::{
+    AgentCredential, AgentKind, CommitAction, Content, CredentialRequest, DeviceId, Epoch, Floor,
+    HandoffTarget, KeyBundle, Member, ReceivedMessage, Sender, ThreadId,
+};
+
+use crate::audit::{AuditEvent, AuditLog};
+use crate::config::{Config, check_team};
+use crate::error::AdminError;
+use crate::policy::{self, Candidate, Choice, Turns};
+
+/// An agent the admin vouches for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentRecord {
+    /// Its name (unique), shown to customers.
+    pub name: String,
+    /// Bot or human.
+    pub kind: AgentKind,
+    /// Its device.
+    pub device: DeviceId,
+    /// Its teams.
+    pub teams: Vec<String>,
+    /// Its key bundle, as fetched from the relay when it was added.
+    pub bundle: KeyBundle,
+    /// The credential the admin issued.
+    pub credential: AgentCredential,
+}
+
+/// What the admin keeps besides keys and threads (in its keystore, so it is as protected).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminState {
+    agents: Vec<AgentRecord>,
+    turns: Turns,
+}
+
+/// What one [`Admin::step`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// A customer opened a thread.
+    ThreadOpened {
+        /// The thread.
+        thread: ThreadId,
+    },
+    /// A thread was given to an agent.
+    Routed {
+        /// The thread.
+        thread: ThreadId,
+        /// The agent's name.
+        agent: String,
+        /// Why.
+        reason: String,
+    },
+    /// Nobody fits the thread now: the admin holds it and routes it at the next customer
+    /// message.
+    Unrouted {
+        /// The thread.
+        thread: ThreadId,
+    },
+    /// A handoff was granted.
+    HandedOff {
+        /// The thread.
+        thread: ThreadId,
+        /// Who asked.
+        from: DeviceId,
+        /// Who took over.
+        to: String,
+        /// Why.
+        reason: String,
+    },
+    /// A handoff was refused.
+    HandoffRefused {
+        /// The thread.
+        thread: ThreadId,
+        /// Who asked.
+        from: DeviceId,
+        /// Why.
+        reason: String,
+    },
+    /// Any other event of the admin device (messages it can read, refused items, ...).
+    Event(Event),
+}
+
+/// The admin device of an entity.
+#[derive(Debug)]
+pub struct Admin {
+    config: Config,
+    device: Device,
+    state: AdminState,
+    audit: AuditLog,
+}
+
+impl Admin {
+    /// Sets up a new admin: keystore, registration, and the entity at the relay.
+    ///
+    /// # Errors
+    /// [`AdminError::Client`] if the keystore exists or the relay refuses.
+    pub async fn init(config: Config) -> Result<Self, AdminError> {
+        let secret = config.unlock.secret()?;
+        let device = Device::create(
+            &config.keystore,
+            &secret,
+            NewDevice::new(
+                &config.relay,
+                NewRole::Admin {
+                    entity: config.entity.clone(),
+                    display_name: config.display_name.clone(),
+                },
+            ),
+        )
+        .await?;
+        Self::with_device(config, device)
+    }
+
+    /// Opens the admin from its keystore.
+    ///
+    /// # Errors
+    /// [`AdminError::Client`] for keystore problems; [`AdminError::Config`] if the keystore is
+    /// not the admin of the configured entity.
+    pub async fn open(config: Config) -> Result<Self, AdminError> {
+        let secret = config.unlock.secret()?;
+        let device = Device::open(&config.keystore, &secret, Some(&config.relay)).await?;
+        Self::with_device(config, device)
+    }
+
+    fn with_device(config: Config, device: Device) -> Result<Self, AdminError> {
+        match device.role() {
+            DeviceRole::Admin { entity } if *entity == config.entity => {}
+            other => {
+                return Err(AdminError::Config {
+                    path: config.keystore.clone(),
+                    detail: format!(
+                        "this keystore is not the admin of {} (it is {other:?})",
+                        config.entity
+                    ),
+                });
+            }
+        }
+        let state = match device.app_state() {
+            serde_json::Value::Null => AdminState::default(),
+            value => serde_json::from_value(value.clone())
+                .map_err(|e| AdminError::State(e.to_string()))?,
+        };
+        let audit = AuditLog::open(&config.audit_log)?;
+        Ok(Self {
+            config,
+            device,
+            state,
+            audit,
+        })
+    }
+
+    /// The admin's device.
+    #[must_use]
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The registered agents.
+    #[must_use]
+    pub fn agents(&self) -> &[AgentRecord] {
+        &self.state.agents
+    }
+
+    fn agent(&self, name: &str) -> Result<&AgentRecord, AdminError> {
+        self.state
+            .agents
+            .iter()
+            .find(|a| a.name == name)
+            .ok_or_else(|| AdminError::UnknownAgent(name.to_owned()))
+    }
+
+    fn save(&mut self) -> Result<(), AdminError> {
+        let value =
+            serde_json::to_value(&self.state).map_err(|e| AdminError::State(e.to_string()))?;
+        self.device.set_app_state(value)?;
+        Ok(())
+    }
+
+    /// Registers an agent: fetches its key bundle from the relay, issues it a credential (valid
+    /// for the configured days), records it, and logs the grant.
+    ///
+    /// # Errors
+    /// [`AdminError::AgentExists`] for a taken name or device; relay errors for an unknown
+    /// device; [`AdminError::Protocol`] for an invalid display name.
+    pub async fn add_agent(
+        &mut self,
+        name: &str,
+        kind: AgentKind,
+        device: DeviceId,
+        teams: Vec<String>,
+    ) -> Result<&AgentRecord, AdminError> {
+        if self.state.agents.iter().any(|a| a.name == name) {
+            return Err(AdminError::AgentExists(format!(
+                "an agent named {name:?} is registered already"
+            )));
+        }
+        if let Some(other) = self.state.agents.iter().find(|a| a.device == device) {
+            return Err(AdminError::AgentExists(format!(
+                "device {device} is registered already as {:?}",
+                other.name
+            )));
+        }
+        for team in &teams {
+            check_team(team).map_err(AdminError::Refused)?;
+        }
+        let bundle = self.device.relay().device_bundle(device).await?;
+        let credential = self.issue(&bundle, name, kind)?;
+        self.audit.record(
+            now(),
+            AuditEvent::CredentialIssued {
+                agent: name.to_owned(),
+                device,
+                expires_at: credential.expires_at,
+            },
+        )?;
+        self.state.agents.push(AgentRecord {
+            name: name.to_owned(),
+            kind,
+            device,
+            teams,
+            bundle,
+            credential,
+        });
+        self.save()?;
+        self.agent(name)
+    }
+
+    fn issue(
+        &self,
+        bundle: &KeyBundle,
+        name: &str,
+        kind: AgentKind,
+    ) -> Result<AgentCredential, AdminError> {
+        let issued_at = now();
+        Ok(AgentCredential::issue(
+            self.device.keys(),
+            &CredentialRequest {
+                entity: &self.config.entity,
+                agent: bundle,
+                display_name: name,
+                kind,
+                issued_at,
+                expires_at: issued_at.plus(self.config.credential_days.saturating_mul(86_400)),
+            },
+        )
+        .map_err(switchboard_protocol::Error::from)?)
+    }
+
+    /// Revokes an agent: removes it from every thread it is in (a new epoch it cannot read),
+    /// unregisters it, and logs it. Returns the threads it was removed from.
+    ///
+    /// # Errors
+    /// [`AdminError::UnknownAgent`]; relay and protocol errors (then the agent stays registered
+    /// and the revocation can be retried).
+    pub async fn revoke_agent(&mut self, name: &str) -> Result<Vec<ThreadId>, AdminError> {
+        let device = self.agent(name)?.device;
+        let threads: Vec<ThreadId> = self
+            .device
+            .threads()
+            .filter(|t| t.roster().members.contains_key(&device))
+            .map(|t| t.thread())
+            .collect();
+        for thread in &threads {
+            self.remove_device(*thread, device, "credential revoked")
+                .await?;
+        }
+        self.audit.record(
+            now(),
+            AuditEvent::CredentialRevoked {
+                agent: name.to_owned(),
+                device,
+                threads: threads.clone(),
+            },
+        )?;
+        self.state.agents.retain(|a| a.device != device);
+        self.save()?;
+        Ok(threads)
+    }
+
+    /// Adds the agent `name` to `thread`, making it a group (every agent may post).
+    ///
+    /// # Errors
+    /// [`AdminError::UnknownAgent`]; protocol errors (already a member, ...); relay errors.
+    pub async fn add_to_group(
+        &mut self,
+        thread: ThreadId,
+        name: &str,
+    ) -> Result<Epoch, AdminError> {
+        let member = self.member(name)?;
+        let device = member.device();
+        let epoch = self
+            .commit(
+                thread,
+                CommitAction::AddToGroup {
+                    agent: Box::new(member),
+                },
+            )
+            .await?;
+        self.granted(thread, name, device, epoch, "add_to_group", "admin request")?;
+        Ok(epoch)
+    }
+
+    /// Removes the agent `name` from `thread`: a new epoch it cannot read.
+    ///
+    /// # Errors
+    /// [`AdminError::UnknownAgent`]; protocol and relay errors.
+    pub async fn remove_from_thread(
+        &mut self,
+        thread: ThreadId,
+        name: &str,
+    ) -> Result<Epoch, AdminError> {
+        let device = self.agent(name)?.device;
+        self.remove_device(thread, device, "admin request").await
+    }
+
+    /// Transfers `thread` from its floor holder to the agent `name` (a new epoch without the
+    /// previous holder).
+    ///
+    /// # Errors
+    /// [`AdminError::Refused`] if no agent holds the floor; protocol and relay errors.
+    pub async fn transfer(&mut self, thread: ThreadId, name: &str) -> Result<Epoch, AdminError> {
+        let from = match self.thread_floor(thread)? {
+            Floor::Agent(device) => device,
+            _ => {
+                return Err(AdminError::Refused(format!(
+                    "no single agent holds the floor of thread {thread}"
+                )));
+            }
+        };
+        let device = self.agent(name)?.device;
+        self.hand_over(thread, from, device, name, "admin request")
+            .await
+    }
+
+    fn thread_floor(&self, thread: ThreadId) -> Result<Floor, AdminError> {
+        Ok(self
+            .device
+            .thread(thread)
+            .ok_or_else(|| AdminError::Refused(format!("the admin is not in thread {thread}")))?
+            .roster()
+            .floor)
+    }
+
+    async fn remove_device(
+        &mut self,
+        thread: ThreadId,
+        device: DeviceId,
+        reason: &str,
+    ) -> Result<Epoch, AdminError> {
+        let epoch = self.commit(thread, CommitAction::Remove { device }).await?;
+        self.audit.record(
+            now(),
+            AuditEvent::Revoked {
+                thread,
+                device,
+                epoch,
+                reason: reason.to_owned(),
+            },
+        )?;
+        Ok(epoch)
+    }
+
+    async fn hand_over(
+        &mut self,
+        thread: ThreadId,
+        from: DeviceId,
+        to: DeviceId,
+        name: &str,
+        reason: &str,
+    ) -> Result<Epoch, AdminError> {
+        let member = self.member(name)?;
+        let epoch = self
+            .commit(
+                thread,
+                CommitAction::Transfer {
+                    from,
+                    to: Box::new(member),
+                },
+            )
+            .await?;
+        self.granted(thread, name, to, epoch, "transfer", reason)?;
+        self.audit.record(
+            now(),
+            AuditEvent::Revoked {
+                thread,
+                device: from,
+                epoch,
+                reason: format!("transferred to {name}"),
+            },
+        )?;
+        Ok(epoch)
+    }
+
+    async fn commit(
+        &mut self,
+        thread: ThreadId,
+        action: CommitAction,
+    ) -> Result<Epoch, AdminError> {
+        let commit = self.device.commit(thread, action).await?;
+        Ok(commit.epoch)
+    }
+
+    fn granted(
+        &mut self,
+        thread: ThreadId,
+        name: &str,
+        device: DeviceId,
+        epoch: Epoch,
+        how: &str,
+        reason: &str,
+    ) -> Result<(), AdminError> {
+        self.audit.record(
+            now(),
+            AuditEvent::Granted {
+                thread,
+                agent: name.to_owned(),
+                device,
+                epoch,
+                how: how.to_owned(),
+                reason: reason.to_owned(),
+            },
+        )
+    }
+
+    /// The roster member for agent `name`, with a fresh credential if its own expires within a
+    /// day (the renewal is logged).
+    fn member(&mut self, name: &str) -> Result<Member, AdminError> {
+        let record = self.agent(name)?.clone();
+        let credential = if record.credential.expires_at.0 <= now().0.saturating_add(86_400) {
+            let fresh = self.issue(&record.bundle, &record.name, record.kind)?;
+            self.audit.record(
+                now(),
+                AuditEvent::CredentialIssued {
+                    agent: record.name.clone(),
+                    device: record.device,
+                    expires_at: fresh.expires_at,
+                },
+            )?;
+            if let Some(stored) = self.state.agents.iter_mut().find(|a| a.name == name) {
+                stored.credential = fresh.clone();
+            }
+            self.save()?;
+            fresh
+        } else {
+            record.credential
+        };
+        Ok(Member::agent(record.bundle, credential))
+    }
+
+    fn candidates(&self) -> Vec<Candidate> {
+        self.state
+            .agents
+            .iter()
+            .map(|a| Candidate {
+                name: a.name.clone(),
+                device: a.device,
+                kind: a.kind,
+                teams: a.teams.clone(),
+                load: self
+                    .device
+                    .threads()
+                    .filter(|t| t.roster().members.contains_key(&a.device))
+                    .count(),
+            })
+            .collect()
+    }
+
+    /// Receives what is waiting (up to `wait`) and acts on it: new threads are routed at their
+    /// first customer message, handoff requests are arbitrated. Returns what happened.
+    ///
+    /// # Errors
+    /// Relay, keystore and audit errors.
+    pub async fn step(&mut self, wait: Duration) -> Result<Vec<Outcome>, AdminError> {
+        let events = self.device.receive(wait).await?;
+        self.act(events).await
+    }
+
+    /// Runs [`Admin::step`] until `shutdown` resolves, retrying an unavailable relay with
+    /// backoff; logs outcomes with `tracing`.
+    ///
+    /// # Errors
+    /// The first non-transient error.
+    pub async fn run_until(
+        &mut self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), AdminError> {
+        tokio::pin!(shutdown);
+        loop {
+            let events = tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                events = self.device.receive_retrying(Duration::from_secs(25), Duration::from_secs(3600)) => events?,
+            };
+            for outcome in self.act(events).await? {
+                match outcome {
+                    Outcome::Event(event) => tracing::debug!(?event, "event"),
+                    other => tracing::info!(?other, "admin"),
+                }
+            }
+        }
+    }
+
+    async fn act(&mut self, events: Vec<Event>) -> Result<Vec<Outcome>, AdminError> {
+        let mut outcomes = Vec::new();
+        for event in events {
+            match event {
+                Event::ThreadOpened { thread, customer } => {
+                    self.audit
+                        .record(now(), AuditEvent::ThreadOpened { thread, customer })?;
+                    outcomes.push(Outcome::ThreadOpened { thread });
+                }
+                Event::Message { thread, message } => {
+                    outcomes.extend(self.on_message(thread, &message).await?);
+                    outcomes.push(Outcome::Event(Event::Message { thread, message }));
+                }
+                other => outcomes.push(Outcome::Event(other)),
+            }
+        }
+        Ok(outcomes)
+    }
+
+    async fn on_message(
+        &mut self,
+        thread: ThreadId,
+        message: &ReceivedMessage,
+    ) -> Result<Option<Outcome>, AdminError> {
+        let Some(state) = self.device.thread(thread) else {
+            return Ok(None);
+        };
+        let has_agents = state.roster().agents().next().is_some();
+        let floor = state.roster().floor;
+        match (&message.sender_info, &message.content) {
+            (_, Content::HandoffRequest { target, .. }) => Ok(Some(
+                self.on_handoff(thread, message.sender, &floor, target)
+                    .await?,
+            )),
+            (Sender::Customer, content) if !has_agents => {
+                let text = content.as_text().unwrap_or_default().to_owned();
+                let mut turns = std::mem::take(&mut self.state.turns);
+                let choice = policy::route(
+                    &self.config.policy,
+                    &self.candidates(),
+                    &text,
+                    now().0,
+                    &mut turns,
+                );
+                self.state.turns = turns;
+                let Some(choice) = choice else {
+                    return Ok(Some(Outcome::Unrouted { thread }));
+                };
+                self.assign(thread, &choice).await?;
+                Ok(Some(Outcome::Routed {
+                    thread,
+                    agent: choice.name,
+                    reason: choice.reason,
+                }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn assign(&mut self, thread: ThreadId, choice: &Choice) -> Result<(), AdminError> {
+        let member = self.member(&choice.name)?;
+        let epoch = self
+            .commit(
+                thread,
+                CommitAction::Assign {
+                    agent: Box::new(member),
+                },
+            )
+            .await?;
+        self.granted(
+            thread,
+            &choice.name,
+            choice.device,
+            epoch,
+            "assign",
+            &choice.reason,
+        )?;
+        self.save()
+    }
+
+    /// A handoff request from `from`. Agents may ask when they hold the floor (or in a group);
+    /// the customer may ask too ("a human, please"). One floor holder stays: a transfer, or, in
+    /// a group, an addition.
+    async fn on_handoff(
+        &mut self,
+        thread: ThreadId,
+        from: DeviceId,
+        floor: &Floor,
+        target: &HandoffTarget,
+    ) -> Result<Outcome, AdminError> {
+        let customer = self
+            .device
+            .thread(thread)
+            .and_then(|t| t.roster().customer().map(Member::device));
+        let holder = match floor {
+            Floor::Agent(device) => Some(*device),
+            Floor::Group | Floor::Admin => None,
+        };
+        let allowed = holder == Some(from) || customer == Some(from) || *floor == Floor::Group;
+        if !allowed {
+            return self
+                .refuse_handoff(
+                    thread,
+                    from,
+                    "only the agent holding the floor (or the customer) may ask",
+                )
+                .map(|()| Outcome::HandoffRefused {
+                    thread,
+                    from,
+                    reason: "the requester does not hold the floor".to_owned(),
+                });
+        }
+        let mut turns = std::mem::take(&mut self.state.turns);
+        let requester = holder.unwrap_or(from);
+        let choice = policy::handoff(
+            &self.config.policy,
+            &self.candidates(),
+            target,
+            requester,
+            now().0,
+            &mut turns,
+        );
+        self.state.turns = turns;
+        let Some(choice) = choice else {
+            let reason = format!("nobody available for {target:?}");
+            self.refuse_handoff(thread, from, &reason)?;
+            return Ok(Outcome::HandoffRefused {
+                thread,
+                from,
+                reason,
+            });
+        };
+        match (floor, holder) {
+            (Floor::Group, _) => {
+                let member = self.member(&choice.name)?;
+                let epoch = self
+                    .commit(
+                        thread,
+                        CommitAction::AddToGroup {
+                            agent: Box::new(member),
+                        },
+                    )
+                    .await?;
+                self.granted(
+                    thread,
+                    &choice.name,
+                    choice.device,
+                    epoch,
+                    "add_to_group",
+                    &choice.reason,
+                )?;
+            }
+            (_, Some(holder)) => {
+                self.hand_over(thread, holder, choice.device, &choice.name, &choice.reason)
+                    .await?;
+            }
+            (_, None) => self.assign(thread, &choice).await?,
+        }
+        self.save()?;
+        Ok(Outcome::HandedOff {
+            thread,
+            from,
+            to: choice.name,
+            reason: choice.reason,
+        })
+    }
+
+    fn refuse_handoff(
+        &mut self,
+        thread: ThreadId,
+        device: DeviceId,
+        reason: &str,
+    ) -> Result<(), AdminError> {
+        self.audit.record(
+            now(),
+            AuditEvent::HandoffRefused {
+                thread,
+                device,
+                reason: reason.to_owned(),
+            },
+        )
+    }
+}

@@ -1,0 +1,303 @@
+//! The admin over a real relay on loopback: routing by rule, handoff arbitration, groups,
+//! revocation, the audit log, restarts.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs,
+    unreachable_pub
+)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use switchboard_admin::audit::{AuditEvent, AuditLog};
+use switchboard_admin::{Admin, Config, Outcome};
+use switchboard_client::{Device, Event, KeystoreSecret, NewDevice, NewRole};
+use switchboard_protocol::{AgentKind, Content, EntityId, HandoffTarget, Sender, ThreadId};
+
+fn scratch() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "switchboard-admin-{}-{}",
+        std::process::id(),
+        switchboard_protocol::DeviceId::random(
+            &mut switchboard_protocol::Csprng::from_os().unwrap()
+        )
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn config(dir: &Path, relay: &str) -> Config {
+    KeystoreSecret::create_key_file(&dir.join("admin.key")).ok();
+    let text = format!(
+        r#"
+        entity = "acme"
+        display_name = "Acme"
+        relay = "{relay}"
+        keystore = "admin.keystore"
+        key_file = "admin.key"
+        audit_log = "audit.jsonl"
+
+        [routing]
+        bot_first = true
+        fallback_team = "support"
+        handoff_team = "billing"
+
+        [[rules]]
+        keywords = ["order", "shipping"]
+        team = "orders"
+
+        [[rules]]
+        keywords = ["refund"]
+        team = "billing"
+        "#
+    );
+    std::fs::write(dir.join("entity.toml"), text).unwrap();
+    Config::load(&dir.join("entity.toml")).unwrap()
+}
+
+fn secret() -> KeystoreSecret {
+    KeystoreSecret::passphrase("agent passphrase")
+}
+
+async fn agent(dir: &Path, relay: &str, name: &str) -> Device {
+    Device::create(
+        &dir.join(format!("{name}.keystore")),
+        &secret(),
+        NewDevice::new(
+            relay,
+            NewRole::Agent {
+                entity: EntityId::new("acme").unwrap(),
+            },
+        ),
+    )
+    .await
+    .unwrap()
+}
+
+/// Steps the admin until an outcome matches (bounded).
+async fn step_until(admin: &mut Admin, want: impl Fn(&Outcome) -> bool) -> Outcome {
+    for _ in 0..20 {
+        for outcome in admin.step(Duration::from_secs(1)).await.unwrap() {
+            if want(&outcome) {
+                return outcome;
+            }
+        }
+    }
+    panic!("the admin never got there");
+}
+
+/// Receives until an event matches (bounded).
+async fn until(device: &mut Device, want: impl Fn(&Event) -> bool) -> Event {
+    for _ in 0..20 {
+        for event in device.receive(Duration::from_secs(1)).await.unwrap() {
+            if want(&event) {
+                return event;
+            }
+        }
+    }
+    panic!("the device never got there");
+}
+
+fn said_by(event: &Event) -> Option<(&Sender, &Content)> {
+    match event {
+        Event::Message { message, .. } => Some((&message.sender_info, &message.content)),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_by_rule_arbitrates_handoff_and_audits_every_grant() {
+    let relay = switchboard_relay::server::start("sqlite::memory:", "127.0.0.1:0")
+        .await
+        .unwrap();
+    let url = relay.url();
+    let dir = scratch();
+    let mut admin = Admin::init(config(&dir, &url)).await.unwrap();
+    let mut order_bot = agent(&dir, &url, "orderbot").await;
+    let mut dana = agent(&dir, &url, "dana").await;
+    let faq_bot = agent(&dir, &url, "faqbot").await;
+    admin
+        .add_agent(
+            "OrderBot",
+            AgentKind::Bot,
+            order_bot.id(),
+            vec!["orders".into()],
+        )
+        .await
+        .unwrap();
+    admin
+        .add_agent(
+            "Dana",
+            AgentKind::Human,
+            dana.id(),
+            vec!["orders".into(), "billing".into()],
+        )
+        .await
+        .unwrap();
+    admin
+        .add_agent(
+            "FaqBot",
+            AgentKind::Bot,
+            faq_bot.id(),
+            vec!["support".into()],
+        )
+        .await
+        .unwrap();
+    // Names and devices are unique.
+    assert!(
+        admin
+            .add_agent("OrderBot", AgentKind::Bot, faq_bot.id(), vec![])
+            .await
+            .is_err()
+    );
+
+    let mut customer = Device::create(
+        &dir.join("customer.keystore"),
+        &secret(),
+        NewDevice::new(&url, NewRole::Customer),
+    )
+    .await
+    .unwrap();
+    let acme = EntityId::new("acme").unwrap();
+    let thread = customer.open_thread(&acme).await.unwrap();
+    customer
+        .send(thread, &Content::text("Where is my order 42?"), None)
+        .await
+        .unwrap();
+
+    // The keyword rule sends it to the orders team, where the bot goes first.
+    let routed = step_until(&mut admin, |o| matches!(o, Outcome::Routed { .. })).await;
+    let Outcome::Routed { agent, reason, .. } = routed else {
+        unreachable!()
+    };
+    assert_eq!(agent, "OrderBot");
+    assert!(reason.contains("keyword \"order\""), "{reason}");
+    until(&mut order_bot, |e| matches!(e, Event::Joined { .. })).await;
+    order_bot
+        .send(thread, &Content::text("Order 42 ships today."), None)
+        .await
+        .unwrap();
+    let reply = until(&mut customer, |e| said_by(e).is_some()).await;
+    assert_eq!(
+        said_by(&reply).unwrap().0,
+        &Sender::Agent {
+            display_name: "OrderBot".into(),
+            kind: AgentKind::Bot
+        }
+    );
+
+    // The bot hands off to billing; the admin transfers the thread to Dana in a new epoch.
+    order_bot
+        .send(
+            thread,
+            &Content::HandoffRequest {
+                target: HandoffTarget::Team("billing".into()),
+                note: "wants a refund".into(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let handed = step_until(&mut admin, |o| matches!(o, Outcome::HandedOff { .. })).await;
+    assert!(matches!(handed, Outcome::HandedOff { ref to, .. } if to == "Dana"));
+    until(&mut order_bot, |e| matches!(e, Event::Removed { .. })).await;
+    until(&mut dana, |e| matches!(e, Event::Joined { .. })).await;
+    dana.send(
+        thread,
+        &Content::text("Dana here, refund on its way."),
+        None,
+    )
+    .await
+    .unwrap();
+    let from_dana = until(&mut customer, |e| {
+        said_by(e).is_some_and(|(s, _)| {
+            matches!(
+                s,
+                Sender::Agent {
+                    kind: AgentKind::Human,
+                    ..
+                }
+            )
+        })
+    })
+    .await;
+    assert!(matches!(
+        said_by(&from_dana).unwrap().0,
+        Sender::Agent { display_name, .. } if display_name == "Dana"
+    ));
+    assert!(
+        order_bot.thread(thread).is_none(),
+        "the bot holds nothing of the thread"
+    );
+
+    // In a group every agent may ask for a handoff; a team nobody is in is refused (and
+    // audited), and nothing changes.
+    admin.add_to_group(thread, "FaqBot").await.unwrap();
+    let mut faq_bot = faq_bot;
+    until(&mut faq_bot, |e| matches!(e, Event::Joined { .. })).await;
+    faq_bot
+        .send(
+            thread,
+            &Content::HandoffRequest {
+                target: HandoffTarget::Team("legal".into()),
+                note: "lawyer?".into(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let refused = step_until(&mut admin, |o| matches!(o, Outcome::HandoffRefused { .. })).await;
+    assert!(
+        matches!(refused, Outcome::HandoffRefused { ref reason, .. } if reason.contains("legal"))
+    );
+
+    // Revoking Dana removes her from the thread (a new epoch) and unregisters her.
+    let removed_from = admin.revoke_agent("Dana").await.unwrap();
+    assert_eq!(removed_from, [thread]);
+    until(&mut dana, |e| matches!(e, Event::Removed { .. })).await;
+    assert!(admin.agents().iter().all(|a| a.name != "Dana"));
+
+    // The audit log has every grant and revocation, in order, and no message text.
+    let log = AuditLog::read(&dir.join("audit.jsonl")).unwrap();
+    let kinds: Vec<&str> = log
+        .iter()
+        .map(|r| match &r.event {
+            AuditEvent::CredentialIssued { .. } => "issued",
+            AuditEvent::CredentialRevoked { .. } => "credential_revoked",
+            AuditEvent::ThreadOpened { .. } => "opened",
+            AuditEvent::Granted { .. } => "granted",
+            AuditEvent::Revoked { .. } => "revoked",
+            AuditEvent::HandoffRefused { .. } => "handoff_refused",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "issued",
+            "issued",
+            "issued",
+            "opened",
+            "granted", // OrderBot, by rule
+            "granted", // Dana, by handoff
+            "revoked", // OrderBot, transferred
+            "granted", // FaqBot, added to the group
+            "handoff_refused",
+            "revoked", // Dana, revoked
+            "credential_revoked",
+        ]
+    );
+    let text = std::fs::read_to_string(dir.join("audit.jsonl")).unwrap();
+    assert!(!text.contains("order 42") && !text.contains("refund on its way"));
+
+    // The admin restarts with its agents and threads.
+    drop(admin);
+    let admin = Admin::open(config(&dir, &url)).await.unwrap();
+    let names: Vec<&str> = admin.agents().iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["OrderBot", "FaqBot"]);
+    assert!(admin.device().thread(thread).is_some());
+    let _: ThreadId = thread;
+}
