@@ -8,6 +8,10 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+mod admin_cmd;
+mod agent_cmd;
+mod chat;
 use tracing_subscriber::filter::LevelFilter;
 
 /// Switchboard: end-to-end encrypted business messaging with bots and people.
@@ -32,6 +36,15 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8700")]
         listen: String,
     },
+    /// The admin device of an entity: init, run, add-agent, revoke, agents.
+    Admin(admin_cmd::AdminArgs),
+    /// Agent devices (bots and people).
+    Agent {
+        #[command(subcommand)]
+        action: AgentAction,
+    },
+    /// Chat with an entity as a customer, in the terminal.
+    Chat(chat::ChatArgs),
     /// Measure durable posts per second and latency of the relay's store.
     Bench {
         /// Database, as for `relay`.
@@ -50,6 +63,20 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         payload_bytes: usize,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentAction {
+    /// Create an agent device: prints its id for `switchboard admin add-agent`.
+    Init(agent_cmd::AgentInit),
+}
+
+/// Prints a line to stdout and flushes it (the chat and the tests read it line by line).
+pub(crate) fn out(line: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
 }
 
 fn main() -> ExitCode {
@@ -75,6 +102,11 @@ fn main() -> ExitCode {
                     .await
                     .map_err(|e| e.to_string())
             }
+            Command::Admin(args) => admin_cmd::run(args).await,
+            Command::Agent {
+                action: AgentAction::Init(args),
+            } => agent_cmd::init(args).await,
+            Command::Chat(args) => chat::run(args).await,
             Command::Bench {
                 db,
                 posts,
@@ -110,7 +142,7 @@ fn main() -> ExitCode {
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -549,6 +549,9 @@ impl Device {
     /// Items that fail verification become [`Event::Refused`]; they never stop the inbox.
     /// Returned events are durable: the keystore already holds their effect.
     ///
+    /// Cancel-safe (for `tokio::select!`): the only await is the fetch; if the future is dropped
+    /// there, nothing was applied and the items come again.
+    ///
     /// # Errors
     /// Relay errors (nothing was applied then); keystore errors (stop the device and reopen it
     /// from disk).
@@ -572,11 +575,15 @@ impl Device {
         }
         self.cursor = self.cursor.max(last);
         self.save()?;
-        // The cursor is on disk: a lost ack only means the relay keeps the items a while
-        // longer; they are skipped by cursor and acknowledged with the next ack.
-        if let Err(e) = self.relay.ack(self.cursor, None).await {
-            tracing::warn!(error = %e, cursor = self.cursor, "ack failed; will ack again later");
-        }
+        // The cursor is on disk, so the ack runs in the background: a lost ack only means the
+        // relay keeps the items a while longer (they are skipped by cursor and acknowledged
+        // with the next ack), and no await stands between applying and returning the events.
+        let (relay, cursor) = (self.relay.clone(), self.cursor);
+        tokio::spawn(async move {
+            if let Err(e) = relay.ack(cursor, None).await {
+                tracing::warn!(error = %e, cursor, "ack failed; the next one covers it");
+            }
+        });
         Ok(events)
     }
 

@@ -10,25 +10,14 @@
     unreachable_pub
 )]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use switchboard_admin::audit::{AuditEvent, AuditLog};
 use switchboard_admin::{Admin, Config, Outcome};
 use switchboard_client::{Device, Event, KeystoreSecret, NewDevice, NewRole};
 use switchboard_protocol::{AgentKind, Content, EntityId, HandoffTarget, Sender, ThreadId};
-
-fn scratch() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "switchboard-admin-{}-{}",
-        std::process::id(),
-        switchboard_protocol::DeviceId::random(
-            &mut switchboard_protocol::Csprng::from_os().unwrap()
-        )
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use switchboard_testkit::{agent_said, new_agent, said_by, scratch_dir, until};
 
 fn config(dir: &Path, relay: &str) -> Config {
     KeystoreSecret::create_key_file(&dir.join("admin.key")).ok();
@@ -64,18 +53,13 @@ fn secret() -> KeystoreSecret {
 }
 
 async fn agent(dir: &Path, relay: &str, name: &str) -> Device {
-    Device::create(
+    new_agent(
         &dir.join(format!("{name}.keystore")),
         &secret(),
-        NewDevice::new(
-            relay,
-            NewRole::Agent {
-                entity: EntityId::new("acme").unwrap(),
-            },
-        ),
+        relay,
+        "acme",
     )
     .await
-    .unwrap()
 }
 
 /// Steps the admin until an outcome matches (bounded).
@@ -90,32 +74,13 @@ async fn step_until(admin: &mut Admin, want: impl Fn(&Outcome) -> bool) -> Outco
     panic!("the admin never got there");
 }
 
-/// Receives until an event matches (bounded).
-async fn until(device: &mut Device, want: impl Fn(&Event) -> bool) -> Event {
-    for _ in 0..20 {
-        for event in device.receive(Duration::from_secs(1)).await.unwrap() {
-            if want(&event) {
-                return event;
-            }
-        }
-    }
-    panic!("the device never got there");
-}
-
-fn said_by(event: &Event) -> Option<(&Sender, &Content)> {
-    match event {
-        Event::Message { message, .. } => Some((&message.sender_info, &message.content)),
-        _ => None,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_by_rule_arbitrates_handoff_and_audits_every_grant() {
     let relay = switchboard_relay::server::start("sqlite::memory:", "127.0.0.1:0")
         .await
         .unwrap();
     let url = relay.url();
-    let dir = scratch();
+    let dir = scratch_dir("admin");
     let mut admin = Admin::init(config(&dir, &url)).await.unwrap();
     let mut order_bot = agent(&dir, &url, "orderbot").await;
     let mut dana = agent(&dir, &url, "dana").await;
@@ -213,21 +178,13 @@ async fn routes_by_rule_arbitrates_handoff_and_audits_every_grant() {
     )
     .await
     .unwrap();
-    let from_dana = until(&mut customer, |e| {
-        said_by(e).is_some_and(|(s, _)| {
-            matches!(
-                s,
-                Sender::Agent {
-                    kind: AgentKind::Human,
-                    ..
-                }
-            )
-        })
-    })
-    .await;
+    let from_dana = until(&mut customer, |e| agent_said(e, "Dana")).await;
     assert!(matches!(
         said_by(&from_dana).unwrap().0,
-        Sender::Agent { display_name, .. } if display_name == "Dana"
+        Sender::Agent {
+            kind: AgentKind::Human,
+            ..
+        }
     ));
     assert!(
         order_bot.thread(thread).is_none(),

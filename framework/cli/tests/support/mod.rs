@@ -1,5 +1,8 @@
 //! Real relay processes on loopback and a minimal signed HTTP/1.1 client for them.
 
+// Each test binary uses a different part of this module.
+#![allow(dead_code)]
+
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,149 @@
+//! `switchboard admin ...`: the admin device of an entity.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use switchboard_admin::config::Unlock;
+use switchboard_admin::{Admin, Config};
+use switchboard_client::KeystoreSecret;
+use switchboard_protocol::{AgentKind, DeviceId};
+
+use crate::out;
+
+/// `switchboard admin`.
+#[derive(Debug, Args)]
+pub(crate) struct AdminArgs {
+    /// The entity's config file.
+    #[arg(long, global = true, default_value = "entity.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    action: Option<AdminAction>,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminAction {
+    /// Create the admin device (keystore, key file if configured and missing) and the entity.
+    Init,
+    /// Run the admin: route new threads, arbitrate handoffs (the default).
+    Run,
+    /// Register an agent and issue its credential (stop the running admin first: the keystore
+    /// is in use while it runs).
+    AddAgent {
+        /// A bot with this name.
+        #[arg(long, conflicts_with = "human", required_unless_present = "human")]
+        bot: Option<String>,
+        /// A human with this name.
+        #[arg(long)]
+        human: Option<String>,
+        /// The agent's device id (printed by `switchboard agent init`).
+        #[arg(long)]
+        device: String,
+        /// A team of the agent (repeat for several).
+        #[arg(long = "team")]
+        teams: Vec<String>,
+    },
+    /// Revoke an agent: remove it from every thread and unregister it.
+    Revoke {
+        /// The agent's name.
+        name: String,
+    },
+    /// List the registered agents.
+    Agents,
+}
+
+pub(crate) async fn run(args: AdminArgs) -> Result<(), String> {
+    let config = Config::load(&args.config).map_err(|e| e.to_string())?;
+    match args.action.unwrap_or(AdminAction::Run) {
+        AdminAction::Init => {
+            if let Unlock::KeyFile(path) = &config.unlock
+                && !path.exists()
+            {
+                KeystoreSecret::create_key_file(path).map_err(|e| e.to_string())?;
+                out(&format!("created key file {}", path.display()));
+            }
+            let admin = Admin::init(config).await.map_err(|e| e.to_string())?;
+            let device = admin.device();
+            out(&format!(
+                "admin of {} created: device {} fingerprint {}",
+                admin.config().entity,
+                device.id(),
+                device.fingerprint()
+            ));
+            Ok(())
+        }
+        AdminAction::Run => {
+            let mut admin = Admin::open(config).await.map_err(|e| e.to_string())?;
+            out(&format!(
+                "admin of {} running as device {}",
+                admin.config().entity,
+                admin.device().id()
+            ));
+            admin
+                .run_until(crate::shutdown_signal())
+                .await
+                .map_err(|e| e.to_string())
+        }
+        AdminAction::AddAgent {
+            bot,
+            human,
+            device,
+            teams,
+        } => {
+            let (name, kind) = match (bot, human) {
+                (Some(name), None) => (name, AgentKind::Bot),
+                (None, Some(name)) => (name, AgentKind::Human),
+                _ => return Err("give exactly one of --bot NAME and --human NAME".to_owned()),
+            };
+            let device: DeviceId = device.parse().map_err(|e| format!("--device: {e}"))?;
+            let mut admin = Admin::open(config).await.map_err(|e| e.to_string())?;
+            let record = admin
+                .add_agent(&name, kind, device, teams)
+                .await
+                .map_err(|e| e.to_string())?;
+            out(&format!(
+                "agent {} ({:?}) registered: device {} teams {:?}, credential valid until {}",
+                record.name,
+                record.kind,
+                record.device,
+                record.teams,
+                record.credential.expires_at.0
+            ));
+            Ok(())
+        }
+        AdminAction::Revoke { name } => {
+            let mut admin = Admin::open(config).await.map_err(|e| e.to_string())?;
+            let threads = admin.revoke_agent(&name).await.map_err(|e| e.to_string())?;
+            out(&format!(
+                "agent {name} revoked; removed from {} thread(s)",
+                threads.len()
+            ));
+            Ok(())
+        }
+        AdminAction::Agents => {
+            let admin = Admin::open(config).await.map_err(|e| e.to_string())?;
+            for a in admin.agents() {
+                out(&format!(
+                    "{}\t{:?}\t{}\tteams {:?}\tvalid until {}",
+                    a.name, a.kind, a.device, a.teams, a.credential.expires_at.0
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The keystore secret of a device command: a key file (created if missing), else
+/// `SWITCHBOARD_PASSPHRASE`.
+pub(crate) fn device_secret(key_file: Option<&Path>) -> Result<KeystoreSecret, String> {
+    match key_file {
+        Some(path) if !path.exists() => {
+            KeystoreSecret::create_key_file(path).map_err(|e| e.to_string())
+        }
+        Some(path) => Ok(KeystoreSecret::KeyFile(path.to_owned())),
+        None => std::env::var("SWITCHBOARD_PASSPHRASE")
+            .map(KeystoreSecret::passphrase)
+            .map_err(|_| {
+                "set SWITCHBOARD_PASSPHRASE or pass --key-file to unlock the keystore".to_owned()
+            }),
+    }
+}
