@@ -163,6 +163,11 @@ impl Admin {
         &self.device
     }
 
+    /// Waits for the device's background acknowledgement (before a planned shutdown).
+    pub async fn flush_acks(&mut self) {
+        self.device.flush_acks().await;
+    }
+
     /// The configuration.
     #[must_use]
     pub fn config(&self) -> &Config {
@@ -501,7 +506,10 @@ impl Admin {
         tokio::pin!(shutdown);
         loop {
             let events = tokio::select! {
-                () = &mut shutdown => return Ok(()),
+                () = &mut shutdown => {
+                    self.device.flush_acks().await;
+                    return Ok(());
+                }
                 events = self.device.receive_retrying(Duration::from_secs(25), Duration::from_secs(3600)) => events?,
             };
             for outcome in self.act(events).await? {

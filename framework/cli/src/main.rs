@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 mod admin_cmd;
 mod agent_cmd;
 mod chat;
+mod demo;
 use tracing_subscriber::filter::LevelFilter;
 
 /// Switchboard: end-to-end encrypted business messaging with bots and people.
@@ -45,6 +46,9 @@ enum Command {
     },
     /// Chat with an entity as a customer, in the terminal.
     Chat(chat::ChatArgs),
+    /// The whole system in one process, every step printed (relay on SQLite, admin, a bot, a
+    /// human, a customer).
+    Demo(demo::DemoArgs),
     /// Measure durable posts per second and latency of the relay's store.
     Bench {
         /// Database, as for `relay`.
@@ -107,6 +111,7 @@ fn main() -> ExitCode {
                 action: AgentAction::Init(args),
             } => agent_cmd::init(args).await,
             Command::Chat(args) => chat::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
             Command::Bench {
                 db,
                 posts,

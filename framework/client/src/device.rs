@@ -220,6 +220,8 @@ pub struct Device {
     threads: BTreeMap<ThreadId, ThreadState>,
     app: serde_json::Value,
     rng: Csprng,
+    /// The acknowledgement running in the background, if any.
+    acking: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Device {
@@ -302,6 +304,7 @@ impl Device {
             threads: BTreeMap::new(),
             app: serde_json::Value::Null,
             rng,
+            acking: None,
         })
     }
 
@@ -349,6 +352,7 @@ impl Device {
             threads,
             app: contents.app,
             rng: Csprng::from_os().map_err(|e| ClientError::Protocol(e.into()))?,
+            acking: None,
         };
         if moved {
             device.save()?;
@@ -579,12 +583,20 @@ impl Device {
         // relay keeps the items a while longer (they are skipped by cursor and acknowledged
         // with the next ack), and no await stands between applying and returning the events.
         let (relay, cursor) = (self.relay.clone(), self.cursor);
-        tokio::spawn(async move {
+        self.acking = Some(tokio::spawn(async move {
             if let Err(e) = relay.ack(cursor, None).await {
                 tracing::warn!(error = %e, cursor, "ack failed; the next one covers it");
             }
-        });
+        }));
         Ok(events)
+    }
+
+    /// Waits for the background acknowledgement of the last [`Device::receive`] (before a
+    /// planned shutdown, so that the relay can delete what was processed).
+    pub async fn flush_acks(&mut self) {
+        if let Some(acking) = self.acking.take() {
+            let _ = acking.await;
+        }
     }
 
     /// Like [`Device::receive`], but retries transient failures (relay unreachable, busy or rate
