@@ -25,9 +25,15 @@ fn the_demo_runs_the_whole_flow_and_says_so() {
         "OrderBot received 0 item(s) and holds 0 thread(s)",
         "[Dana sees] the customer: Thanks Dana!",
     ] {
-        assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
     }
-    assert!(!stderr.contains("WARN") && !stderr.contains("ERROR"), "{stderr}");
+    assert!(
+        !stderr.contains("WARN") && !stderr.contains("ERROR"),
+        "{stderr}"
+    );
 
     // It starts from nothing: a used directory is refused, clearly.
     let again = Command::new(env!("CARGO_BIN_EXE_switchboard"))

@@ -8,8 +8,8 @@ use std::cell::RefCell;
 
 use switchboard_protocol::{
     AgentCredential, AgentKind, CipherSuite, Commit, CommitAction, CredentialRequest, Csprng,
-    DeviceId, DeviceKeys, EntityId, Epoch, ExpectedWrap, KeyBundle, KeyWrap, Member, SealedMessage,
-    SeenWraps, ThreadOpen, ThreadSnapshot, ThreadState, Timestamp, decode,
+    DeviceId, DeviceKeys, EntityId, Epoch, ExpectedWrap, HistoryGrant, KeyBundle, KeyWrap, Member,
+    SealedMessage, SeenWraps, ThreadOpen, ThreadSnapshot, ThreadState, Timestamp, decode,
 };
 
 pub const NOW: Timestamp = Timestamp(1_800_000_000);
@@ -43,6 +43,14 @@ pub fn fixture() -> Option<Fixture> {
         ThreadState::open(&customer, entity.clone(), &admin.bundle(NOW), NOW, &mut rng).ok()?;
     let mut admin_view =
         ThreadState::accept(&admin, &entity, &open, NOW, &mut SeenWraps::new()).ok()?;
+    let first = customer_view
+        .seal(
+            &customer,
+            &switchboard_protocol::Content::text("first"),
+            None,
+        )
+        .ok()?;
+    admin_view.open_message(&first, NOW).ok()?;
     let bundle = bot.bundle(NOW);
     let credential = AgentCredential::issue(
         &admin,
@@ -79,6 +87,9 @@ pub fn fixture() -> Option<Fixture> {
     let reply = bot_view
         .seal(&bot, &switchboard_protocol::Content::text("hello"), None)
         .ok()?;
+    let grant = admin_view
+        .grant_history(&admin, &bundle, vec![first], NOW, &mut rng)
+        .ok()?;
     // A valid commit for epoch 2, made by a second admin view of the same thread.
     let rekey = {
         let mut scratch =
@@ -107,6 +118,7 @@ pub fn fixture() -> Option<Fixture> {
         enc(&bundle),
         enc(&open.wrap),
         enc(&bot_view.snapshot()),
+        enc(&grant),
     ];
     Some(Fixture {
         entity,
@@ -155,6 +167,7 @@ pub fn decode_wire(data: &[u8]) {
     let _ = decode::<SealedMessage>(data);
     let _ = decode::<ThreadOpen>(data);
     let _ = decode::<ThreadSnapshot>(data);
+    let _ = decode::<HistoryGrant>(data);
 }
 
 /// Decode a message and open it as the customer, the admin and the bot.
@@ -226,6 +239,18 @@ pub fn restore_snapshot(data: &[u8]) {
                 ) {
                     let _ = restored.open_message(&next, NOW);
                 }
+            }
+        });
+    }
+}
+
+/// Decode a history grant and accept it as the bot (on a copy of its state, so that a valid
+/// grant is accepted every time, not refused as a replay after the first).
+pub fn accept_history(data: &[u8]) {
+    if let Ok(grant) = decode::<HistoryGrant>(data) {
+        with_fixture(|f| {
+            if let Ok(mut bot) = ThreadState::restore(&f.bot, f.bot_view.snapshot()) {
+                let _ = bot.accept_history(&f.bot, &grant, NOW);
             }
         });
     }

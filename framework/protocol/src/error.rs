@@ -433,6 +433,67 @@ pub enum MessageError {
     CannotSend(&'static str),
 }
 
+/// Why a history grant was refused (or could not be made).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HistoryError {
+    /// The grant is for another thread.
+    #[error("history grant for thread {found}, expected {expected}")]
+    WrongThread {
+        /// This thread.
+        expected: ThreadId,
+        /// The grant's.
+        found: ThreadId,
+    },
+    /// The grant is addressed to another device.
+    #[error("history grant addressed to {to}, not this device")]
+    NotForMe {
+        /// Its addressee.
+        to: DeviceId,
+    },
+    /// The grant is not from, or not signed by, the pinned admin.
+    #[error("history grant is not signed by the thread's admin")]
+    BadSignature,
+    /// A granted epoch is not before this device's current epoch, or appears twice; or a
+    /// message is not of a granted epoch.
+    #[error("history grant holds epoch {epoch}, which is not an earlier epoch granted once")]
+    NotEarlier {
+        /// The epoch.
+        epoch: Epoch,
+    },
+    /// A granted roster is not this entity's with the pinned admin.
+    #[error("history grant's roster of epoch {epoch} is not this thread's")]
+    RosterMismatch {
+        /// The epoch.
+        epoch: Epoch,
+    },
+    /// A granted epoch's wrap was refused.
+    #[error(transparent)]
+    Wrap(#[from] WrapError),
+    /// A granted message was refused: the whole grant is.
+    #[error("message {index} of the history grant: {error}")]
+    Message {
+        /// Its position in the grant.
+        index: usize,
+        /// Why.
+        error: MessageError,
+    },
+    /// Too many messages for one grant.
+    #[error("history grant of {messages} messages exceeds the limit of 1000")]
+    TooLarge {
+        /// How many.
+        messages: usize,
+    },
+    /// Only the thread's admin device grants history.
+    #[error("only the thread's admin device grants history")]
+    NotAdmin,
+    /// The grantee is not a current member.
+    #[error("{device} is not a member of the thread")]
+    NotAMember {
+        /// The device.
+        device: DeviceId,
+    },
+}
+
 /// Any error of this crate.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
@@ -457,6 +518,9 @@ pub enum Error {
     /// See [`MessageError`].
     #[error(transparent)]
     Message(#[from] MessageError),
+    /// A history grant was refused.
+    #[error(transparent)]
+    History(#[from] HistoryError),
     /// A thread open names another entity than this admin serves.
     #[error("thread was opened with entity {found} but this admin serves {expected}")]
     WrongEntity {

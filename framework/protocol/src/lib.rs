@@ -60,6 +60,7 @@ mod commit;
 mod credential;
 mod encoding;
 mod error;
+mod history;
 mod ids;
 mod keys;
 mod message;
@@ -74,9 +75,10 @@ mod wrap;
 pub use commit::{Commit, CommitAction};
 pub use credential::{AgentCredential, AgentKind, CredentialRequest, MAX_DISPLAY_NAME_CHARS};
 pub use error::{
-    CommitError, CredentialError, Error, KeyError, MessageError, RandomnessError, WireError,
-    WrapError,
+    CommitError, CredentialError, Error, HistoryError, KeyError, MessageError, RandomnessError,
+    WireError, WrapError,
 };
+pub use history::{GrantedEpoch, HistoryGrant, MAX_GRANT_MESSAGES};
 pub use ids::{DeviceId, EntityId, Epoch, MessageId, ThreadId, Timestamp, WrapId};
 pub use keys::{
     DeviceKeys, Fingerprint, IdentityKeyPair, IdentityPublicKey, KemPublicKey, KeyBundle, Signature,

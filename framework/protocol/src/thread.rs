@@ -402,6 +402,27 @@ impl ThreadState {
         self.epochs.get(&epoch).map(|e| &e.secret)
     }
 
+    pub(crate) fn admin_device(&self) -> DeviceId {
+        self.admin
+    }
+
+    pub(crate) fn me_device(&self) -> DeviceId {
+        self.me
+    }
+
+    pub(crate) fn admin_identity(&self) -> &IdentityPublicKey {
+        &self.admin_key
+    }
+
+    /// The roster of a held epoch.
+    pub(crate) fn roster_of(&self, epoch: Epoch) -> Option<&Roster> {
+        self.epochs.get(&epoch).map(|e| &e.roster)
+    }
+
+    pub(crate) fn seen_wraps_mut(&mut self) -> &mut SeenWraps {
+        &mut self.seen_wraps
+    }
+
     #[allow(clippy::expect_used)]
     fn current_state(&self) -> &EpochState {
         // Invariant: `epochs` always holds `current` (installed before `current` moves, and
@@ -646,66 +667,105 @@ impl ThreadState {
                 epoch: header.epoch,
             });
         }
-        let member = state
-            .roster
-            .get(header.sender)
-            .ok_or(MessageError::UnknownSender {
-                sender: header.sender,
-                epoch: header.epoch,
-            })?;
-        message::verify_signature(message, member.identity_key())?;
-        let window = state
-            .windows
-            .get(&header.sender)
-            .copied()
-            .unwrap_or_default();
-        window.check(header.sender, header.epoch, header.generation, replay)?;
-        let may_post = state.roster.may_post(header.sender) && old_epoch_may_post;
-        if !header.content_type.allowed_without_floor() && !may_post {
-            return Err(MessageError::NoFloor {
-                sender: header.sender,
-                epoch: header.epoch,
-            });
-        }
-        if header.content_type == ContentType::SystemNotice && member.role != Role::Admin {
-            return Err(MessageError::AdminOnly {
-                sender: header.sender,
-                content_type: ContentType::SystemNotice,
-            });
-        }
-        if let Some(credential) = member.credential()
-            && now >= credential.expires_at
-        {
-            return Err(MessageError::SenderExpired {
-                sender: header.sender,
-                expires_at: credential.expires_at,
-                now,
-            });
-        }
-        let content = message::decrypt(&state.schedule, message)?;
-        let sender_info = match &member.role {
-            Role::Customer => Sender::Customer,
-            Role::Admin => Sender::Admin,
-            Role::Agent { credential } => Sender::Agent {
-                display_name: credential.display_name.clone(),
-                kind: credential.kind,
-            },
-        };
-        state
-            .windows
-            .entry(header.sender)
-            .or_default()
-            .record(header.generation);
-        Ok(ReceivedMessage {
-            id: header.message_id(),
-            epoch: header.epoch,
-            sender: header.sender,
-            sender_info,
-            generation: header.generation,
-            quoted: header.quoted,
-            content,
-        })
+        open_in_epoch(state, message, replay, old_epoch_may_post, Some(now))
     }
+}
+
+/// One epoch on its own, for opening the messages of a history grant.
+pub(crate) struct EpochView(EpochState);
+
+impl EpochView {
+    pub(crate) fn new(secret: EpochSecret, roster: Roster) -> Self {
+        Self(EpochState::new(secret, roster))
+    }
+
+    /// Opens a message of this epoch (its own roster and floor; the credential expiry is not
+    /// checked: the admin vouches that the message was valid when it arrived).
+    pub(crate) fn open(
+        &mut self,
+        message: &SealedMessage,
+        replay: ReplayPolicy,
+    ) -> Result<ReceivedMessage, MessageError> {
+        open_in_epoch(&mut self.0, message, replay, true, None)
+    }
+}
+
+/// The checks of one epoch and the decryption (M5–M11), recording the generation only when
+/// every check passed. `floor_now` is whether the current roster still lets the sender post (for
+/// messages of older epochs); `now` is when the sender's credential must still be valid (`None`
+/// for history the admin vouches for: its messages were checked when they arrived).
+fn open_in_epoch(
+    state: &mut EpochState,
+    message: &SealedMessage,
+    replay: ReplayPolicy,
+    floor_now: bool,
+    now: Option<Timestamp>,
+) -> Result<ReceivedMessage, MessageError> {
+    let header = message.header;
+    if header.roster_hash != state.roster_hash {
+        return Err(MessageError::RosterMismatch {
+            epoch: header.epoch,
+        });
+    }
+    let member = state
+        .roster
+        .get(header.sender)
+        .ok_or(MessageError::UnknownSender {
+            sender: header.sender,
+            epoch: header.epoch,
+        })?;
+    message::verify_signature(message, member.identity_key())?;
+    let window = state
+        .windows
+        .get(&header.sender)
+        .copied()
+        .unwrap_or_default();
+    window.check(header.sender, header.epoch, header.generation, replay)?;
+    let may_post = state.roster.may_post(header.sender) && floor_now;
+    if !header.content_type.allowed_without_floor() && !may_post {
+        return Err(MessageError::NoFloor {
+            sender: header.sender,
+            epoch: header.epoch,
+        });
+    }
+    if header.content_type == ContentType::SystemNotice && member.role != Role::Admin {
+        return Err(MessageError::AdminOnly {
+            sender: header.sender,
+            content_type: ContentType::SystemNotice,
+        });
+    }
+    if let (Some(now), Some(credential)) = (now, member.credential())
+        && now >= credential.expires_at
+    {
+        return Err(MessageError::SenderExpired {
+            sender: header.sender,
+            expires_at: credential.expires_at,
+            now,
+        });
+    }
+    let content = message::decrypt(&state.schedule, message)?;
+    let sender_info = match &member.role {
+        Role::Customer => Sender::Customer,
+        Role::Admin => Sender::Admin,
+        Role::Agent { credential } => Sender::Agent {
+            display_name: credential.display_name.clone(),
+            kind: credential.kind,
+        },
+    };
+    state
+        .windows
+        .entry(header.sender)
+        .or_default()
+        .record(header.generation);
+    Ok(ReceivedMessage {
+        id: header.message_id(),
+        epoch: header.epoch,
+        sender: header.sender,
+        sender_info,
+        generation: header.generation,
+        quoted: header.quoted,
+        content,
+    })
 }
 
 /// Finds and opens `me`'s wrap in `commit`.

@@ -64,15 +64,16 @@ fn mutate(input: &[u8], rng: &mut Csprng) -> Vec<u8> {
 #[test]
 fn fuzz_targets_survive_mutated_wire_values() {
     let seeds = targets::fixture().expect("fixture builds").seeds;
-    assert_eq!(seeds.len(), 7);
+    assert_eq!(seeds.len(), 8);
     let mut rng = Csprng::from_seed([0xf0; 32]);
-    let targets: [fn(&[u8]); 6] = [
+    let targets: [fn(&[u8]); 7] = [
         targets::decode_wire,
         targets::open_message,
         targets::apply_commit,
         targets::open_wrap,
         targets::accept_thread_open,
         targets::restore_snapshot,
+        targets::accept_history,
     ];
     let mut runs = 0;
     for seed in &seeds {
@@ -91,5 +92,5 @@ fn fuzz_targets_survive_mutated_wire_values() {
             }
         }
     }
-    assert_eq!(runs, 7 * 1000 * 6);
+    assert_eq!(runs, 8 * 1000 * 7);
 }

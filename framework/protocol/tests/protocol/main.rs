@@ -16,6 +16,7 @@
 mod attacks;
 mod flows;
 mod fuzz_smoke;
+mod history;
 mod rfc9180;
 mod spec_table;
 mod support;
