@@ -13,6 +13,7 @@ use switchboard_protocol::{
 use crate::audit::{AuditEvent, AuditLog};
 use crate::config::{Config, check_team};
 use crate::error::AdminError;
+use crate::history_log::HistoryLog;
 use crate::policy::{self, Candidate, Choice, Turns};
 
 /// An agent the admin vouches for.
@@ -95,6 +96,7 @@ pub struct Admin {
     device: Device,
     state: AdminState,
     audit: AuditLog,
+    history: HistoryLog,
 }
 
 impl Admin {
@@ -149,11 +151,13 @@ impl Admin {
                 .map_err(|e| AdminError::State(e.to_string()))?,
         };
         let audit = AuditLog::open(&config.audit_log)?;
+        let history = HistoryLog::open(&config.history.dir)?;
         Ok(Self {
             config,
             device,
             state,
             audit,
+            history,
         })
     }
 
@@ -316,6 +320,9 @@ impl Admin {
             )
             .await?;
         self.granted(thread, name, device, epoch, "add_to_group", "admin request")?;
+        if self.config.history.on_handoff {
+            self.grant_history(thread, name, device, epoch).await?;
+        }
         Ok(epoch)
     }
 
@@ -398,6 +405,9 @@ impl Admin {
             )
             .await?;
         self.granted(thread, name, to, epoch, "transfer", reason)?;
+        if self.config.history.on_handoff {
+            self.grant_history(thread, name, to, epoch).await?;
+        }
         self.audit.record(
             now(),
             AuditEvent::Revoked {
@@ -437,6 +447,32 @@ impl Admin {
                 epoch,
                 how: how.to_owned(),
                 reason: reason.to_owned(),
+            },
+        )
+    }
+
+    /// Grants `device` (just added in `epoch`) the logged messages of earlier epochs, if there
+    /// are any, and audits it.
+    async fn grant_history(
+        &mut self,
+        thread: ThreadId,
+        name: &str,
+        device: DeviceId,
+        epoch: Epoch,
+    ) -> Result<(), AdminError> {
+        let messages = self
+            .history
+            .before(thread, epoch, self.config.history.max_messages)?;
+        let count = messages.len();
+        self.device.grant_history(thread, device, messages).await?;
+        self.audit.record(
+            now(),
+            AuditEvent::HistoryGranted {
+                thread,
+                agent: name.to_owned(),
+                device,
+                before: epoch,
+                messages: count,
             },
         )
     }
@@ -530,9 +566,18 @@ impl Admin {
                         .record(now(), AuditEvent::ThreadOpened { thread, customer })?;
                     outcomes.push(Outcome::ThreadOpened { thread });
                 }
-                Event::Message { thread, message } => {
+                Event::Message {
+                    thread,
+                    message,
+                    sealed,
+                } => {
+                    self.history.append(thread, &sealed)?;
                     outcomes.extend(self.on_message(thread, &message).await?);
-                    outcomes.push(Outcome::Event(Event::Message { thread, message }));
+                    outcomes.push(Outcome::Event(Event::Message {
+                        thread,
+                        message,
+                        sealed,
+                    }));
                 }
                 other => outcomes.push(Outcome::Event(other)),
             }
@@ -569,7 +614,8 @@ impl Admin {
                 let Some(choice) = choice else {
                     return Ok(Some(Outcome::Unrouted { thread }));
                 };
-                self.assign(thread, &choice).await?;
+                let history = self.config.history.on_route;
+                self.assign(thread, &choice, history).await?;
                 Ok(Some(Outcome::Routed {
                     thread,
                     agent: choice.name,
@@ -580,7 +626,13 @@ impl Admin {
         }
     }
 
-    async fn assign(&mut self, thread: ThreadId, choice: &Choice) -> Result<(), AdminError> {
+    /// Assigns `thread` to the chosen agent, granting it the earlier messages if `history`.
+    async fn assign(
+        &mut self,
+        thread: ThreadId,
+        choice: &Choice,
+        history: bool,
+    ) -> Result<(), AdminError> {
         let member = self.member(&choice.name)?;
         let epoch = self
             .commit(
@@ -598,6 +650,10 @@ impl Admin {
             "assign",
             &choice.reason,
         )?;
+        if history {
+            self.grant_history(thread, &choice.name, choice.device, epoch)
+                .await?;
+        }
         self.save()
     }
 
@@ -672,12 +728,19 @@ impl Admin {
                     "add_to_group",
                     &choice.reason,
                 )?;
+                if self.config.history.on_handoff {
+                    self.grant_history(thread, &choice.name, choice.device, epoch)
+                        .await?;
+                }
             }
             (_, Some(holder)) => {
                 self.hand_over(thread, holder, choice.device, &choice.name, &choice.reason)
                     .await?;
             }
-            (_, None) => self.assign(thread, &choice).await?,
+            (_, None) => {
+                let history = self.config.history.on_handoff;
+                self.assign(thread, &choice, history).await?;
+            }
         }
         self.save()?;
         Ok(Outcome::HandedOff {

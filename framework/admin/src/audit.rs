@@ -65,6 +65,19 @@ pub enum AuditEvent {
         /// Why.
         reason: String,
     },
+    /// An agent that joined a thread was granted its earlier messages (history grant).
+    HistoryGranted {
+        /// The thread.
+        thread: ThreadId,
+        /// The agent's name.
+        agent: String,
+        /// Its device.
+        device: DeviceId,
+        /// The epochs before this one were granted.
+        before: Epoch,
+        /// How many messages.
+        messages: usize,
+    },
     /// A handoff request was not granted.
     HandoffRefused {
         /// The thread.

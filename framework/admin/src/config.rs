@@ -24,6 +24,11 @@
 //! [[rules]]                          # the first rule with a keyword in the first message wins
 //! keywords = ["order", "shipping"]
 //! team = "orders"
+//!
+//! [history]                          # history grants; both off by default
+//! on_route = true                    # the routed agent reads what the customer wrote first
+//! on_handoff = true                  # whoever takes over reads the conversation so far
+//! max_messages = 100
 //! ```
 //!
 //! Agents are not listed here: `switchboard admin add-agent` registers them (with their teams)
@@ -56,6 +61,23 @@ pub struct Config {
     pub credential_days: u64,
     /// The routing policy.
     pub policy: Policy,
+    /// When agents get the earlier messages of a thread.
+    pub history: History,
+}
+
+/// History grants: when an agent joining a thread gets its earlier messages (off by default:
+/// an agent reads a thread from the epoch it joined).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct History {
+    /// Grant the messages before routing to the agent a new thread is routed to.
+    pub on_route: bool,
+    /// Grant the conversation so far to whoever takes a thread over (handoff, transfer, an
+    /// agent added to a group).
+    pub on_handoff: bool,
+    /// The most messages one grant carries (the latest ones).
+    pub max_messages: usize,
+    /// Where the admin logs the ciphertexts it may grant later.
+    pub dir: PathBuf,
 }
 
 /// Where the keystore secret comes from.
@@ -169,6 +191,19 @@ struct File {
     hours: Option<HoursFile>,
     #[serde(default)]
     rules: Vec<RuleFile>,
+    #[serde(default)]
+    history: HistoryFile,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryFile {
+    #[serde(default)]
+    on_route: bool,
+    #[serde(default)]
+    on_handoff: bool,
+    max_messages: Option<usize>,
+    dir: Option<PathBuf>,
 }
 
 const fn default_credential_days() -> u64 {
@@ -274,6 +309,23 @@ impl Config {
         let audit_log = file
             .audit_log
             .unwrap_or_else(|| PathBuf::from(format!("{entity}-audit.jsonl")));
+        let max_messages = file.history.max_messages.unwrap_or(100);
+        if max_messages == 0 || max_messages > switchboard_protocol::MAX_GRANT_MESSAGES {
+            return Err(format!(
+                "history.max_messages must be between 1 and {}",
+                switchboard_protocol::MAX_GRANT_MESSAGES
+            ));
+        }
+        let history = History {
+            on_route: file.history.on_route,
+            on_handoff: file.history.on_handoff,
+            max_messages,
+            dir: base.join(
+                file.history
+                    .dir
+                    .unwrap_or_else(|| PathBuf::from(format!("{entity}-history"))),
+            ),
+        };
         Ok(Self {
             entity,
             display_name: file.display_name,
@@ -290,6 +342,7 @@ impl Config {
                 handoff_team: file.routing.handoff_team,
                 hours,
             },
+            history,
         })
     }
 }

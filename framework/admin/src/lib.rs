@@ -13,6 +13,7 @@ mod admin;
 pub mod audit;
 pub mod config;
 mod error;
+mod history_log;
 pub mod policy;
 
 pub use admin::{Admin, AgentRecord, Outcome};

@@ -325,6 +325,15 @@ impl Chat {
                         ));
                     }
                 }
+                Event::History { messages, .. } => {
+                    out(&format!(
+                        "* {} earlier message(s) of this thread:",
+                        messages.len()
+                    ));
+                    for message in &messages {
+                        self.show_message(message);
+                    }
+                }
                 Event::Removed { .. } => out("* you were removed from this thread"),
                 Event::Refused { reason, .. } => {
                     out(&format!(

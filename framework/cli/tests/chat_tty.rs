@@ -114,7 +114,9 @@ async fn chat_session_in_a_terminal_shows_who_speaks() {
     let bot_task = tokio::spawn(async move {
         while !bot_done.load(Ordering::Relaxed) {
             for event in bot.receive(Duration::from_millis(500)).await.unwrap() {
-                if let Event::Message { thread, message } = event
+                if let Event::Message {
+                    thread, message, ..
+                } = event
                     && message.sender_info == Sender::Customer
                     && let Some(text) = message.content.as_text()
                 {

@@ -316,7 +316,9 @@ async fn scripted_agent() {
                     .await
                     .unwrap();
                 }
-                Event::Message { thread, message } if message.sender_info == Sender::Customer => {
+                Event::Message {
+                    thread, message, ..
+                } if message.sender_info == Sender::Customer => {
                     let Some(text) = message.content.as_text() else {
                         continue;
                     };

@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use switchboard_protocol::api::{InboxItem, ItemKind};
 use switchboard_protocol::{
     CipherSuite, Commit, CommitAction, CommitError, Content, Csprng, DeviceId, DeviceKeys,
-    EntityId, Epoch, Fingerprint, IdentityPublicKey, KeyBundle, MessageError, MessageId,
-    ReceivedMessage, SealedMessage, SeenWraps, ThreadId, ThreadOpen, ThreadSnapshot, ThreadState,
-    WireType, decode,
+    EntityId, Epoch, Fingerprint, HistoryGrant, IdentityPublicKey, KeyBundle, MessageError,
+    MessageId, ReceivedMessage, SealedMessage, SeenWraps, ThreadId, ThreadOpen, ThreadSnapshot,
+    ThreadState, WireType, decode,
 };
 use zeroize::Zeroizing;
 
@@ -100,6 +100,16 @@ pub enum Event {
         thread: ThreadId,
         /// The message: who sent it (verified against the roster and credentials), and what.
         message: ReceivedMessage,
+        /// The message as it was sealed (for an admin that keeps history to grant later).
+        sealed: Box<SealedMessage>,
+    },
+    /// Earlier messages of a thread this device joined later, granted by the admin, verified
+    /// and decrypted, in thread order.
+    History {
+        /// The thread.
+        thread: ThreadId,
+        /// The messages.
+        messages: Vec<ReceivedMessage>,
     },
     /// An inbox item failed verification and was dropped (it is never shown).
     Refused {
@@ -548,6 +558,44 @@ impl Device {
         Ok(commit)
     }
 
+    /// Admin: grants `to` (a current member of `thread`) the earlier epochs this device holds,
+    /// with `messages` of those epochs (as received: see [`Event::Message`]'s `sealed`), and
+    /// posts the grant for that member alone.
+    ///
+    /// # Errors
+    /// [`ClientError::WrongRole`] on a non-admin device; protocol errors (not a member, a
+    /// message of the current epoch, ...); relay errors.
+    pub async fn grant_history(
+        &mut self,
+        thread: ThreadId,
+        to: DeviceId,
+        messages: Vec<SealedMessage>,
+    ) -> Result<(), ClientError> {
+        if !matches!(self.role, DeviceRole::Admin { .. }) {
+            return Err(ClientError::WrongRole(
+                "only the entity's admin device grants history".to_owned(),
+            ));
+        }
+        let state = self
+            .threads
+            .get(&thread)
+            .ok_or(ClientError::UnknownThread(thread))?;
+        let bundle = state
+            .roster()
+            .get(to)
+            .map(|m| m.bundle.clone())
+            .ok_or_else(|| {
+                ClientError::Protocol(
+                    switchboard_protocol::HistoryError::NotAMember { device: to }.into(),
+                )
+            })?;
+        let grant = state
+            .grant_history(&self.keys, &bundle, messages, now(), &mut self.rng)
+            .map_err(|e| ClientError::Protocol(e.into()))?;
+        self.relay.post_history(thread, &grant).await?;
+        Ok(())
+    }
+
     /// Fetches what is waiting (long-polling up to `wait`), verifies and applies each item in
     /// order, persists the new state and cursor, acknowledges, and returns what happened.
     /// Items that fail verification become [`Event::Refused`]; they never stop the inbox.
@@ -721,6 +769,19 @@ impl Device {
                     Err(e) => refused(e.to_string()),
                 }
             }
+            ItemKind::History => {
+                let grant: HistoryGrant = match payload(item) {
+                    Ok(grant) => grant,
+                    Err(e) => return refused(e),
+                };
+                let Some(state) = self.threads.get_mut(&thread) else {
+                    return refused("a history grant for a thread this device is not in".into());
+                };
+                match state.accept_history(&self.keys, &grant, at) {
+                    Ok(messages) => Some(Event::History { thread, messages }),
+                    Err(e) => refused(e.to_string()),
+                }
+            }
             ItemKind::Message => {
                 let message: SealedMessage = match payload(item) {
                     Ok(message) => message,
@@ -733,7 +794,11 @@ impl Device {
                     return refused("the message names another thread".into());
                 }
                 match state.open_message(&message, at) {
-                    Ok(message) => Some(Event::Message { thread, message }),
+                    Ok(received) => Some(Event::Message {
+                        thread,
+                        message: received,
+                        sealed: Box::new(message),
+                    }),
                     Err(MessageError::Duplicate { .. }) => None,
                     Err(e) => refused(e.to_string()),
                 }

@@ -8,8 +8,8 @@ use switchboard_protocol::api::{
     Ack, DirectoryRecord, ErrorBody, InboxAnswer, InboxItem, NewEntity, PostAnswer, Registration,
 };
 use switchboard_protocol::{
-    Commit, Csprng, DeviceId, DeviceKeys, EntityId, KeyBundle, RequestAuth, SealedMessage,
-    ThreadId, ThreadOpen, Timestamp, Version, WireType, decode, encode,
+    Commit, Csprng, DeviceId, DeviceKeys, EntityId, HistoryGrant, KeyBundle, RequestAuth,
+    SealedMessage, ThreadId, ThreadOpen, Timestamp, Version, WireType, decode, encode,
 };
 
 use crate::error::ClientError;
@@ -303,6 +303,25 @@ impl RelayClient {
             Method::POST,
             &format!("/v1/threads/{thread}/messages"),
             encode(message)?,
+        )
+        .await
+    }
+
+    /// Posts a history grant (admin) for the member it names.
+    ///
+    /// # Errors
+    /// [`ClientError::Refused`] with `forbidden` unless this device is the thread's admin and
+    /// the grantee a current member.
+    pub async fn post_history(
+        &self,
+        thread: ThreadId,
+        grant: &HistoryGrant,
+    ) -> Result<PostAnswer, ClientError> {
+        self.call_decode(
+            "history grant",
+            Method::POST,
+            &format!("/v1/threads/{thread}/history"),
+            encode(grant)?,
         )
         .await
     }

@@ -88,6 +88,8 @@ pub enum ItemKind {
     Commit,
     /// A [`SealedMessage`](crate::SealedMessage), to the other members.
     Message,
+    /// A [`HistoryGrant`](crate::HistoryGrant), to the one member it is for.
+    History,
 }
 
 /// One inbox item.

@@ -132,6 +132,7 @@ pub async fn run(url: &str, config: BenchConfig) -> Result<BenchReport, StoreErr
                 kind: ItemKind::Commit,
                 payload: b"{}",
                 new_roster: Some((1, &members)),
+                to: None,
             })
             .await?;
         threads.push((thread, customer));
@@ -164,6 +165,7 @@ pub async fn run(url: &str, config: BenchConfig) -> Result<BenchReport, StoreErr
                         kind: ItemKind::Message,
                         payload: &payload,
                         new_roster: None,
+                        to: None,
                     })
                     .await?;
                 latencies.push(t.elapsed());

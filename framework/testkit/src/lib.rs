@@ -92,3 +92,26 @@ pub async fn new_agent(
     .await
     .expect("an agent device")
 }
+
+/// Receives on `device`, keeping every event, until `enough` says the events so far suffice;
+/// returns them all.
+///
+/// # Panics
+/// If that does not happen within 30 s, or receiving fails.
+pub async fn gather(device: &mut Device, enough: impl Fn(&[Event]) -> bool) -> Vec<Event> {
+    let mut events = Vec::new();
+    for _ in 0..ROUNDS {
+        #[allow(clippy::expect_used)]
+        events.extend(device.receive(ROUND).await.expect("receive"));
+        if enough(&events) {
+            return events;
+        }
+    }
+    #[allow(clippy::panic)]
+    {
+        panic!(
+            "device {} never received enough; it got {events:#?}",
+            device.id()
+        );
+    }
+}

@@ -17,7 +17,7 @@ use switchboard_admin::audit::{AuditEvent, AuditLog};
 use switchboard_admin::{Admin, Config, Outcome};
 use switchboard_client::{Device, Event, KeystoreSecret, NewDevice, NewRole};
 use switchboard_protocol::{AgentKind, Content, EntityId, HandoffTarget, Sender, ThreadId};
-use switchboard_testkit::{agent_said, new_agent, said_by, scratch_dir, until};
+use switchboard_testkit::{agent_said, gather, new_agent, said_by, scratch_dir, until};
 
 fn config(dir: &Path, relay: &str) -> Config {
     KeystoreSecret::create_key_file(&dir.join("admin.key")).ok();
@@ -42,6 +42,10 @@ fn config(dir: &Path, relay: &str) -> Config {
         [[rules]]
         keywords = ["refund"]
         team = "billing"
+
+        [history]
+        on_route = true
+        on_handoff = true
         "#
     );
     std::fs::write(dir.join("entity.toml"), text).unwrap();
@@ -141,7 +145,18 @@ async fn routes_by_rule_arbitrates_handoff_and_audits_every_grant() {
     };
     assert_eq!(agent, "OrderBot");
     assert!(reason.contains("keyword \"order\""), "{reason}");
-    until(&mut order_bot, |e| matches!(e, Event::Joined { .. })).await;
+    // The policy grants history on routing: the bot reads what the customer wrote first.
+    let joined = gather(&mut order_bot, |es| {
+        es.iter().any(|e| matches!(e, Event::History { .. }))
+    })
+    .await;
+    assert!(matches!(joined[0], Event::Joined { .. }));
+    let Some(Event::History { messages, .. }) = joined.last() else {
+        panic!("no history: {joined:?}")
+    };
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].content, Content::text("Where is my order 42?"));
+    assert_eq!(messages[0].sender_info, Sender::Customer);
     order_bot
         .send(thread, &Content::text("Order 42 ships today."), None)
         .await
@@ -170,7 +185,26 @@ async fn routes_by_rule_arbitrates_handoff_and_audits_every_grant() {
     let handed = step_until(&mut admin, |o| matches!(o, Outcome::HandedOff { .. })).await;
     assert!(matches!(handed, Outcome::HandedOff { ref to, .. } if to == "Dana"));
     until(&mut order_bot, |e| matches!(e, Event::Removed { .. })).await;
-    until(&mut dana, |e| matches!(e, Event::Joined { .. })).await;
+    // Dana gets the conversation so far: the customer's question, the bot's answer and its
+    // handoff request, each verified against the epoch it was sent in.
+    let joined = gather(&mut dana, |es| {
+        es.iter().any(|e| matches!(e, Event::History { .. }))
+    })
+    .await;
+    let Some(Event::History { messages, .. }) = joined.last() else {
+        panic!("no history: {joined:?}")
+    };
+    let said: Vec<(String, Option<&str>)> = messages
+        .iter()
+        .map(|m| (format!("{:?}", m.sender_info), m.content.as_text()))
+        .collect();
+    assert_eq!(said.len(), 3, "{said:?}");
+    assert_eq!(said[0].1, Some("Where is my order 42?"));
+    assert!(said[1].0.contains("OrderBot") && said[1].1 == Some("Order 42 ships today."));
+    assert!(matches!(
+        messages[2].content,
+        Content::HandoffRequest { .. }
+    ));
     dana.send(
         thread,
         &Content::text("Dana here, refund on its way."),
@@ -229,6 +263,7 @@ async fn routes_by_rule_arbitrates_handoff_and_audits_every_grant() {
             AuditEvent::Granted { .. } => "granted",
             AuditEvent::Revoked { .. } => "revoked",
             AuditEvent::HandoffRefused { .. } => "handoff_refused",
+            AuditEvent::HistoryGranted { .. } => "history",
         })
         .collect();
     assert_eq!(
@@ -239,9 +274,12 @@ async fn routes_by_rule_arbitrates_handoff_and_audits_every_grant() {
             "issued",
             "opened",
             "granted", // OrderBot, by rule
+            "history", // ... with the customer's first message
             "granted", // Dana, by handoff
+            "history", // ... with the conversation so far
             "revoked", // OrderBot, transferred
             "granted", // FaqBot, added to the group
+            "history",
             "handoff_refused",
             "revoked", // Dana, revoked
             "credential_revoked",

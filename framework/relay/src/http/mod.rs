@@ -109,6 +109,7 @@ pub fn app(state: RelayState) -> Router {
         .route("/v1/threads", post(threads::open_thread))
         .route("/v1/threads/{thread}/commits", post(threads::post_commit))
         .route("/v1/threads/{thread}/messages", post(threads::post_message))
+        .route("/v1/threads/{thread}/history", post(threads::post_history))
         .route("/v1/inbox", get(threads::inbox))
         .route("/v1/inbox/ack", post(threads::ack))
         .route("/metrics", get(metrics::metrics))

@@ -10,7 +10,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use switchboard_protocol::{Commit, DeviceId, SealedMessage, ThreadId, ThreadOpen, Version};
+use switchboard_protocol::{
+    Commit, DeviceId, HistoryGrant, SealedMessage, ThreadId, ThreadOpen, Version,
+};
 use tokio::sync::Notify;
 
 use super::{Ack, ApiError, InboxAnswer, PostAnswer, RelayState, Signed, WireItem, wire};
@@ -152,6 +154,7 @@ pub(super) async fn post_commit(
         kind: ItemKind::Commit,
         payload: &raw,
         new_roster: Some((commit.epoch.0, &members)),
+        to: None,
     };
     let result = state.store.post(&post).await?;
     Ok(posted(&state, thread, &result))
@@ -185,6 +188,48 @@ pub(super) async fn post_message(
         kind: ItemKind::Message,
         payload: &raw,
         new_roster: None,
+        to: None,
+    };
+    let result = state.store.post(&post).await?;
+    Ok(posted(&state, thread, &result))
+}
+
+/// `POST /v1/threads/{thread}/history`: the admin delivers a history grant to one current
+/// member (not itself), and to that member alone.
+pub(super) async fn post_history(
+    State(state): State<RelayState>,
+    Path(thread): Path<String>,
+    Signed {
+        device: sender,
+        body: raw,
+    }: Signed,
+) -> Result<Response, ApiError> {
+    let thread = parse_thread(&thread)?;
+    let record = thread_of(&state, thread).await?;
+    if sender.device != record.admin {
+        return Err(ApiError::Forbidden(
+            "only the entity's admin device may grant history".to_owned(),
+        ));
+    }
+    let grant: HistoryGrant = wire(&raw)?;
+    if grant.thread != thread || grant.admin != sender.device {
+        return Err(ApiError::Malformed(
+            "the grant names another thread or admin than the request".to_owned(),
+        ));
+    }
+    if grant.to == sender.device || !record.members.contains(&grant.to) {
+        return Err(ApiError::Forbidden(format!(
+            "device {} is not a member of thread {thread} to grant history to",
+            grant.to
+        )));
+    }
+    let post = Post {
+        thread,
+        sender: sender.device,
+        kind: ItemKind::History,
+        payload: &raw,
+        new_roster: None,
+        to: Some(grant.to),
     };
     let result = state.store.post(&post).await?;
     Ok(posted(&state, thread, &result))
@@ -234,6 +279,7 @@ fn to_wire(item: &InboxItem) -> Result<WireItem, ApiError> {
             ItemKind::ThreadOpen => switchboard_protocol::api::ItemKind::ThreadOpen,
             ItemKind::Commit => switchboard_protocol::api::ItemKind::Commit,
             ItemKind::Message => switchboard_protocol::api::ItemKind::Message,
+            ItemKind::History => switchboard_protocol::api::ItemKind::History,
         },
         payload,
     })

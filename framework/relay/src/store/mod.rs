@@ -101,6 +101,8 @@ pub enum ItemKind {
     Commit,
     /// A message (to the other members).
     Message,
+    /// A history grant (to the one member it is for).
+    History,
 }
 
 impl ItemKind {
@@ -111,6 +113,7 @@ impl ItemKind {
             Self::ThreadOpen => "thread_open",
             Self::Commit => "commit",
             Self::Message => "message",
+            Self::History => "history",
         }
     }
 
@@ -119,6 +122,7 @@ impl ItemKind {
             "thread_open" => Ok(Self::ThreadOpen),
             "commit" => Ok(Self::Commit),
             "message" => Ok(Self::Message),
+            "history" => Ok(Self::History),
             other => Err(StoreError::Corrupt(format!("unknown item kind {other:?}"))),
         }
     }
@@ -155,6 +159,8 @@ pub struct Post<'a> {
     /// For commits: the new epoch and members. The commit is delivered to the union of old and
     /// new members (so a removed member learns it was removed), then membership changes.
     pub new_roster: Option<(u64, &'a [DeviceId])>,
+    /// Deliver to this member only (history grants); `None`: to every other member.
+    pub to: Option<DeviceId>,
 }
 
 /// A [`Post`] that owns its data (to queue it for group commit).
@@ -165,6 +171,7 @@ pub(crate) struct OwnedPost {
     pub(crate) kind: ItemKind,
     pub(crate) payload: Vec<u8>,
     pub(crate) new_roster: Option<(u64, Vec<DeviceId>)>,
+    pub(crate) to: Option<DeviceId>,
 }
 
 impl OwnedPost {
@@ -177,6 +184,7 @@ impl OwnedPost {
             new_roster: post
                 .new_roster
                 .map(|(epoch, members)| (epoch, members.to_vec())),
+            to: post.to,
         }
     }
 
@@ -190,6 +198,7 @@ impl OwnedPost {
                 .new_roster
                 .as_ref()
                 .map(|(epoch, members)| (*epoch, members.as_slice())),
+            to: self.to,
         }
     }
 }
@@ -353,7 +362,7 @@ fn key_from_bytes(bytes: &[u8]) -> Result<[u8; 32], StoreError> {
 }
 
 /// The devices a post goes to: current members (plus, for commits, new members), minus the
-/// sender, sorted (a fixed order also fixes the lock order, so concurrent posts cannot deadlock).
+/// sender, only `post.to` if set, sorted (a fixed order also fixes the lock order, so concurrent posts cannot deadlock).
 fn recipients(members: &[DeviceId], post: &Post<'_>) -> Vec<DeviceId> {
     let mut out: Vec<DeviceId> = members.to_vec();
     if let Some((_, new)) = post.new_roster {
@@ -361,6 +370,6 @@ fn recipients(members: &[DeviceId], post: &Post<'_>) -> Vec<DeviceId> {
     }
     out.sort_unstable();
     out.dedup();
-    out.retain(|d| *d != post.sender);
+    out.retain(|d| *d != post.sender && post.to.is_none_or(|to| to == *d));
     out
 }

@@ -178,8 +178,66 @@ async fn a_thread_flows_through_the_relay_and_only_members_and_the_admin_may_pos
         "replayed commit: {json}"
     );
 
-    // The bot joins from its inbox and replies; the customer sees who spoke.
+    // The admin grants the bot the customer's first message (epoch 0). Only the admin may,
+    // only to a current member other than itself, and only that member receives it.
+    admin_view.open_message(&hello, now).unwrap();
+    let grant = admin_view
+        .grant_history(
+            &c.admin,
+            &c.bot.bundle(now),
+            vec![hello.clone()],
+            now,
+            &mut rng,
+        )
+        .unwrap();
+    let grant_body = encode(&grant).unwrap();
+    let history_path = format!("{thread_path}/history");
+    for (who, body, expected) in [
+        (
+            &c.customer,
+            grant_body.clone(),
+            (StatusCode::FORBIDDEN, "forbidden"),
+        ),
+        (
+            &c.bot,
+            grant_body.clone(),
+            (StatusCode::FORBIDDEN, "forbidden"),
+        ),
+        (
+            &c.admin,
+            b"{\"v\":1}".to_vec(),
+            (StatusCode::BAD_REQUEST, "malformed"),
+        ),
+    ] {
+        let (status, json) = relay.post(who, &history_path, &body).await;
+        assert_eq!((status, code(&json)), expected, "{json}");
+    }
+    let outsider = relay.device();
+    relay.register(&outsider).await;
+    for to in [outsider.device(), c.admin.device()] {
+        let mut wrong = grant.clone();
+        wrong.to = to;
+        let (status, json) = relay
+            .post(&c.admin, &history_path, &encode(&wrong).unwrap())
+            .await;
+        assert_eq!(
+            (status, code(&json)),
+            (StatusCode::FORBIDDEN, "forbidden"),
+            "{json}"
+        );
+    }
+    let (status, json) = relay.post(&c.admin, &history_path, &grant_body).await;
+    assert_eq!(
+        (status, json["recipients"].as_u64()),
+        (StatusCode::CREATED, Some(1)),
+        "{json}"
+    );
+
+    // The bot joins from its inbox, reads the granted history, and replies; the customer sees
+    // who spoke.
     let bot_inbox = relay.inbox(&c.bot, "after=0").await;
+    let kinds: Vec<ItemKind> = bot_inbox.items.iter().map(|i| i.kind).collect();
+    assert_eq!(kinds, [ItemKind::Commit, ItemKind::History]);
     let commit: Commit = payload(&bot_inbox.items[0]);
     let mut bot_view = ThreadState::join(
         &c.bot,
@@ -190,6 +248,10 @@ async fn a_thread_flows_through_the_relay_and_only_members_and_the_admin_may_pos
         now,
     )
     .unwrap();
+    let history = bot_view
+        .accept_history(&c.bot, &payload(&bot_inbox.items[1]), now)
+        .unwrap();
+    assert_eq!(history[0].content, Content::text("where is order 42?"));
     let reply = bot_view
         .seal(&c.bot, &Content::text("ships today"), None)
         .unwrap();

@@ -64,6 +64,7 @@ fn message<'a>(thread: ThreadId, sender: DeviceId, payload: &'a [u8]) -> Post<'a
         kind: ItemKind::Message,
         payload,
         new_roster: None,
+        to: None,
     }
 }
 
@@ -179,6 +180,7 @@ pub async fn commit_reaches_removed_member_then_membership_changes(store: &dyn S
     let add = Post {
         kind: ItemKind::Commit,
         new_roster: Some((1, &with_bot)),
+        to: None,
         ..message(record.thread, admin, b"add")
     };
     let posted = store.post(&add).await.unwrap();
@@ -196,6 +198,7 @@ pub async fn commit_reaches_removed_member_then_membership_changes(store: &dyn S
     let remove = Post {
         kind: ItemKind::Commit,
         new_roster: Some((2, &without_bot)),
+        to: None,
         ..message(record.thread, admin, b"rm")
     };
     let posted = store.post(&remove).await.unwrap();
@@ -258,6 +261,7 @@ pub async fn concurrent_posts_keep_one_order_per_thread(store: &dyn Store) {
     let add = Post {
         kind: ItemKind::Commit,
         new_roster: Some((1, &members)),
+        to: None,
         ..message(record.thread, admin, b"add")
     };
     store.post(&add).await.unwrap();
@@ -330,6 +334,7 @@ pub async fn leases_give_each_thread_to_one_instance_and_move_on_expiry(store: &
         let add = Post {
             kind: ItemKind::Commit,
             new_roster: Some((1, &members)),
+            to: None,
             ..message(record.thread, admin, b"add")
         };
         store.post(&add).await.unwrap();
@@ -454,6 +459,7 @@ pub async fn commits_amid_concurrent_posts_decide_who_gets_what(store: &dyn Stor
             Post {
                 kind: ItemKind::Commit,
                 new_roster: Some((epoch, roster)),
+                to: None,
                 ..message(thread, admin, payload)
             }
         }
