@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 mod admin_cmd;
 mod agent_cmd;
+mod bench_http;
 mod chat;
 mod demo;
 use tracing_subscriber::filter::LevelFilter;
@@ -63,9 +64,13 @@ enum Command {
         /// Threads the posts are spread over.
         #[arg(long, default_value_t = 64)]
         threads: usize,
-        /// Payload bytes per post.
+        /// Payload bytes per post (with --http: the text sealed into each message).
         #[arg(long, default_value_t = 600)]
         payload_bytes: usize,
+        /// Post real sealed messages through the HTTP API of a relay started in this process
+        /// (signed requests, one thread per poster), instead of straight into the store.
+        #[arg(long)]
+        http: bool,
     },
 }
 
@@ -118,22 +123,22 @@ fn main() -> ExitCode {
                 concurrency,
                 threads,
                 payload_bytes,
+                http,
             } => {
-                let config = switchboard_relay::bench::BenchConfig {
-                    posts,
-                    concurrency,
-                    threads,
-                    payload_bytes,
+                let report = if http {
+                    bench_http::run(&db, posts, concurrency, payload_bytes).await
+                } else {
+                    let config = switchboard_relay::bench::BenchConfig {
+                        posts,
+                        concurrency,
+                        threads,
+                        payload_bytes,
+                    };
+                    switchboard_relay::bench::run(&db, config)
+                        .await
+                        .map_err(|e| e.to_string())
                 };
-                switchboard_relay::bench::run(&db, config)
-                    .await
-                    .map(|report| {
-                        #[allow(clippy::print_stdout)]
-                        {
-                            println!("{report}");
-                        }
-                    })
-                    .map_err(|e| e.to_string())
+                report.map(|report| out(&report.to_string()))
             }
         }
     });

@@ -596,8 +596,9 @@ impl Device {
         Ok(())
     }
 
-    /// Fetches what is waiting (long-polling up to `wait`), verifies and applies each item in
-    /// order, persists the new state and cursor, acknowledges, and returns what happened.
+    /// Fetches what is waiting (long-polling up to `wait`, in whole seconds), verifies and
+    /// applies each item in order, persists the new state and cursor, acknowledges, and returns
+    /// what happened.
     /// Items that fail verification become [`Event::Refused`]; they never stop the inbox.
     /// Returned events are durable: the keystore already holds their effect.
     ///

@@ -326,8 +326,8 @@ impl RelayClient {
         .await
     }
 
-    /// Up to `limit` inbox items after `after`, waiting up to `wait` (at most 30 s) for the
-    /// first. With `instance`, only threads leased to that instance (a bot run as several
+    /// Up to `limit` inbox items after `after`, waiting up to `wait` (rounded up to whole
+    /// seconds, at most 30 s) for the first. With `instance`, only threads leased to that instance (a bot run as several
     /// processes).
     ///
     /// # Errors
@@ -339,7 +339,10 @@ impl RelayClient {
         wait: Duration,
         instance: Option<&str>,
     ) -> Result<Vec<InboxItem>, ClientError> {
-        let wait = wait.min(Duration::from_secs(30));
+        // The relay waits in whole seconds: round up, so that a short wait long-polls for a
+        // second instead of turning into a busy loop of immediate answers.
+        let wait_secs = wait.as_nanos().div_ceil(1_000_000_000).min(30);
+        let wait = Duration::from_secs(u64::try_from(wait_secs).unwrap_or(30));
         let mut path = format!(
             "/v1/inbox?after={after}&limit={limit}&wait={}",
             wait.as_secs()

@@ -180,18 +180,25 @@ pub async fn run(url: &str, config: BenchConfig) -> Result<BenchReport, StoreErr
             .map_err(|e| StoreError::Corrupt(format!("bench task failed: {e}")))??;
         latencies.append(&mut more);
     }
-    let elapsed = started.elapsed();
-    latencies.sort_unstable();
-    // Nearest-rank percentile: the value at rank ceil(percent/100 * n).
-    let at = |percent: usize| {
-        let rank = (latencies.len() * percent).div_ceil(100).max(1);
-        latencies.get(rank - 1).copied().unwrap_or_default()
-    };
-    Ok(BenchReport {
-        posts: latencies.len(),
-        elapsed,
-        p50: at(50),
-        p99: at(99),
-        max: at(100),
-    })
+    Ok(BenchReport::from_latencies(latencies, started.elapsed()))
+}
+
+impl BenchReport {
+    /// The report of `latencies` (one per answered post) measured over `elapsed`.
+    #[must_use]
+    pub fn from_latencies(mut latencies: Vec<Duration>, elapsed: Duration) -> Self {
+        latencies.sort_unstable();
+        // Nearest-rank percentile: the value at rank ceil(percent/100 * n).
+        let at = |percent: usize| {
+            let rank = (latencies.len() * percent).div_ceil(100).max(1);
+            latencies.get(rank - 1).copied().unwrap_or_default()
+        };
+        Self {
+            posts: latencies.len(),
+            elapsed,
+            p50: at(50),
+            p99: at(99),
+            max: at(100),
+        }
+    }
 }

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::http::{RelayState, app, system_clock};
+use crate::http::{Limits, RelayState, app, system_clock};
 use crate::store::{self, StoreError};
 
 /// Why the relay could not run.
@@ -38,7 +38,7 @@ pub async fn run(
     listen: &str,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let (listener, router) = prepare(db, listen).await?;
+    let (listener, router) = prepare(db, listen, Limits::default()).await?;
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
     #[allow(clippy::print_stdout)]
     {
@@ -55,6 +55,7 @@ pub async fn run(
 async fn prepare(
     db: &str,
     listen: &str,
+    limits: Limits,
 ) -> Result<(tokio::net::TcpListener, axum::Router), ServerError> {
     let store: Arc<dyn store::Store> = Arc::from(store::open(db).await?);
     let listener = tokio::net::TcpListener::bind(listen)
@@ -65,7 +66,8 @@ async fn prepare(
         })?;
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
     tracing::info!(%addr, db = %redact(db), "relay listening");
-    Ok((listener, app(RelayState::new(store, system_clock()))))
+    let state = RelayState::new(store, system_clock()).with_limits(limits);
+    Ok((listener, app(state)))
 }
 
 /// A relay running in this process (for the demo, examples and tests): [`Running::url`] to
@@ -119,7 +121,19 @@ impl Drop for Running {
 /// # Errors
 /// [`ServerError`] if the database cannot be opened or the address bound.
 pub async fn start(db: &str, listen: &str) -> Result<Running, ServerError> {
-    let (listener, router) = prepare(db, listen).await?;
+    start_with_limits(db, listen, Limits::default()).await
+}
+
+/// [`start`] with other per-device rate limits (the HTTP bench lifts them).
+///
+/// # Errors
+/// As [`start`].
+pub async fn start_with_limits(
+    db: &str,
+    listen: &str,
+    limits: Limits,
+) -> Result<Running, ServerError> {
+    let (listener, router) = prepare(db, listen, limits).await?;
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use switchboard_client::{ClientError, Event};
-use switchboard_protocol::{AgentKind, CommitAction, Content, HandoffTarget, Sender};
+use switchboard_protocol::{
+    AgentKind, CommitAction, Content, HandoffTarget, MessageError, Sender, ThreadState,
+};
 
 use crate::{Cast, events, messages};
 
@@ -154,7 +156,9 @@ async fn group_of_two_agents_and_removal_rekeys() {
     assert_eq!(names(&events(&mut b, 2).await), ["Ann", "Customer"]);
     assert_eq!(names(&events(&mut cast.customer, 2).await), ["Ann", "Bob"]);
 
-    // Removing Bob starts a new epoch without him.
+    // Removing Bob starts a new epoch without him. (Keep what Bob holds now, to try it on the
+    // next epoch.)
+    let bob_before = b.thread(thread).unwrap().snapshot();
     cast.admin
         .commit(thread, CommitAction::Remove { device: b.id() })
         .await
@@ -162,11 +166,18 @@ async fn group_of_two_agents_and_removal_rekeys() {
     assert!(matches!(events(&mut b, 1).await[0], Event::Removed { .. }));
     events(&mut a, 1).await;
     events(&mut cast.customer, 1).await;
-    cast.customer
+    let after = cast
+        .customer
         .send(thread, &Content::text("only Ann now"), None)
         .await
         .unwrap();
     assert_eq!(names(&events(&mut a, 1).await), ["Customer"]);
+    // Bob's keys of the old epoch cannot read the new one, and the relay delivers him nothing.
+    let mut bob_old = ThreadState::restore(b.keys(), bob_before).unwrap();
+    assert!(matches!(
+        bob_old.open_message(&after, switchboard_client::now()),
+        Err(MessageError::UnknownEpoch { .. })
+    ));
     assert!(
         b.receive(Duration::from_millis(300))
             .await
