@@ -181,6 +181,8 @@ impl Chat {
                     .trust_admin_key(&self.entity)
                     .map_err(|e| e.to_string())?;
                 self.blocked = false;
+                // The old thread was with the old admin key: the next message opens a new one.
+                self.thread = None;
                 out("* the new admin key will be pinned at your next message");
             }
             ("/typing", _) => {

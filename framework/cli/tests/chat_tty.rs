@@ -191,8 +191,63 @@ async fn chat_session_in_a_terminal_shows_who_speaks() {
     );
     assert!(!screen.contains("not sent"), "{screen}");
     tmux.type_line("/quit");
-
     done.store(true, Ordering::Relaxed);
     admin_task.await.unwrap();
     bot_task.await.unwrap();
+
+    // Another relay serves "acme" with another admin key: the chat warns loudly and will not
+    // send until the customer, having compared fingerprints, trusts the new key.
+    let other = switchboard_relay::server::start("sqlite::memory:", "127.0.0.1:0")
+        .await
+        .unwrap();
+    let other_dir = scratch_dir("chat-impostor");
+    KeystoreSecret::create_key_file(&other_dir.join("admin.key")).unwrap();
+    let impostor_config = Config::parse(
+        &format!(
+            r#"
+            entity = "acme"
+            display_name = "Acme"
+            relay = "{}"
+            keystore = "admin.keystore"
+            key_file = "admin.key"
+            audit_log = "audit.jsonl"
+            "#,
+            other.url()
+        ),
+        &other_dir,
+    )
+    .unwrap();
+    let impostor = Admin::init(impostor_config).await.unwrap();
+    let impostor_fingerprint = impostor.device().fingerprint().to_string();
+    tmux.run(&["kill-session", "-t", "chat"]);
+    let command = command.replace(&url, &other.url());
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "chat",
+        "-x",
+        "160",
+        "-y",
+        "50",
+        &command,
+    ]);
+    let screen = tmux.wait_for("Type a message").await;
+    assert!(
+        screen.contains("WARNING: the admin key of acme CHANGED"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains(&format!(
+            "Pinned: {admin_fingerprint}. Now: {impostor_fingerprint}"
+        )),
+        "{screen}"
+    );
+    tmux.type_line("are you really Acme?");
+    tmux.wait_for("! not sent: the admin key changed").await;
+    tmux.type_line("/trust");
+    tmux.wait_for("the new admin key will be pinned").await;
+    tmux.type_line("hello again");
+    tmux.wait_for("(sent, your message 1)").await;
+    tmux.type_line("/quit");
 }
