@@ -34,6 +34,17 @@ pub struct AgentRecord {
     pub credential: AgentCredential,
 }
 
+/// How an agent comes into a thread.
+#[derive(Clone, Copy, Debug)]
+enum Admission {
+    /// It takes a thread no agent is in.
+    Assign,
+    /// It joins the agents there (a group).
+    AddToGroup,
+    /// It replaces `from`.
+    Transfer { from: DeviceId },
+}
+
 /// What the admin keeps besides keys and threads (in its keystore, so it is as protected).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -309,21 +320,15 @@ impl Admin {
         thread: ThreadId,
         name: &str,
     ) -> Result<Epoch, AdminError> {
-        let member = self.member(name)?;
-        let device = member.device();
-        let epoch = self
-            .commit(
-                thread,
-                CommitAction::AddToGroup {
-                    agent: Box::new(member),
-                },
-            )
-            .await?;
-        self.granted(thread, name, device, epoch, "add_to_group", "admin request")?;
-        if self.config.history.on_handoff {
-            self.grant_history(thread, name, device, epoch).await?;
-        }
-        Ok(epoch)
+        let history = self.config.history.on_handoff;
+        self.admit(
+            thread,
+            name,
+            Admission::AddToGroup,
+            "admin request",
+            history,
+        )
+        .await
     }
 
     /// Removes the agent `name` from `thread`: a new epoch it cannot read.
@@ -353,8 +358,9 @@ impl Admin {
                 )));
             }
         };
-        let device = self.agent(name)?.device;
-        self.hand_over(thread, from, device, name, "admin request")
+        let history = self.config.history.on_handoff;
+        let how = Admission::Transfer { from };
+        self.admit(thread, name, how, "admin request", history)
             .await
     }
 
@@ -386,37 +392,41 @@ impl Admin {
         Ok(epoch)
     }
 
-    async fn hand_over(
+    /// Lets the agent `name` into `thread` (`how`), audits the grant, grants it the earlier
+    /// messages if `history`, and for a transfer audits the revocation of the previous holder.
+    async fn admit(
         &mut self,
         thread: ThreadId,
-        from: DeviceId,
-        to: DeviceId,
         name: &str,
+        how: Admission,
         reason: &str,
+        history: bool,
     ) -> Result<Epoch, AdminError> {
-        let member = self.member(name)?;
-        let epoch = self
-            .commit(
-                thread,
-                CommitAction::Transfer {
-                    from,
-                    to: Box::new(member),
-                },
-            )
-            .await?;
-        self.granted(thread, name, to, epoch, "transfer", reason)?;
-        if self.config.history.on_handoff {
-            self.grant_history(thread, name, to, epoch).await?;
+        let member = Box::new(self.member(name)?);
+        let device = member.device();
+        let (action, label) = match how {
+            Admission::Assign => (CommitAction::Assign { agent: member }, "assign"),
+            Admission::AddToGroup => (CommitAction::AddToGroup { agent: member }, "add_to_group"),
+            Admission::Transfer { from } => {
+                (CommitAction::Transfer { from, to: member }, "transfer")
+            }
+        };
+        let epoch = self.commit(thread, action).await?;
+        self.granted(thread, name, device, epoch, label, reason)?;
+        if history {
+            self.grant_history(thread, name, device, epoch).await?;
         }
-        self.audit.record(
-            now(),
-            AuditEvent::Revoked {
-                thread,
-                device: from,
-                epoch,
-                reason: format!("transferred to {name}"),
-            },
-        )?;
+        if let Admission::Transfer { from } = how {
+            self.audit.record(
+                now(),
+                AuditEvent::Revoked {
+                    thread,
+                    device: from,
+                    epoch,
+                    reason: format!("transferred to {name}"),
+                },
+            )?;
+        }
         Ok(epoch)
     }
 
@@ -633,27 +643,14 @@ impl Admin {
         choice: &Choice,
         history: bool,
     ) -> Result<(), AdminError> {
-        let member = self.member(&choice.name)?;
-        let epoch = self
-            .commit(
-                thread,
-                CommitAction::Assign {
-                    agent: Box::new(member),
-                },
-            )
-            .await?;
-        self.granted(
+        self.admit(
             thread,
             &choice.name,
-            choice.device,
-            epoch,
-            "assign",
+            Admission::Assign,
             &choice.reason,
-        )?;
-        if history {
-            self.grant_history(thread, &choice.name, choice.device, epoch)
-                .await?;
-        }
+            history,
+        )
+        .await?;
         self.save()
     }
 
@@ -711,30 +708,20 @@ impl Admin {
         };
         match (floor, holder) {
             (Floor::Group, _) => {
-                let member = self.member(&choice.name)?;
-                let epoch = self
-                    .commit(
-                        thread,
-                        CommitAction::AddToGroup {
-                            agent: Box::new(member),
-                        },
-                    )
-                    .await?;
-                self.granted(
+                let history = self.config.history.on_handoff;
+                self.admit(
                     thread,
                     &choice.name,
-                    choice.device,
-                    epoch,
-                    "add_to_group",
+                    Admission::AddToGroup,
                     &choice.reason,
-                )?;
-                if self.config.history.on_handoff {
-                    self.grant_history(thread, &choice.name, choice.device, epoch)
-                        .await?;
-                }
+                    history,
+                )
+                .await?;
             }
             (_, Some(holder)) => {
-                self.hand_over(thread, holder, choice.device, &choice.name, &choice.reason)
+                let history = self.config.history.on_handoff;
+                let how = Admission::Transfer { from: holder };
+                self.admit(thread, &choice.name, how, &choice.reason, history)
                     .await?;
             }
             (_, None) => {

@@ -37,6 +37,21 @@ impl Tmux {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// Starts `command` in a new 160x50 session "chat".
+    fn start(&self, command: &str) {
+        self.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "chat",
+            "-x",
+            "160",
+            "-y",
+            "50",
+            command,
+        ]);
+    }
+
     fn screen(&self) -> String {
         self.run(&["capture-pane", "-p", "-J", "-t", "chat", "-S", "-200"])
     }
@@ -145,17 +160,7 @@ async fn chat_session_in_a_terminal_shows_who_speaks() {
         env!("CARGO_BIN_EXE_switchboard"),
         dir.join("customer.keystore").display()
     );
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "chat",
-        "-x",
-        "160",
-        "-y",
-        "50",
-        &command,
-    ]);
+    tmux.start(&command);
     let greeting = tmux.wait_for("Type a message").await;
     assert!(
         greeting.contains(&format!("admin key fingerprint {admin_fingerprint}")),
@@ -221,17 +226,7 @@ async fn chat_session_in_a_terminal_shows_who_speaks() {
     let impostor_fingerprint = impostor.device().fingerprint().to_string();
     tmux.run(&["kill-session", "-t", "chat"]);
     let command = command.replace(&url, &other.url());
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "chat",
-        "-x",
-        "160",
-        "-y",
-        "50",
-        &command,
-    ]);
+    tmux.start(&command);
     let screen = tmux.wait_for("Type a message").await;
     assert!(
         screen.contains("WARNING: the admin key of acme CHANGED"),

@@ -112,6 +112,23 @@ async fn thread_of(state: &RelayState, thread: ThreadId) -> Result<ThreadRecord,
         .ok_or_else(|| ApiError::NotFound(format!("no thread {thread}")))
 }
 
+/// The thread named in the path, if `sender` is its entity's admin (who alone may `what`).
+async fn admins_thread(
+    state: &RelayState,
+    thread: &str,
+    sender: DeviceId,
+    what: &str,
+) -> Result<(ThreadId, ThreadRecord), ApiError> {
+    let thread = parse_thread(thread)?;
+    let record = thread_of(state, thread).await?;
+    if sender != record.admin {
+        return Err(ApiError::Forbidden(format!(
+            "only the entity's admin device may {what}"
+        )));
+    }
+    Ok((thread, record))
+}
+
 pub(super) async fn post_commit(
     State(state): State<RelayState>,
     Path(thread): Path<String>,
@@ -120,13 +137,8 @@ pub(super) async fn post_commit(
         body: raw,
     }: Signed,
 ) -> Result<Response, ApiError> {
-    let thread = parse_thread(&thread)?;
-    let record = thread_of(&state, thread).await?;
-    if sender.device != record.admin {
-        return Err(ApiError::Forbidden(
-            "only the entity's admin device may change a thread's roster".to_owned(),
-        ));
-    }
+    let (thread, record) =
+        admins_thread(&state, &thread, sender.device, "change a thread's roster").await?;
     let commit: Commit = wire(&raw)?;
     if commit.thread != thread || commit.committer != sender.device {
         return Err(ApiError::Malformed(
@@ -204,13 +216,7 @@ pub(super) async fn post_history(
         body: raw,
     }: Signed,
 ) -> Result<Response, ApiError> {
-    let thread = parse_thread(&thread)?;
-    let record = thread_of(&state, thread).await?;
-    if sender.device != record.admin {
-        return Err(ApiError::Forbidden(
-            "only the entity's admin device may grant history".to_owned(),
-        ));
-    }
+    let (thread, record) = admins_thread(&state, &thread, sender.device, "grant history").await?;
     let grant: HistoryGrant = wire(&raw)?;
     if grant.thread != thread || grant.admin != sender.device {
         return Err(ApiError::Malformed(
