@@ -27,6 +27,14 @@ pub enum AdminError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The history log (the ciphertexts kept for history grants) cannot be used.
+    #[error("history log {path}: {source}")]
+    HistoryLog {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// No agent of that name is registered.
     #[error("no agent named {0:?} is registered (see `switchboard admin agents`)")]
     UnknownAgent(String),

@@ -20,7 +20,7 @@ pub(crate) struct HistoryLog {
 impl HistoryLog {
     /// Opens (creating) the directory.
     pub(crate) fn open(dir: &Path) -> Result<Self, AdminError> {
-        let io = |source| AdminError::Audit {
+        let io = |source| AdminError::HistoryLog {
             path: dir.to_owned(),
             source,
         };
@@ -46,7 +46,7 @@ impl HistoryLog {
         message: &SealedMessage,
     ) -> Result<(), AdminError> {
         let path = self.file(thread);
-        let io = |source| AdminError::Audit {
+        let io = |source| AdminError::HistoryLog {
             path: path.clone(),
             source,
         };
@@ -75,7 +75,7 @@ impl HistoryLog {
         let file = match File::open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => return Err(AdminError::Audit { path, source }),
+            Err(source) => return Err(AdminError::HistoryLog { path, source }),
         };
         let mut out: Vec<SealedMessage> = BufReader::new(file)
             .lines()
