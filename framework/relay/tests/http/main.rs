@@ -23,6 +23,7 @@ use switchboard_relay::{RelayState, app};
 use tower::ServiceExt as _;
 
 mod plaintext;
+mod schemas;
 mod threads;
 
 const T0: u64 = 1_800_000_000;
