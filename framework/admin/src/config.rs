@@ -475,6 +475,33 @@ mod tests {
         }
     }
 
+    /// Mutated configs (bytes flipped, cut, inserted) give a config or a clear error, never a
+    /// panic.
+    #[test]
+    fn mutated_configs_never_panic() {
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..2000 {
+            let mut bytes = FULL.as_bytes().to_vec();
+            let at = usize::try_from(next() % bytes.len() as u64).unwrap();
+            let byte = u8::try_from(next() % 256).unwrap();
+            match next() % 3 {
+                0 => bytes[at] ^= 1 << (byte % 8),
+                1 => bytes.truncate(at),
+                _ => bytes.insert(at, byte),
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            if let Err(e) = Config::parse(&text, Path::new(".")) {
+                assert!(!e.is_empty());
+            }
+        }
+    }
+
     #[test]
     fn business_hours_follow_the_offset_and_the_weekday() {
         let hours = BusinessHours {

@@ -182,3 +182,52 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Every mutation of a keystore file (bit flips, truncations, insertions, JSON tokens) is
+/// refused with an error, or opens to the same contents: never a panic, never other contents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutated_keystore_files_are_refused_not_misread() {
+    use switchboard_client::{KdfCost, Keystore};
+    let dir = crate::scratch();
+    let key = KeystoreSecret::create_key_file(&dir.join("k.key")).unwrap();
+    let path = dir.join("k.keystore");
+    let contents = br#"{"hello":"world"}"#;
+    drop(
+        Keystore::create(&path, &key, KdfCost::default(), contents)
+            .await
+            .unwrap(),
+    );
+    let original = std::fs::read(&path).unwrap();
+    let mut rng = switchboard_protocol::Csprng::from_seed([9; 32]);
+    let tokens: [&[u8]; 6] = [
+        b"null",
+        b"{}",
+        b"[]",
+        b"\"\"",
+        b"-1",
+        b"99999999999999999999",
+    ];
+    for round in 0..300u32 {
+        let [op, a, b, c] = rng.array::<4>();
+        let mut bytes = original.clone();
+        let at = (usize::from(a) << 8 | usize::from(b)) % bytes.len();
+        match op % 4 {
+            0 => bytes[at] ^= 1 << (c % 8),
+            1 => bytes.truncate(at),
+            2 => bytes.insert(at, c),
+            _ => {
+                let token = tokens[usize::from(c) % tokens.len()];
+                bytes.splice(at..at, token.iter().copied());
+            }
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        match Keystore::open(&path, &key).await {
+            Ok((_, opened)) => assert_eq!(
+                opened.as_slice(),
+                contents,
+                "round {round}: a changed file opened to other contents"
+            ),
+            Err(e) => assert!(!e.to_string().is_empty()),
+        }
+    }
+}
