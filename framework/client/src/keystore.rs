@@ -238,11 +238,7 @@ impl Keystore {
             kdf,
         };
         let key = derive(path, secret, &header.kdf).await?;
-        let lock = private_file(&lock_path(path), false).map_err(|source| KeystoreError::Io {
-            path: lock_path(path),
-            source,
-        })?;
-        try_lock(&lock, path)?;
+        let lock = lock(path)?;
         if path.exists() {
             return Err(KeystoreError::Exists {
                 path: path.to_owned(),
@@ -275,11 +271,7 @@ impl Keystore {
             path: path.to_owned(),
             source,
         };
-        let lock = private_file(&lock_path(path), false).map_err(|source| KeystoreError::Io {
-            path: lock_path(path),
-            source,
-        })?;
-        try_lock(&lock, path)?;
+        let lock = lock(path)?;
         let meta = match std::fs::metadata(path) {
             Ok(meta) => meta,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -422,14 +414,18 @@ fn lock_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn try_lock(lock: &File, path: &Path) -> Result<(), KeystoreError> {
+/// Opens (creating) the keystore's lock file and takes its lock, held while the file stays
+/// open.
+fn lock(path: &Path) -> Result<File, KeystoreError> {
+    let io = |source| KeystoreError::Io {
+        path: lock_path(path),
+        source,
+    };
+    let lock = private_file(&lock_path(path), false).map_err(io)?;
     match lock.try_lock() {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(lock),
         Err(std::fs::TryLockError::WouldBlock) => Err(KeystoreError::Locked(path.to_owned())),
-        Err(std::fs::TryLockError::Error(source)) => Err(KeystoreError::Io {
-            path: lock_path(path),
-            source,
-        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(io(source)),
     }
 }
 
