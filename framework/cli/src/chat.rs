@@ -10,8 +10,8 @@ use std::time::Duration;
 use clap::Args;
 use switchboard_client::{ClientError, Device, Event, NewDevice, NewRole};
 use switchboard_protocol::{
-    AgentKind, Content, EntityId, HandoffTarget, MessageId, ReceiptKind, ReceivedMessage, Role,
-    Sender, ThreadId,
+    AgentKind, Content, EntityId, Fingerprint, HandoffTarget, MessageId, ReceiptKind,
+    ReceivedMessage, Sender, ThreadId,
 };
 use tokio::io::AsyncBufReadExt as _;
 
@@ -260,18 +260,28 @@ impl Chat {
                 pinned.fingerprint()
             ));
         }
-        if let Some(state) = self.thread.and_then(|t| self.device.thread(t)) {
-            for member in state.roster().agents() {
-                if let Role::Agent { credential } = &member.role {
-                    out(&format!(
-                        "{} ({}): {}",
-                        credential.display_name,
-                        kind(credential.kind),
-                        member.bundle.fingerprint()
-                    ));
-                }
+        if let Some(thread) = self.thread {
+            for (label, fingerprint) in self.agents(thread) {
+                out(&format!("{label}: {fingerprint}"));
             }
         }
+    }
+
+    /// The agents of `thread` now: "Name (bot|human)", as their credentials say, and their
+    /// fingerprints.
+    fn agents(&self, thread: ThreadId) -> Vec<(String, Fingerprint)> {
+        let Some(state) = self.device.thread(thread) else {
+            return Vec::new();
+        };
+        state
+            .roster()
+            .agents()
+            .filter_map(|member| {
+                let credential = member.credential()?;
+                let label = format!("{} ({})", credential.display_name, kind(credential.kind));
+                Some((label, member.bundle.fingerprint()))
+            })
+            .collect()
     }
 
     fn label(&self, sender: &Sender) -> String {
@@ -298,22 +308,10 @@ impl Chat {
                 }
                 Event::RosterChanged { thread, epoch } => {
                     let names: Vec<String> = self
-                        .device
-                        .thread(thread)
-                        .map(|t| {
-                            t.roster()
-                                .agents()
-                                .filter_map(|m| match &m.role {
-                                    Role::Agent { credential } => Some(format!(
-                                        "{} ({})",
-                                        credential.display_name,
-                                        kind(credential.kind)
-                                    )),
-                                    _ => None,
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
+                        .agents(thread)
+                        .into_iter()
+                        .map(|(label, _)| label)
+                        .collect();
                     if names.is_empty() {
                         out(&format!(
                             "* {} is with you (key epoch {})",
