@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use switchboard_protocol::api::{InboxItem, ItemKind};
 use switchboard_protocol::{
     CipherSuite, Commit, CommitAction, CommitError, Content, Csprng, DeviceId, DeviceKeys,
-    EntityId, Epoch, Fingerprint, HistoryGrant, IdentityPublicKey, KeyBundle, MessageError,
-    MessageId, ReceivedMessage, SealedMessage, SeenWraps, ThreadId, ThreadOpen, ThreadSnapshot,
-    ThreadState, WireType, decode,
+    DeviceMemory, EntityId, Epoch, Fingerprint, HistoryGrant, IdentityPublicKey, KeyBundle,
+    MessageError, MessageId, ReceivedMessage, SealedMessage, SeenWraps, ThreadId, ThreadOpen,
+    ThreadSnapshot, ThreadState, WireType, decode,
 };
 use zeroize::Zeroizing;
 
@@ -186,6 +186,9 @@ struct Contents {
     /// The application's own state (e.g. the admin's agent registry), kept with the keys.
     #[serde(default)]
     app: serde_json::Value,
+    /// What the device remembers of threads it left: refuses replayed joins.
+    #[serde(default)]
+    memory: DeviceMemory,
 }
 
 /// A 32-byte secret as base64url that is zeroized when dropped.
@@ -229,6 +232,7 @@ pub struct Device {
     seen_opens: SeenWraps,
     threads: BTreeMap<ThreadId, ThreadState>,
     app: serde_json::Value,
+    memory: DeviceMemory,
     rng: Csprng,
     /// The acknowledgement running in the background, if any.
     acking: Option<tokio::task::JoinHandle<()>>,
@@ -301,6 +305,7 @@ impl Device {
             &SeenWraps::new(),
             &BTreeMap::new(),
             &serde_json::Value::Null,
+            &DeviceMemory::new(),
         )?;
         let keystore = Keystore::create(path, secret, new.kdf, &contents).await?;
         Ok(Self {
@@ -313,6 +318,7 @@ impl Device {
             seen_opens: SeenWraps::new(),
             threads: BTreeMap::new(),
             app: serde_json::Value::Null,
+            memory: DeviceMemory::new(),
             rng,
             acking: None,
         })
@@ -350,6 +356,8 @@ impl Device {
             threads.insert(state.thread(), state);
         }
         let moved = relay.is_some_and(|url| url != contents.relay);
+        let mut memory = contents.memory;
+        memory.prune(now());
         let relay = RelayClient::new(relay.unwrap_or(&contents.relay), Arc::clone(&keys))?;
         let mut device = Self {
             keys,
@@ -361,6 +369,7 @@ impl Device {
             seen_opens: contents.seen_opens,
             threads,
             app: contents.app,
+            memory,
             rng: Csprng::from_os().map_err(|e| ClientError::Protocol(e.into()))?,
             acking: None,
         };
@@ -735,13 +744,21 @@ impl Device {
                         return None;
                     }
                     return match state.apply_commit(&self.keys, &commit, at) {
-                        Ok(()) => Some(Event::RosterChanged {
-                            thread,
-                            epoch: commit.epoch,
-                        }),
+                        Ok(()) => {
+                            if self.remembers_joins() {
+                                self.memory.applied(self.keys.device(), &commit, at);
+                            }
+                            Some(Event::RosterChanged {
+                                thread,
+                                epoch: commit.epoch,
+                            })
+                        }
                         Err(CommitError::Removed { .. }) => {
-                            // Dropping the state zeroizes its epoch secrets.
+                            // Dropping the state zeroizes its epoch secrets; the memory keeps
+                            // the removal, so a replay of the commit that added this device
+                            // is refused.
                             self.threads.remove(&thread);
+                            self.memory.removed(thread, commit.epoch, at);
                             Some(Event::Removed { thread })
                         }
                         Err(e) => refused(e.to_string()),
@@ -759,7 +776,15 @@ impl Device {
                     // A commit that removed this device from a thread it had already left.
                     return None;
                 }
-                match ThreadState::join(&self.keys, entity, *admin, *admin_key, &commit, at) {
+                match ThreadState::join(
+                    &self.keys,
+                    entity,
+                    *admin,
+                    *admin_key,
+                    &commit,
+                    at,
+                    &mut self.memory,
+                ) {
                     Ok(state) => {
                         self.threads.insert(thread, state);
                         Some(Event::Joined {
@@ -807,6 +832,12 @@ impl Device {
         }
     }
 
+    /// Whether this device joins threads from commits (agents), and so keeps a memory of the
+    /// threads it was in.
+    fn remembers_joins(&self) -> bool {
+        matches!(self.role, DeviceRole::Agent { .. })
+    }
+
     /// Writes the whole device state to the keystore.
     fn save(&mut self) -> Result<(), ClientError> {
         let contents = contents_of(
@@ -818,6 +849,7 @@ impl Device {
             &self.seen_opens,
             &self.threads,
             &self.app,
+            &self.memory,
         )?;
         self.keystore.save(&contents)?;
         Ok(())
@@ -835,6 +867,7 @@ fn contents_of(
     seen_opens: &SeenWraps,
     threads: &BTreeMap<ThreadId, ThreadState>,
     app: &serde_json::Value,
+    memory: &DeviceMemory,
 ) -> Result<Zeroizing<Vec<u8>>, ClientError> {
     let contents = Contents {
         v: 1,
@@ -848,6 +881,7 @@ fn contents_of(
         seen_opens: seen_opens.clone(),
         threads: threads.values().map(ThreadState::snapshot).collect(),
         app: app.clone(),
+        memory: memory.clone(),
     };
     serde_json::to_vec(&contents)
         .map(Zeroizing::new)

@@ -19,6 +19,8 @@ use switchboard_client::{Device, Event, KeystoreSecret, NewDevice, NewRole};
 use switchboard_protocol::{AgentKind, Content, EntityId, HandoffTarget, Sender, ThreadId};
 use switchboard_testkit::{agent_said, gather, new_agent, said_by, scratch_dir, until};
 
+mod attacks;
+
 fn config(dir: &Path, relay: &str) -> Config {
     KeystoreSecret::create_key_file(&dir.join("admin.key")).ok();
     let text = format!(
