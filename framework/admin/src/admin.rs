@@ -379,7 +379,11 @@ impl Admin {
         device: DeviceId,
         reason: &str,
     ) -> Result<Epoch, AdminError> {
-        let epoch = self.commit(thread, CommitAction::Remove { device }).await?;
+        let commit = self
+            .device
+            .prepare_commit(thread, CommitAction::Remove { device })?;
+        let epoch = commit.epoch;
+        // Audited (fsync'd) before any member can learn of the commit.
         self.audit.record(
             now(),
             AuditEvent::Revoked {
@@ -389,6 +393,7 @@ impl Admin {
                 reason: reason.to_owned(),
             },
         )?;
+        self.device.post_commit(&commit).await?;
         Ok(epoch)
     }
 
@@ -411,11 +416,10 @@ impl Admin {
                 (CommitAction::Transfer { from, to: member }, "transfer")
             }
         };
-        let epoch = self.commit(thread, action).await?;
+        let commit = self.device.prepare_commit(thread, action)?;
+        let epoch = commit.epoch;
+        // Every line this commit makes true is durable before any member can learn of it.
         self.granted(thread, name, device, epoch, label, reason)?;
-        if history {
-            self.grant_history(thread, name, device, epoch).await?;
-        }
         if let Admission::Transfer { from } = how {
             self.audit.record(
                 now(),
@@ -427,16 +431,11 @@ impl Admin {
                 },
             )?;
         }
+        self.device.post_commit(&commit).await?;
+        if history {
+            self.grant_history(thread, name, device, epoch).await?;
+        }
         Ok(epoch)
-    }
-
-    async fn commit(
-        &mut self,
-        thread: ThreadId,
-        action: CommitAction,
-    ) -> Result<Epoch, AdminError> {
-        let commit = self.device.commit(thread, action).await?;
-        Ok(commit.epoch)
     }
 
     fn granted(
@@ -474,7 +473,8 @@ impl Admin {
             .history
             .before(thread, epoch, self.config.history.max_messages)?;
         let count = messages.len();
-        self.device.grant_history(thread, device, messages).await?;
+        // Audited before the grant is posted (a failed post leaves a line for a grant that was
+        // never delivered: the log may over-report, never under-report).
         self.audit.record(
             now(),
             AuditEvent::HistoryGranted {
@@ -484,7 +484,9 @@ impl Admin {
                 before: epoch,
                 messages: count,
             },
-        )
+        )?;
+        self.device.grant_history(thread, device, messages).await?;
+        Ok(())
     }
 
     /// The roster member for agent `name`, with a fresh credential if its own expires within a

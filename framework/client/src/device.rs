@@ -552,6 +552,22 @@ impl Device {
         thread: ThreadId,
         action: CommitAction,
     ) -> Result<Commit, ClientError> {
+        let commit = self.prepare_commit(thread, action)?;
+        self.post_commit(&commit).await?;
+        Ok(commit)
+    }
+
+    /// Admin: the first half of [`Device::commit`]: applies `action` to `thread` (the new epoch
+    /// is installed) and persists it, without posting. Record what must be durable before the
+    /// members can learn of the commit (an audit line), then [`Device::post_commit`] it.
+    ///
+    /// # Errors
+    /// [`ClientError::WrongRole`] on a non-admin device; protocol and keystore errors.
+    pub fn prepare_commit(
+        &mut self,
+        thread: ThreadId,
+        action: CommitAction,
+    ) -> Result<Commit, ClientError> {
         if !matches!(self.role, DeviceRole::Admin { .. }) {
             return Err(ClientError::WrongRole(
                 "only the entity's admin device commits roster changes".to_owned(),
@@ -563,8 +579,17 @@ impl Device {
             .ok_or(ClientError::UnknownThread(thread))?;
         let commit = state.commit(&self.keys, action, now(), &mut self.rng)?;
         self.save()?;
-        self.relay.post_commit(thread, &commit).await?;
         Ok(commit)
+    }
+
+    /// Admin: posts a commit made by [`Device::prepare_commit`] (or posts it again after a
+    /// failed attempt).
+    ///
+    /// # Errors
+    /// Relay errors.
+    pub async fn post_commit(&self, commit: &Commit) -> Result<(), ClientError> {
+        self.relay.post_commit(commit.thread, commit).await?;
+        Ok(())
     }
 
     /// Admin: grants `to` (a current member of `thread`) the earlier epochs this device holds,

@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+/// The HTTP method a [`Watcher`] is given.
+pub use axum::http::Method;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use switchboard_protocol::api::{InboxAnswer, InboxItem};
 use switchboard_protocol::request::headers;

@@ -278,8 +278,8 @@ async fn routes_by_rule_arbitrates_handoff_and_audits_every_grant() {
             "granted", // OrderBot, by rule
             "history", // ... with the customer's first message
             "granted", // Dana, by handoff
+            "revoked", // OrderBot, transferred (same commit: audited before it is posted)
             "history", // ... with the conversation so far
-            "revoked", // OrderBot, transferred
             "granted", // FaqBot, added to the group
             "history",
             "handoff_refused",
