@@ -4,7 +4,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use switchboard_client::{Device, DeviceRole, Event, NewDevice, NewRole, now};
+use switchboard_client::{Device, DeviceRole, Event, ExpectedKey, NewDevice, NewRole, now};
 use switchboard_protocol::{
     AgentCredential, AgentKind, CommitAction, Content, CredentialRequest, DeviceId, Epoch, Floor,
     HandoffTarget, KeyBundle, Member, ReceivedMessage, Sender, ThreadId,
@@ -210,18 +210,23 @@ impl Admin {
         Ok(())
     }
 
-    /// Registers an agent: fetches its key bundle from the relay, issues it a credential (valid
-    /// for the configured days), records it, and logs the grant.
+    /// Registers an agent: fetches its key bundle from the relay, checks its identity key
+    /// against `expected` (the fingerprint `switchboard agent init` printed on the agent's
+    /// machine), issues it a credential (valid for the configured days), records it, and logs
+    /// the grant.
     ///
     /// # Errors
     /// [`AdminError::AgentExists`] for a taken name or device; relay errors for an unknown
-    /// device; [`AdminError::Protocol`] for an invalid display name.
+    /// device; [`ClientError::FingerprintMismatch`](switchboard_client::ClientError) (as
+    /// [`AdminError::Client`]) for a bundle that is not the expected key (nothing is issued
+    /// then); [`AdminError::Protocol`] for an invalid display name.
     pub async fn add_agent(
         &mut self,
         name: &str,
         kind: AgentKind,
         device: DeviceId,
         teams: Vec<String>,
+        expected: &ExpectedKey,
     ) -> Result<&AgentRecord, AdminError> {
         if self.state.agents.iter().any(|a| a.name == name) {
             return Err(AdminError::AgentExists(format!(
@@ -238,6 +243,10 @@ impl Admin {
             check_team(team).map_err(AdminError::Refused)?;
         }
         let bundle = self.device.relay().device_bundle(device).await?;
+        expected.check(
+            &format!("agent {name} (device {device})"),
+            &bundle.identity_key,
+        )?;
         let credential = self.issue(&bundle, name, kind)?;
         self.audit.record(
             now(),

@@ -16,6 +16,7 @@ use switchboard_protocol::{
 };
 use zeroize::Zeroizing;
 
+use crate::enrol::ExpectedKey;
 use crate::error::ClientError;
 use crate::keystore::{KdfCost, Keystore, KeystoreSecret};
 use crate::relay::{RelayClient, now};
@@ -149,10 +150,14 @@ pub enum NewRole {
         /// What customers see.
         display_name: String,
     },
-    /// An agent of an existing entity; its admin key is fetched from the directory and pinned.
+    /// An agent of an existing entity; its admin key is fetched from the directory, checked
+    /// against `admin`, and pinned.
     Agent {
         /// The entity.
         entity: EntityId,
+        /// What the admin's identity key must be: its fingerprint, as `switchboard admin init`
+        /// printed it on the admin's machine.
+        admin: ExpectedKey,
     },
 }
 
@@ -287,8 +292,12 @@ impl Device {
                 relay.create_entity(&entity, &display_name).await?;
                 DeviceRole::Admin { entity }
             }
-            NewRole::Agent { entity } => {
+            NewRole::Agent { entity, admin } => {
                 let record = relay.directory(&entity).await?;
+                admin.check(
+                    &format!("the admin of {entity}"),
+                    &record.admin.identity_key,
+                )?;
                 DeviceRole::Agent {
                     entity,
                     admin: record.admin.device,

@@ -5,14 +5,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use switchboard_admin::audit::AuditEvent;
-use switchboard_admin::{Admin, Outcome};
-use switchboard_client::{ClientError, Device, Event, NewDevice, NewRole};
+use switchboard_admin::{Admin, AdminError, Outcome};
+use switchboard_client::{ClientError, Device, Event, ExpectedKey, NewDevice, NewRole};
 use switchboard_protocol::api::ItemKind;
 use switchboard_protocol::{AgentKind, Content, EntityId};
 use switchboard_testkit::hostile::{HostileRelay, Method};
 use switchboard_testkit::{scratch_dir, until};
 
-use crate::{agent, config, secret, step_until};
+use crate::{agent, config, fingerprint_of, secret, step_until};
 
 /// Receives once on `device` (up to 1 s).
 async fn receive(device: &mut Device) -> Vec<Event> {
@@ -34,9 +34,15 @@ async fn removed_agent_refuses_a_replayed_add_commit_through_the_client() {
     let dir = scratch_dir("admin-replay");
     let mut admin = Admin::init(config(&dir, &url)).await.unwrap();
     // The bot talks to the relay through the hostile proxy.
-    let mut bot = agent(&dir, &hostile.url(), "orderbot").await;
+    let mut bot = agent(&dir, &hostile.url(), "orderbot", &admin).await;
     admin
-        .add_agent("OrderBot", AgentKind::Bot, bot.id(), vec!["orders".into()])
+        .add_agent(
+            "OrderBot",
+            AgentKind::Bot,
+            bot.id(),
+            vec!["orders".into()],
+            &fingerprint_of(&bot),
+        )
         .await
         .unwrap();
     let mut customer = Device::create(
@@ -150,9 +156,15 @@ async fn the_audit_line_is_on_disk_before_the_commit_it_records_is_posted() {
             }
         }));
     }
-    let mut bot = agent(&dir, &url, "orderbot").await;
+    let mut bot = agent(&dir, &url, "orderbot", &admin).await;
     admin
-        .add_agent("OrderBot", AgentKind::Bot, bot.id(), vec!["orders".into()])
+        .add_agent(
+            "OrderBot",
+            AgentKind::Bot,
+            bot.id(),
+            vec!["orders".into()],
+            &fingerprint_of(&bot),
+        )
         .await
         .unwrap();
     let mut customer = Device::create(
@@ -186,4 +198,151 @@ async fn the_audit_line_is_on_disk_before_the_commit_it_records_is_posted() {
         "when the removal commit (epoch 2) reached the relay the audit log held {:?}",
         seen[1]
     );
+}
+
+/// A relay that substitutes the agent's key bundle when the admin enrols it (`add-agent`)
+/// would become the agent: the admin would sign a credential for the relay's key and wrap every
+/// thread routed to "Dana" to it. Bound to the fingerprint Dana's `agent init` printed, the
+/// admin refuses the substitute and issues nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_agent_refuses_a_bundle_the_relay_substituted() {
+    let relay = switchboard_relay::server::start("sqlite::memory:", "127.0.0.1:0")
+        .await
+        .unwrap();
+    let url = relay.url();
+    let hostile = HostileRelay::start(&url).await;
+    let dir = scratch_dir("admin-enrol-bundle");
+    let mut admin = Admin::init(config(&dir, &hostile.url())).await.unwrap();
+    let dana = agent(&dir, &url, "dana", &admin).await;
+    // Mallory's keys under Dana's device id: a bundle that verifies (self-signed).
+    let mut rng = switchboard_protocol::Csprng::from_os().unwrap();
+    let mallory = switchboard_protocol::DeviceKeys::generate(
+        dana.id(),
+        switchboard_protocol::CipherSuite::default(),
+        &mut rng,
+    );
+    hostile.replace_answer(
+        &format!("/v1/devices/{}", dana.id()),
+        serde_json::to_value(mallory.bundle(switchboard_client::now())).unwrap(),
+    );
+    let err = admin
+        .add_agent(
+            "Dana",
+            AgentKind::Human,
+            dana.id(),
+            vec!["orders".into()],
+            &fingerprint_of(&dana),
+        )
+        .await
+        .map(|record| record.bundle.identity_key.fingerprint())
+        .expect_err("the admin signed a credential for the key the relay served");
+    match err {
+        AdminError::Client(ClientError::FingerprintMismatch {
+            expected, served, ..
+        }) => {
+            assert_eq!(expected, dana.fingerprint());
+            assert_eq!(served, mallory.identity_public().fingerprint());
+        }
+        other => panic!("refused, but not for the fingerprint: {other}"),
+    }
+    assert!(admin.agents().is_empty(), "nothing was issued or recorded");
+    let issued = switchboard_admin::audit::AuditLog::read(&dir.join("audit.jsonl")).unwrap();
+    assert!(
+        !issued
+            .iter()
+            .any(|r| matches!(r.event, AuditEvent::CredentialIssued { .. })),
+        "{issued:?}"
+    );
+    // With the relay honest again, the same command enrols the real Dana.
+    drop((hostile, admin));
+    let mut admin = Admin::open(config(&dir, &url)).await.unwrap();
+    let record = admin
+        .add_agent(
+            "Dana",
+            AgentKind::Human,
+            dana.id(),
+            vec!["orders".into()],
+            &fingerprint_of(&dana),
+        )
+        .await
+        .unwrap();
+    assert_eq!(record.bundle.identity_key, dana.keys().identity_public());
+}
+
+/// A relay that substitutes the admin's directory record when an agent is set up (`agent
+/// init`) would make the agent pin the relay's key as its admin (and accept its commits). Bound
+/// to the fingerprint `admin init` printed, the agent refuses and no keystore is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_init_refuses_an_admin_key_the_relay_substituted() {
+    let relay = switchboard_relay::server::start("sqlite::memory:", "127.0.0.1:0")
+        .await
+        .unwrap();
+    let url = relay.url();
+    let hostile = HostileRelay::start(&url).await;
+    let dir = scratch_dir("admin-enrol-admin");
+    let admin = Admin::init(config(&dir, &url)).await.unwrap();
+    let mut rng = switchboard_protocol::Csprng::from_os().unwrap();
+    let mallory = switchboard_protocol::DeviceKeys::generate(
+        admin.device().id(),
+        switchboard_protocol::CipherSuite::default(),
+        &mut rng,
+    );
+    let record = switchboard_protocol::api::DirectoryRecord {
+        v: switchboard_protocol::Version,
+        entity: EntityId::new("acme").unwrap(),
+        display_name: "Acme".into(),
+        admin: mallory.bundle(switchboard_client::now()),
+    };
+    hostile.replace_answer("/v1/entities/acme", serde_json::to_value(record).unwrap());
+    let expected = ExpectedKey::Fingerprint(admin.device().fingerprint());
+    let result = Device::create(
+        &dir.join("dana.keystore"),
+        &secret(),
+        NewDevice::new(
+            hostile.url(),
+            NewRole::Agent {
+                entity: EntityId::new("acme").unwrap(),
+                admin: expected.clone(),
+            },
+        ),
+    )
+    .await;
+    match result {
+        Err(ClientError::FingerprintMismatch {
+            expected, served, ..
+        }) => {
+            assert_eq!(expected, admin.device().fingerprint());
+            assert_eq!(served, mallory.identity_public().fingerprint());
+        }
+        Err(other) => panic!("refused, but not for the fingerprint: {other}"),
+        Ok(dana) => {
+            let switchboard_client::DeviceRole::Agent { admin_key, .. } = dana.role() else {
+                panic!("an agent");
+            };
+            panic!(
+                "the agent pinned the admin key the relay served ({})",
+                admin_key.fingerprint()
+            );
+        }
+    }
+    assert!(!dir.join("dana.keystore").exists());
+    // Through the honest relay, the same fingerprint sets Dana up with the real admin key.
+    let dana = Device::create(
+        &dir.join("dana.keystore"),
+        &secret(),
+        NewDevice::new(
+            &url,
+            NewRole::Agent {
+                entity: EntityId::new("acme").unwrap(),
+                admin: expected,
+            },
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        dana.role(),
+        switchboard_client::DeviceRole::Agent { admin_key, .. }
+            if *admin_key == admin.device().keys().identity_public()
+    ));
 }
