@@ -31,11 +31,20 @@ pub type Watcher = Box<dyn Fn(&Method, &str) + Send + Sync>;
 struct Tampering {
     /// Answers served instead of the relay's, by exact path (`GET` only).
     answers: HashMap<String, serde_json::Value>,
-    /// Items appended to the next inbox answer of a device.
-    injected: HashMap<DeviceId, Vec<InboxItem>>,
+    /// Items slipped into the next inbox answer of a device that carries real items.
+    injected: HashMap<DeviceId, Vec<(InboxItem, Slip)>>,
     /// Every inbox item the relay delivered through this proxy, by device.
     delivered: HashMap<DeviceId, Vec<InboxItem>>,
     watchers: Vec<Watcher>,
+}
+
+/// Where an injected item goes in the inbox answer that carries it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slip {
+    /// Before the relay's items (it shares the first one's position).
+    Before,
+    /// After the relay's items (it shares the last one's position).
+    After,
 }
 
 #[derive(Clone)]
@@ -114,14 +123,17 @@ impl HostileRelay {
         self.tampering().answers.insert(path.to_owned(), body);
     }
 
-    /// Appends `item` to the next inbox answer for `device` (its `seq` is set just past the
-    /// items the relay delivers in that answer, or past what was delivered before).
-    pub fn inject(&self, device: DeviceId, item: InboxItem) {
+    /// Slips `item` into the next inbox answer for `device` that carries items from the relay,
+    /// before or after them, at the inbox position of the first or last of them. (Inbox
+    /// positions are the relay's; the device's requests are signed, so the proxy cannot move
+    /// its cursor: an injected item rides along with real ones instead of taking a position
+    /// a real item would need.)
+    pub fn inject(&self, device: DeviceId, item: InboxItem, slip: Slip) {
         self.tampering()
             .injected
             .entry(device)
             .or_default()
-            .push(item);
+            .push((item, slip));
     }
 
     /// Every inbox item the relay delivered to `device` through this proxy, in order.
@@ -218,15 +230,30 @@ fn tamper_inbox(proxy: &Proxy, device: DeviceId, bytes: Bytes) -> Bytes {
             delivered.push(item.clone());
         }
     }
-    let mut seq = delivered.iter().map(|i| i.seq).max().unwrap_or(0);
+    let (Some(first), Some(last)) = (
+        answer.items.first().map(|i| i.seq),
+        answer.items.last().map(|i| i.seq),
+    ) else {
+        return bytes;
+    };
     let injected = tampering.injected.remove(&device).unwrap_or_default();
     if injected.is_empty() {
         return bytes;
     }
-    for mut item in injected {
-        seq = seq.saturating_add(1);
-        item.seq = seq;
-        answer.items.push(item);
+    let mut before = Vec::new();
+    for (mut item, slip) in injected {
+        match slip {
+            Slip::Before => {
+                item.seq = first;
+                before.push(item);
+            }
+            Slip::After => {
+                item.seq = last;
+                answer.items.push(item);
+            }
+        }
     }
+    before.append(&mut answer.items);
+    answer.items = before;
     encode(&answer).map_or(bytes, Bytes::from)
 }

@@ -9,8 +9,8 @@ use switchboard_admin::{Admin, AdminError, Outcome};
 use switchboard_client::{ClientError, Device, Event, ExpectedKey, NewDevice, NewRole};
 use switchboard_protocol::api::ItemKind;
 use switchboard_protocol::{AgentKind, Content, EntityId};
-use switchboard_testkit::hostile::{HostileRelay, Method};
-use switchboard_testkit::{scratch_dir, until};
+use switchboard_testkit::hostile::{HostileRelay, Method, Slip};
+use switchboard_testkit::{gather, scratch_dir, until};
 
 use crate::{agent, config, fingerprint_of, secret, step_until};
 
@@ -66,18 +66,21 @@ async fn removed_agent_refuses_a_replayed_add_commit_through_the_client() {
         .await
         .unwrap();
 
-    admin.remove_from_thread(thread, "OrderBot").await.unwrap();
-    until(&mut bot, |e| matches!(e, Event::Removed { .. })).await;
-    assert!(bot.thread(thread).is_none());
-
-    // The relay re-delivers the commit that added the bot (its wrap is valid for 30 days).
+    // The commit that added the bot, as the relay delivered it (its wrap is valid for 30 days).
     let add = hostile
         .delivered(bot.id())
         .into_iter()
         .find(|item| item.kind == ItemKind::Commit && item.thread == thread)
         .expect("the add commit went through the proxy");
-    hostile.inject(bot.id(), add.clone());
-    let events = receive(&mut bot).await;
+
+    // The admin removes the bot; the relay sends the removal and, right after it, the old add.
+    hostile.inject(bot.id(), add.clone(), Slip::After);
+    admin.remove_from_thread(thread, "OrderBot").await.unwrap();
+    let events = gather(&mut bot, |events| {
+        events.iter().any(|e| matches!(e, Event::Removed { .. }))
+    })
+    .await;
+    let events = [events, receive(&mut bot).await].concat();
     assert!(
         !events.iter().any(|e| matches!(e, Event::Joined { .. })),
         "the removed bot rejoined from a replayed commit: {events:#?}"
@@ -99,18 +102,43 @@ async fn removed_agent_refuses_a_replayed_add_commit_through_the_client() {
         Err(ClientError::UnknownThread(_))
     ));
 
-    // What the device remembers is in its keystore: after a restart it refuses again.
+    // What the device remembers is in its keystore: after a restart it refuses the replay
+    // again, and still accepts the admin adding it anew (a new commit at a later epoch).
     drop(bot);
     let mut bot = Device::open(&dir.join("orderbot.keystore"), &secret(), None)
         .await
         .unwrap();
-    hostile.inject(bot.id(), add);
-    let events = receive(&mut bot).await;
+    hostile.inject(bot.id(), add, Slip::Before);
+    let epoch = admin.add_to_group(thread, "OrderBot").await.unwrap();
+    let events = gather(&mut bot, |events| {
+        events.iter().any(|e| matches!(e, Event::Joined { .. }))
+    })
+    .await;
     assert!(
-        !events.iter().any(|e| matches!(e, Event::Joined { .. })),
-        "after a restart the removed bot rejoined from a replayed commit: {events:#?}"
+        matches!(
+            events.first(),
+            Some(Event::Refused {
+                kind: ItemKind::Commit,
+                ..
+            })
+        ),
+        "after a restart the replayed commit is refused: {events:#?}"
     );
-    assert!(bot.thread(thread).is_none());
+    let joined: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Joined { epoch, .. } => Some(*epoch),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        joined,
+        [epoch],
+        "only the new commit is joined: {events:#?}"
+    );
+    bot.send(thread, &Content::text("back again"), None)
+        .await
+        .unwrap();
 }
 
 /// Grant and revocation lines of an audit log, as (event, epoch).
