@@ -104,6 +104,7 @@ fn run() -> Result<(), Error> {
         admin.identity_public(),
         &assign,
         now,
+        &mut switchboard_protocol::DeviceMemory::new(),
     )?;
 
     println!("3. The bot replies; the customer verifies who spoke.");
@@ -154,6 +155,7 @@ fn run() -> Result<(), Error> {
         admin.identity_public(),
         &transfer,
         now,
+        &mut switchboard_protocol::DeviceMemory::new(),
     )?;
     match bot_view.apply_commit(&bot, &transfer, now) {
         Err(e) => println!("  bot: {e}"),

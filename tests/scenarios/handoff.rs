@@ -90,6 +90,7 @@ fn bot_hands_off_to_human_and_loses_access() {
         admin.identity_public(),
         &assign,
         NOW,
+        &mut switchboard_protocol::DeviceMemory::new(),
     )
     .unwrap();
     // History is not granted by default: the bot cannot read the customer's first message.
@@ -146,6 +147,7 @@ fn bot_hands_off_to_human_and_loses_access() {
         admin.identity_public(),
         &transfer,
         NOW,
+        &mut switchboard_protocol::DeviceMemory::new(),
     )
     .unwrap();
     assert!(b.apply_commit(&bot, &transfer, NOW).is_err());

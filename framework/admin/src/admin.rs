@@ -4,7 +4,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use switchboard_client::{Device, DeviceRole, Event, NewDevice, NewRole, now};
+use switchboard_client::{Device, DeviceRole, Event, ExpectedKey, NewDevice, NewRole, now};
 use switchboard_protocol::{
     AgentCredential, AgentKind, CommitAction, Content, CredentialRequest, DeviceId, Epoch, Floor,
     HandoffTarget, KeyBundle, Member, ReceivedMessage, Sender, ThreadId,
@@ -210,18 +210,23 @@ impl Admin {
         Ok(())
     }
 
-    /// Registers an agent: fetches its key bundle from the relay, issues it a credential (valid
-    /// for the configured days), records it, and logs the grant.
+    /// Registers an agent: fetches its key bundle from the relay, checks its identity key
+    /// against `expected` (the fingerprint `switchboard agent init` printed on the agent's
+    /// machine), issues it a credential (valid for the configured days), records it, and logs
+    /// the grant.
     ///
     /// # Errors
     /// [`AdminError::AgentExists`] for a taken name or device; relay errors for an unknown
-    /// device; [`AdminError::Protocol`] for an invalid display name.
+    /// device; [`ClientError::FingerprintMismatch`](switchboard_client::ClientError) (as
+    /// [`AdminError::Client`]) for a bundle that is not the expected key (nothing is issued
+    /// then); [`AdminError::Protocol`] for an invalid display name.
     pub async fn add_agent(
         &mut self,
         name: &str,
         kind: AgentKind,
         device: DeviceId,
         teams: Vec<String>,
+        expected: &ExpectedKey,
     ) -> Result<&AgentRecord, AdminError> {
         if self.state.agents.iter().any(|a| a.name == name) {
             return Err(AdminError::AgentExists(format!(
@@ -238,6 +243,10 @@ impl Admin {
             check_team(team).map_err(AdminError::Refused)?;
         }
         let bundle = self.device.relay().device_bundle(device).await?;
+        expected.check(
+            &format!("agent {name} (device {device})"),
+            &bundle.identity_key,
+        )?;
         let credential = self.issue(&bundle, name, kind)?;
         self.audit.record(
             now(),
@@ -379,7 +388,11 @@ impl Admin {
         device: DeviceId,
         reason: &str,
     ) -> Result<Epoch, AdminError> {
-        let epoch = self.commit(thread, CommitAction::Remove { device }).await?;
+        let commit = self
+            .device
+            .prepare_commit(thread, CommitAction::Remove { device })?;
+        let epoch = commit.epoch;
+        // Audited (fsync'd) before any member can learn of the commit.
         self.audit.record(
             now(),
             AuditEvent::Revoked {
@@ -389,6 +402,7 @@ impl Admin {
                 reason: reason.to_owned(),
             },
         )?;
+        self.device.post_commit(&commit).await?;
         Ok(epoch)
     }
 
@@ -411,11 +425,10 @@ impl Admin {
                 (CommitAction::Transfer { from, to: member }, "transfer")
             }
         };
-        let epoch = self.commit(thread, action).await?;
+        let commit = self.device.prepare_commit(thread, action)?;
+        let epoch = commit.epoch;
+        // Every line this commit makes true is durable before any member can learn of it.
         self.granted(thread, name, device, epoch, label, reason)?;
-        if history {
-            self.grant_history(thread, name, device, epoch).await?;
-        }
         if let Admission::Transfer { from } = how {
             self.audit.record(
                 now(),
@@ -427,16 +440,11 @@ impl Admin {
                 },
             )?;
         }
+        self.device.post_commit(&commit).await?;
+        if history {
+            self.grant_history(thread, name, device, epoch).await?;
+        }
         Ok(epoch)
-    }
-
-    async fn commit(
-        &mut self,
-        thread: ThreadId,
-        action: CommitAction,
-    ) -> Result<Epoch, AdminError> {
-        let commit = self.device.commit(thread, action).await?;
-        Ok(commit.epoch)
     }
 
     fn granted(
@@ -474,7 +482,8 @@ impl Admin {
             .history
             .before(thread, epoch, self.config.history.max_messages)?;
         let count = messages.len();
-        self.device.grant_history(thread, device, messages).await?;
+        // Audited before the grant is posted (a failed post leaves a line for a grant that was
+        // never delivered: the log may over-report, never under-report).
         self.audit.record(
             now(),
             AuditEvent::HistoryGranted {
@@ -484,7 +493,9 @@ impl Admin {
                 before: epoch,
                 messages: count,
             },
-        )
+        )?;
+        self.device.grant_history(thread, device, messages).await?;
+        Ok(())
     }
 
     /// The roster member for agent `name`, with a fresh credential if its own expires within a

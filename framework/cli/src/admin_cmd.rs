@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use switchboard_admin::config::Unlock;
 use switchboard_admin::{Admin, Config};
-use switchboard_client::KeystoreSecret;
-use switchboard_protocol::{AgentKind, DeviceId};
+use switchboard_client::{ExpectedKey, KeystoreSecret};
+use switchboard_protocol::{AgentKind, DeviceId, Fingerprint};
 
 use crate::out;
 
@@ -38,6 +38,19 @@ enum AdminAction {
         /// The agent's device id (printed by `switchboard agent init`).
         #[arg(long)]
         device: String,
+        /// The agent's fingerprint, as `switchboard agent init` printed it on the agent's
+        /// machine (30 digits; compare it over a channel the relay does not control). The
+        /// command refuses a key bundle with another fingerprint.
+        #[arg(
+            long,
+            required_unless_present = "insecure_trust_relay",
+            conflicts_with = "insecure_trust_relay"
+        )]
+        fingerprint: Option<String>,
+        /// Sign a credential for whatever key the relay serves for the device, unchecked.
+        /// Insecure: a hostile relay, or anyone on the path of plain http, becomes the agent.
+        #[arg(long)]
+        insecure_trust_relay: bool,
         /// A team of the agent (repeat for several).
         #[arg(long = "team")]
         teams: Vec<String>,
@@ -69,6 +82,11 @@ pub(crate) async fn run(args: AdminArgs) -> Result<(), String> {
                 device.id(),
                 device.fingerprint()
             ));
+            out(&format!(
+                "set agents up with: switchboard agent init --entity {} --admin-fingerprint '{}' ...",
+                admin.config().entity,
+                device.fingerprint()
+            ));
             Ok(())
         }
         AdminAction::Run => {
@@ -88,6 +106,8 @@ pub(crate) async fn run(args: AdminArgs) -> Result<(), String> {
             human,
             device,
             teams,
+            fingerprint,
+            insecure_trust_relay,
         } => {
             let (name, kind) = match (bot, human) {
                 (Some(name), None) => (name, AgentKind::Bot),
@@ -95,9 +115,10 @@ pub(crate) async fn run(args: AdminArgs) -> Result<(), String> {
                 _ => return Err("give exactly one of --bot NAME and --human NAME".to_owned()),
             };
             let device: DeviceId = device.parse().map_err(|e| format!("--device: {e}"))?;
+            let expected = expected_key(fingerprint.as_deref(), insecure_trust_relay, "agent")?;
             let mut admin = Admin::open(config).await.map_err(|e| e.to_string())?;
             let record = admin
-                .add_agent(&name, kind, device, teams)
+                .add_agent(&name, kind, device, teams, &expected)
                 .await
                 .map_err(|e| e.to_string())?;
             out(&format!(
@@ -129,6 +150,31 @@ pub(crate) async fn run(args: AdminArgs) -> Result<(), String> {
             }
             Ok(())
         }
+    }
+}
+
+/// What an enrolment command expects of the key the relay serves for `whose` device: the
+/// fingerprint given, or (with the insecure flag) anything, after a loud warning.
+pub(crate) fn expected_key(
+    fingerprint: Option<&str>,
+    insecure_trust_relay: bool,
+    whose: &str,
+) -> Result<ExpectedKey, String> {
+    match (fingerprint, insecure_trust_relay) {
+        (Some(text), false) => Fingerprint::parse(text)
+            .map(ExpectedKey::Fingerprint)
+            .map_err(|e| format!("the {whose}'s fingerprint: {e}")),
+        (None, true) => {
+            tracing::warn!(
+                "--insecure-trust-relay: the {whose}'s key is taken from the relay unchecked; \
+                 a hostile relay (or anyone on the path of plain http) could substitute its own. \
+                 Compare fingerprints out of band and give the fingerprint instead."
+            );
+            Ok(ExpectedKey::TrustRelay)
+        }
+        _ => Err(format!(
+            "give the {whose}'s fingerprint (compared out of band), or --insecure-trust-relay"
+        )),
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::Args;
 use switchboard_admin::{Admin, Config, Outcome};
-use switchboard_client::{Device, Event, KeystoreSecret, NewDevice, NewRole};
+use switchboard_client::{Device, Event, ExpectedKey, KeystoreSecret, NewDevice, NewRole};
 use switchboard_protocol::{AgentKind, Content, EntityId, HandoffTarget, Sender};
 
 use crate::out;
@@ -80,14 +80,35 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), String> {
         admin.device().fingerprint()
     ));
     let secret = KeystoreSecret::passphrase("demo passphrase");
-    let mut bot = agent(&dir, &url, &secret, "orderbot").await?;
-    let mut dana = agent(&dir, &url, &secret, "dana").await?;
-    for (name, kind, device, team) in [
-        ("OrderBot", AgentKind::Bot, bot.id(), "orders"),
-        ("Dana", AgentKind::Human, dana.id(), "billing"),
+    // Enrolment is bound to fingerprints both ways (here read directly; on separate machines,
+    // compared out of band): each agent checks the admin key, the admin each agent's key.
+    let admin_fingerprint = ExpectedKey::Fingerprint(admin.device().fingerprint());
+    let mut bot = agent(&dir, &url, &secret, "orderbot", &admin_fingerprint).await?;
+    let mut dana = agent(&dir, &url, &secret, "dana", &admin_fingerprint).await?;
+    for (name, kind, device, fingerprint, team) in [
+        (
+            "OrderBot",
+            AgentKind::Bot,
+            bot.id(),
+            bot.fingerprint(),
+            "orders",
+        ),
+        (
+            "Dana",
+            AgentKind::Human,
+            dana.id(),
+            dana.fingerprint(),
+            "billing",
+        ),
     ] {
         let record = admin
-            .add_agent(name, kind, device, vec![team.to_owned()])
+            .add_agent(
+                name,
+                kind,
+                device,
+                vec![team.to_owned()],
+                &ExpectedKey::Fingerprint(fingerprint),
+            )
             .await
             .map_err(|e| e.to_string())?;
         out(&format!(
@@ -197,6 +218,7 @@ async fn agent(
     url: &str,
     secret: &KeystoreSecret,
     name: &str,
+    admin: &ExpectedKey,
 ) -> Result<Device, String> {
     Device::create(
         &dir.join(format!("{name}.keystore")),
@@ -205,6 +227,7 @@ async fn agent(
             url,
             NewRole::Agent {
                 entity: EntityId::new("acme").map_err(|e| e.to_string())?,
+                admin: admin.clone(),
             },
         ),
     )

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use switchboard_admin::{Admin, Config};
-use switchboard_client::{Event, KeystoreSecret};
+use switchboard_client::{Event, ExpectedKey, KeystoreSecret};
 use switchboard_protocol::{AgentKind, Content, ReceiptKind, Sender};
 use switchboard_testkit::{new_agent, scratch_dir};
 
@@ -110,9 +110,22 @@ async fn chat_session_in_a_terminal_shows_who_speaks() {
     .unwrap();
     let mut admin = Admin::init(config).await.unwrap();
     let secret = KeystoreSecret::passphrase("bot passphrase");
-    let mut bot = new_agent(&dir.join("bot.keystore"), &secret, &url, "acme").await;
+    let mut bot = new_agent(
+        &dir.join("bot.keystore"),
+        &secret,
+        &url,
+        "acme",
+        ExpectedKey::Fingerprint(admin.device().fingerprint()),
+    )
+    .await;
     admin
-        .add_agent("OrderBot", AgentKind::Bot, bot.id(), vec![])
+        .add_agent(
+            "OrderBot",
+            AgentKind::Bot,
+            bot.id(),
+            vec![],
+            &ExpectedKey::Fingerprint(bot.fingerprint()),
+        )
         .await
         .unwrap();
     let admin_fingerprint = admin.device().fingerprint().to_string();

@@ -23,9 +23,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use support::RelayProcess;
-use switchboard_client::{Device, Event, KeystoreSecret, NewDevice, NewRole};
+use switchboard_client::{Device, Event, ExpectedKey, KeystoreSecret, NewDevice, NewRole};
 use switchboard_protocol::{
-    AgentKind, Content, EntityId, HandoffTarget, MessageError, Sender, ThreadState,
+    AgentKind, Content, EntityId, Fingerprint, HandoffTarget, MessageError, Sender, ThreadState,
 };
 use switchboard_testkit::{agent_said, new_agent, said_by, scratch_dir, until};
 
@@ -43,6 +43,17 @@ fn switchboard(args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).unwrap()
+}
+
+/// Runs `switchboard args` expecting it to fail; returns its stderr.
+fn switchboard_fails(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(args)
+        .args(["--log-level", "warn"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "switchboard {args:?} succeeded");
+    String::from_utf8(output.stderr).unwrap()
 }
 
 /// A child process whose stdout lines arrive on a channel.
@@ -124,18 +135,62 @@ async fn customer_admin_bot_human_across_processes() {
     let config = config.to_str().unwrap();
     let created = switchboard(&["admin", "init", "--config", config]);
     assert!(created.contains("admin of acme created"), "{created}");
+    // The admin's fingerprint, as a person would read it off the admin's screen.
+    let admin_fingerprint = created
+        .lines()
+        .find_map(|l| {
+            l.split_once(" fingerprint ")
+                .map(|(_, f)| f.trim().to_owned())
+        })
+        .unwrap();
+
+    // `agent init` needs the admin's fingerprint, refuses another one, and creates nothing then.
+    let (stray, stray_key) = (dir.join("stray.keystore"), dir.join("stray.key"));
+    let agent_init = [
+        "agent",
+        "init",
+        "--relay",
+        &url,
+        "--entity",
+        "acme",
+        "--keystore",
+        stray.to_str().unwrap(),
+        "--key-file",
+        stray_key.to_str().unwrap(),
+    ];
+    let missing = switchboard_fails(&agent_init);
+    assert!(missing.contains("--admin-fingerprint"), "{missing}");
+    let other = "00000 11111 22222 33333 44444 55555";
+    let wrong = switchboard_fails(&[&agent_init[..], &["--admin-fingerprint", other]].concat());
+    assert!(wrong.contains("do not proceed"), "{wrong}");
+    assert!(!stray.exists());
 
     // The bot: its own process, running the scripted agent below.
     let bot_keystore = dir.join("bot.keystore");
-    let bot = Proc::spawn(scripted_agent_command(&url, &bot_keystore, "OrderBot"));
-    let bot_id = bot
-        .expect("device ")
+    let bot = Proc::spawn(scripted_agent_command(
+        &url,
+        &bot_keystore,
+        "OrderBot",
+        &admin_fingerprint,
+    ));
+    let bot_line = bot.expect("device ");
+    let (bot_id, bot_fingerprint) = bot_line
         .trim_start_matches("device ")
-        .to_owned();
+        .split_once(" fingerprint ")
+        .unwrap();
     // The human: a device in this process.
     let secret = KeystoreSecret::passphrase(PASSPHRASE);
-    let mut dana = new_agent(&dir.join("dana.keystore"), &secret, &url, "acme").await;
-    let added = switchboard(&[
+    let mut dana = new_agent(
+        &dir.join("dana.keystore"),
+        &secret,
+        &url,
+        "acme",
+        ExpectedKey::Fingerprint(Fingerprint::parse(&admin_fingerprint).unwrap()),
+    )
+    .await;
+    // Enrolment needs the fingerprint (or an explicit, insecure opt-out), and a wrong one is
+    // refused before anything is issued.
+    let add_bot = [
         "admin",
         "add-agent",
         "--config",
@@ -143,10 +198,21 @@ async fn customer_admin_bot_human_across_processes() {
         "--bot",
         "OrderBot",
         "--device",
-        &bot_id,
+        bot_id,
         "--team",
         "orders",
-    ]);
+    ];
+    let missing = switchboard_fails(&add_bot);
+    assert!(missing.contains("--fingerprint"), "{missing}");
+    let wrong = switchboard_fails(
+        &[
+            &add_bot[..],
+            &["--fingerprint", &dana.fingerprint().to_string()],
+        ]
+        .concat(),
+    );
+    assert!(wrong.contains("do not proceed"), "{wrong}");
+    let added = switchboard(&[&add_bot[..], &["--fingerprint", bot_fingerprint]].concat());
     assert!(added.contains("agent OrderBot"), "{added}");
     switchboard(&[
         "admin",
@@ -159,6 +225,8 @@ async fn customer_admin_bot_human_across_processes() {
         &dana.id().to_string(),
         "--team",
         "billing",
+        "--fingerprint",
+        &dana.fingerprint().to_string(),
     ]);
     let agents = switchboard(&["admin", "agents", "--config", config]);
     assert!(
@@ -267,7 +335,12 @@ async fn customer_admin_bot_human_across_processes() {
 }
 
 /// Runs this test binary as the scripted agent process.
-fn scripted_agent_command(relay: &str, keystore: &Path, name: &str) -> Command {
+fn scripted_agent_command(
+    relay: &str,
+    keystore: &Path,
+    name: &str,
+    admin_fingerprint: &str,
+) -> Command {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
         .args([
@@ -279,7 +352,8 @@ fn scripted_agent_command(relay: &str, keystore: &Path, name: &str) -> Command {
         ])
         .env("SB_AGENT_RELAY", relay)
         .env("SB_AGENT_KEYSTORE", keystore)
-        .env("SB_AGENT_NAME", name);
+        .env("SB_AGENT_NAME", name)
+        .env("SB_AGENT_ADMIN_FINGERPRINT", admin_fingerprint);
     command
 }
 
@@ -291,17 +365,25 @@ fn scripted_agent_command(relay: &str, keystore: &Path, name: &str) -> Command {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "entry point of the scripted agent process of the end-to-end test"]
 async fn scripted_agent() {
-    let (Ok(relay), Ok(keystore), Ok(name)) = (
+    let (Ok(relay), Ok(keystore), Ok(name), Ok(admin_fingerprint)) = (
         std::env::var("SB_AGENT_RELAY"),
         std::env::var("SB_AGENT_KEYSTORE"),
         std::env::var("SB_AGENT_NAME"),
+        std::env::var("SB_AGENT_ADMIN_FINGERPRINT"),
     ) else {
         println!("scripted_agent runs only as the end-to-end test's child process");
         return;
     };
     let secret = KeystoreSecret::passphrase(PASSPHRASE);
-    let mut me = new_agent(Path::new(&keystore), &secret, &relay, "acme").await;
-    println!("device {}", me.id());
+    let mut me = new_agent(
+        Path::new(&keystore),
+        &secret,
+        &relay,
+        "acme",
+        ExpectedKey::Fingerprint(Fingerprint::parse(&admin_fingerprint).unwrap()),
+    )
+    .await;
+    println!("device {} fingerprint {}", me.id(), me.fingerprint());
     // Bounded: a test bot never outlives its test by much.
     for _ in 0..120 {
         for event in me.receive(Duration::from_secs(1)).await.unwrap() {

@@ -10,12 +10,13 @@ use serde::{Deserialize, Serialize};
 use switchboard_protocol::api::{InboxItem, ItemKind};
 use switchboard_protocol::{
     CipherSuite, Commit, CommitAction, CommitError, Content, Csprng, DeviceId, DeviceKeys,
-    EntityId, Epoch, Fingerprint, HistoryGrant, IdentityPublicKey, KeyBundle, MessageError,
-    MessageId, ReceivedMessage, SealedMessage, SeenWraps, ThreadId, ThreadOpen, ThreadSnapshot,
-    ThreadState, WireType, decode,
+    DeviceMemory, EntityId, Epoch, Fingerprint, HistoryGrant, IdentityPublicKey, KeyBundle,
+    MessageError, MessageId, ReceivedMessage, SealedMessage, SeenWraps, ThreadId, ThreadOpen,
+    ThreadSnapshot, ThreadState, WireType, decode,
 };
 use zeroize::Zeroizing;
 
+use crate::enrol::ExpectedKey;
 use crate::error::ClientError;
 use crate::keystore::{KdfCost, Keystore, KeystoreSecret};
 use crate::relay::{RelayClient, now};
@@ -149,10 +150,14 @@ pub enum NewRole {
         /// What customers see.
         display_name: String,
     },
-    /// An agent of an existing entity; its admin key is fetched from the directory and pinned.
+    /// An agent of an existing entity; its admin key is fetched from the directory, checked
+    /// against `admin`, and pinned.
     Agent {
         /// The entity.
         entity: EntityId,
+        /// What the admin's identity key must be: its fingerprint, as `switchboard admin init`
+        /// printed it on the admin's machine.
+        admin: ExpectedKey,
     },
 }
 
@@ -186,6 +191,9 @@ struct Contents {
     /// The application's own state (e.g. the admin's agent registry), kept with the keys.
     #[serde(default)]
     app: serde_json::Value,
+    /// What the device remembers of threads it left: refuses replayed joins.
+    #[serde(default)]
+    memory: DeviceMemory,
 }
 
 /// A 32-byte secret as base64url that is zeroized when dropped.
@@ -229,6 +237,7 @@ pub struct Device {
     seen_opens: SeenWraps,
     threads: BTreeMap<ThreadId, ThreadState>,
     app: serde_json::Value,
+    memory: DeviceMemory,
     rng: Csprng,
     /// The acknowledgement running in the background, if any.
     acking: Option<tokio::task::JoinHandle<()>>,
@@ -283,8 +292,12 @@ impl Device {
                 relay.create_entity(&entity, &display_name).await?;
                 DeviceRole::Admin { entity }
             }
-            NewRole::Agent { entity } => {
+            NewRole::Agent { entity, admin } => {
                 let record = relay.directory(&entity).await?;
+                admin.check(
+                    &format!("the admin of {entity}"),
+                    &record.admin.identity_key,
+                )?;
                 DeviceRole::Agent {
                     entity,
                     admin: record.admin.device,
@@ -301,6 +314,7 @@ impl Device {
             &SeenWraps::new(),
             &BTreeMap::new(),
             &serde_json::Value::Null,
+            &DeviceMemory::new(),
         )?;
         let keystore = Keystore::create(path, secret, new.kdf, &contents).await?;
         Ok(Self {
@@ -313,6 +327,7 @@ impl Device {
             seen_opens: SeenWraps::new(),
             threads: BTreeMap::new(),
             app: serde_json::Value::Null,
+            memory: DeviceMemory::new(),
             rng,
             acking: None,
         })
@@ -350,6 +365,8 @@ impl Device {
             threads.insert(state.thread(), state);
         }
         let moved = relay.is_some_and(|url| url != contents.relay);
+        let mut memory = contents.memory;
+        memory.prune(now());
         let relay = RelayClient::new(relay.unwrap_or(&contents.relay), Arc::clone(&keys))?;
         let mut device = Self {
             keys,
@@ -361,6 +378,7 @@ impl Device {
             seen_opens: contents.seen_opens,
             threads,
             app: contents.app,
+            memory,
             rng: Csprng::from_os().map_err(|e| ClientError::Protocol(e.into()))?,
             acking: None,
         };
@@ -543,6 +561,22 @@ impl Device {
         thread: ThreadId,
         action: CommitAction,
     ) -> Result<Commit, ClientError> {
+        let commit = self.prepare_commit(thread, action)?;
+        self.post_commit(&commit).await?;
+        Ok(commit)
+    }
+
+    /// Admin: the first half of [`Device::commit`]: applies `action` to `thread` (the new epoch
+    /// is installed) and persists it, without posting. Record what must be durable before the
+    /// members can learn of the commit (an audit line), then [`Device::post_commit`] it.
+    ///
+    /// # Errors
+    /// [`ClientError::WrongRole`] on a non-admin device; protocol and keystore errors.
+    pub fn prepare_commit(
+        &mut self,
+        thread: ThreadId,
+        action: CommitAction,
+    ) -> Result<Commit, ClientError> {
         if !matches!(self.role, DeviceRole::Admin { .. }) {
             return Err(ClientError::WrongRole(
                 "only the entity's admin device commits roster changes".to_owned(),
@@ -554,8 +588,17 @@ impl Device {
             .ok_or(ClientError::UnknownThread(thread))?;
         let commit = state.commit(&self.keys, action, now(), &mut self.rng)?;
         self.save()?;
-        self.relay.post_commit(thread, &commit).await?;
         Ok(commit)
+    }
+
+    /// Admin: posts a commit made by [`Device::prepare_commit`] (or posts it again after a
+    /// failed attempt).
+    ///
+    /// # Errors
+    /// Relay errors.
+    pub async fn post_commit(&self, commit: &Commit) -> Result<(), ClientError> {
+        self.relay.post_commit(commit.thread, commit).await?;
+        Ok(())
     }
 
     /// Admin: grants `to` (a current member of `thread`) the earlier epochs this device holds,
@@ -735,13 +778,21 @@ impl Device {
                         return None;
                     }
                     return match state.apply_commit(&self.keys, &commit, at) {
-                        Ok(()) => Some(Event::RosterChanged {
-                            thread,
-                            epoch: commit.epoch,
-                        }),
+                        Ok(()) => {
+                            if self.remembers_joins() {
+                                self.memory.applied(self.keys.device(), &commit, at);
+                            }
+                            Some(Event::RosterChanged {
+                                thread,
+                                epoch: commit.epoch,
+                            })
+                        }
                         Err(CommitError::Removed { .. }) => {
-                            // Dropping the state zeroizes its epoch secrets.
+                            // Dropping the state zeroizes its epoch secrets; the memory keeps
+                            // the removal, so a replay of the commit that added this device
+                            // is refused.
                             self.threads.remove(&thread);
+                            self.memory.removed(thread, commit.epoch, at);
                             Some(Event::Removed { thread })
                         }
                         Err(e) => refused(e.to_string()),
@@ -759,7 +810,15 @@ impl Device {
                     // A commit that removed this device from a thread it had already left.
                     return None;
                 }
-                match ThreadState::join(&self.keys, entity, *admin, *admin_key, &commit, at) {
+                match ThreadState::join(
+                    &self.keys,
+                    entity,
+                    *admin,
+                    *admin_key,
+                    &commit,
+                    at,
+                    &mut self.memory,
+                ) {
                     Ok(state) => {
                         self.threads.insert(thread, state);
                         Some(Event::Joined {
@@ -807,6 +866,12 @@ impl Device {
         }
     }
 
+    /// Whether this device joins threads from commits (agents), and so keeps a memory of the
+    /// threads it was in.
+    fn remembers_joins(&self) -> bool {
+        matches!(self.role, DeviceRole::Agent { .. })
+    }
+
     /// Writes the whole device state to the keystore.
     fn save(&mut self) -> Result<(), ClientError> {
         let contents = contents_of(
@@ -818,6 +883,7 @@ impl Device {
             &self.seen_opens,
             &self.threads,
             &self.app,
+            &self.memory,
         )?;
         self.keystore.save(&contents)?;
         Ok(())
@@ -835,6 +901,7 @@ fn contents_of(
     seen_opens: &SeenWraps,
     threads: &BTreeMap<ThreadId, ThreadState>,
     app: &serde_json::Value,
+    memory: &DeviceMemory,
 ) -> Result<Zeroizing<Vec<u8>>, ClientError> {
     let contents = Contents {
         v: 1,
@@ -848,6 +915,7 @@ fn contents_of(
         seen_opens: seen_opens.clone(),
         threads: threads.values().map(ThreadState::snapshot).collect(),
         app: app.clone(),
+        memory: memory.clone(),
     };
     serde_json::to_vec(&contents)
         .map(Zeroizing::new)

@@ -73,6 +73,20 @@ pub enum ClientError {
         /// The fingerprint the relay serves now.
         served: Fingerprint,
     },
+    /// At enrolment, the relay served a key whose fingerprint is not the one compared out of
+    /// band: the relay (or the network) substituted it, or the fingerprint was mistyped.
+    #[error(
+        "the relay served a key for {what} with fingerprint {served}, but {expected} was expected; \
+         do not proceed: check the fingerprint with the other device's owner, and the relay"
+    )]
+    FingerprintMismatch {
+        /// Whose key it is.
+        what: String,
+        /// The fingerprint compared out of band.
+        expected: Fingerprint,
+        /// The fingerprint of the key the relay served.
+        served: Fingerprint,
+    },
     /// The operation needs a role this device does not have (e.g. committing on a customer
     /// device).
     #[error("{0}")]

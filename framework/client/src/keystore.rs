@@ -359,7 +359,7 @@ impl Keystore {
         };
         let bytes =
             serde_json::to_vec(&envelope).map_err(|e| invalid(&self.path, &e.to_string()))?;
-        let tmp = self.path.with_extension("tmp");
+        let tmp = temp_path(&self.path);
         let io = |source| KeystoreError::Io {
             path: tmp.clone(),
             source,
@@ -406,6 +406,15 @@ fn header_aad(header: &Header) -> Result<Vec<u8>, KeystoreError> {
         path: PathBuf::new(),
         detail: e.to_string(),
     })
+}
+
+/// The temporary file a save writes before renaming it over the keystore: the whole file name
+/// plus `.tmp` (not `with_extension`, under which `a.keystore` and `a.ks` would share `a.tmp`
+/// and one device's save could replace another's keystore).
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".tmp");
+    PathBuf::from(name)
 }
 
 fn lock_path(path: &Path) -> PathBuf {

@@ -31,11 +31,13 @@
 //! ```
 
 mod device;
+mod enrol;
 mod error;
 pub mod keystore;
 mod relay;
 
 pub use device::{Device, DeviceRole, Event, NewDevice, NewRole, PinnedAdmin};
+pub use enrol::ExpectedKey;
 pub use error::ClientError;
 pub use keystore::{KdfCost, Keystore, KeystoreError, KeystoreSecret};
 pub use relay::{RelayClient, now};

@@ -82,6 +82,7 @@ pub fn fixture() -> Option<Fixture> {
         admin.identity_public(),
         &assign,
         NOW,
+        &mut switchboard_protocol::DeviceMemory::new(),
     )
     .ok()?;
     let reply = bot_view
@@ -194,6 +195,7 @@ pub fn apply_commit(data: &[u8]) {
                 f.admin.identity_public(),
                 &commit,
                 NOW,
+                &mut switchboard_protocol::DeviceMemory::new(),
             );
         });
     }

@@ -308,6 +308,32 @@ pub enum CommitError {
     /// Only the admin device can make commits.
     #[error("only the thread's admin device can change the roster")]
     NotAdmin,
+    /// A commit would add this device to a thread it has already seen at that epoch or later
+    /// (and may have been removed from): a replayed or stale commit, refused so that the device
+    /// never restarts an epoch it already sent in.
+    #[error(
+        "commit for epoch {epoch} would add this device to thread {thread}, but it has already seen epoch {highest} of it{}: a replayed or stale commit is refused; the admin must add the device again with a new commit",
+        if *removed { " and was removed" } else { "" }
+    )]
+    StaleJoin {
+        /// The thread.
+        thread: ThreadId,
+        /// The epoch the commit starts.
+        epoch: Epoch,
+        /// The highest epoch of the thread this device has seen.
+        highest: Epoch,
+        /// Whether this device was removed at `highest`.
+        removed: bool,
+    },
+    /// The device's memory of threads and opened wraps is full of entries that may still
+    /// matter: the join is refused rather than forgetting what protects other threads.
+    #[error(
+        "this device remembers {limit} threads or key wraps that may still be replayed, its limit; joining another thread is refused until old ones expire (raise the limit with DeviceMemory::with_limit)"
+    )]
+    MemoryFull {
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// Sealing or opening a message failed.

@@ -39,7 +39,8 @@
 //! assert_eq!(admin_view.open_message(&hello, now)?.sender_info, Sender::Customer);
 //! let assign = admin_view.commit(&admin, CommitAction::Assign { agent: Box::new(credential(&bot, "OrderBot", AgentKind::Bot)?) }, now, &mut rng)?;
 //! customer_view.apply_commit(&customer, &assign, now)?;
-//! let mut bot_view = ThreadState::join(&bot, &acme, admin.device(), admin.identity_public(), &assign, now)?;
+//! let mut bot_memory = DeviceMemory::new(); // one per agent device, persisted: refuses replayed joins
+//! let mut bot_view = ThreadState::join(&bot, &acme, admin.device(), admin.identity_public(), &assign, now, &mut bot_memory)?;
 //!
 //! // 3. The bot replies; the customer verifies who spoke.
 //! let reply = bot_view.seal(&bot, &Content::text("Order 42 ships today"), None)?;
@@ -63,6 +64,7 @@ mod error;
 mod history;
 mod ids;
 mod keys;
+mod memory;
 mod message;
 pub mod request;
 mod rng;
@@ -83,6 +85,7 @@ pub use ids::{DeviceId, EntityId, Epoch, MessageId, ThreadId, Timestamp, WrapId}
 pub use keys::{
     DeviceKeys, Fingerprint, IdentityKeyPair, IdentityPublicKey, KemPublicKey, KeyBundle, Signature,
 };
+pub use memory::{DEFAULT_MEMORY_LIMIT, DeviceMemory, ThreadMark};
 pub use message::{
     Content, ContentType, HandoffTarget, MAX_TEXT_BYTES, MessageHeader, REORDER_WINDOW,
     ReceiptKind, ReplayPolicy, SealedMessage,

@@ -10,6 +10,7 @@ use crate::credential::AgentKind;
 use crate::error::{CommitError, Error, KeyError, MessageError, WrapError};
 use crate::ids::{DeviceId, EntityId, Epoch, MessageId, ThreadId, Timestamp};
 use crate::keys::{DeviceKeys, IdentityPublicKey, KeyBundle, Signature};
+use crate::memory::DeviceMemory;
 use crate::message::{
     self, Content, ContentType, MessageHeader, MessageKeySchedule, ReceiveWindow, ReplayPolicy,
     SealedMessage,
@@ -306,7 +307,10 @@ impl ThreadState {
 
     /// An agent joins a thread from the commit that added it. The agent knows its entity and the
     /// admin's identity from its own registration; the commit must be for that entity and signed
-    /// by that admin.
+    /// by that admin. `memory` is the device's [`DeviceMemory`] (one per device, persisted): the
+    /// join is refused for a thread this device has seen at the commit's epoch or later (R11: a
+    /// replayed commit after a removal) and for a wrap it opened before (R12); on success the
+    /// join is recorded in it.
     ///
     /// # Errors
     /// [`CommitError`] if the commit, its roster or this device's wrap is refused.
@@ -317,6 +321,7 @@ impl ThreadState {
         admin_key: IdentityPublicKey,
         commit: &Commit,
         now: Timestamp,
+        memory: &mut DeviceMemory,
     ) -> Result<Self, CommitError> {
         if &commit.roster.entity != entity {
             return Err(CommitError::WrongEntity {
@@ -324,11 +329,20 @@ impl ThreadState {
                 found: commit.roster.entity.clone(),
             });
         }
+        memory.check_join(commit.thread, commit.epoch, now)?;
         let roster_hash = commit.roster.hash();
         commit.verify_signature(&roster_hash, admin, &admin_key)?;
         commit.roster.validate(admin, &admin_key, now, None)?;
-        let mut seen = SeenWraps::new();
-        let secret = open_commit_wrap(me, admin, &admin_key, commit, &roster_hash, now, &mut seen)?;
+        let secret = open_commit_wrap(
+            me,
+            admin,
+            &admin_key,
+            commit,
+            &roster_hash,
+            now,
+            memory.wraps_mut(),
+        )?;
+        memory.applied(me.device(), commit, now);
         let mut state = Self::new(
             commit.thread,
             me.device(),
@@ -338,7 +352,9 @@ impl ThreadState {
             secret,
             commit.roster.clone(),
         );
-        state.seen_wraps = seen;
+        if let Some(wrap) = commit.wrap_for(me.device()) {
+            state.seen_wraps.insert(wrap.wrap_id, wrap.expires_at);
+        }
         Ok(state)
     }
 

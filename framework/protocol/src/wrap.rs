@@ -270,7 +270,7 @@ impl SeenWraps {
         self.seen.contains_key(&wrap_id)
     }
 
-    fn insert(&mut self, wrap_id: WrapId, expires_at: Timestamp) {
+    pub(crate) fn insert(&mut self, wrap_id: WrapId, expires_at: Timestamp) {
         self.seen.insert(wrap_id, expires_at);
     }
 

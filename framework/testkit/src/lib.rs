@@ -4,6 +4,8 @@
 //! scratch directories, and accessors for what was said. Every wait is bounded, so a broken
 //! system fails a test instead of hanging it. (The bot conformance suite will live here too.)
 
+pub mod hostile;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -71,7 +73,8 @@ pub fn agent_said(event: &Event, name: &str) -> bool {
     )
 }
 
-/// Creates an agent device of `entity` with its keystore at `path`.
+/// Creates an agent device of `entity` with its keystore at `path`, taking the admin key the
+/// relay serves only if it is `admin` (see [`ExpectedKey`](switchboard_client::ExpectedKey)).
 ///
 /// # Panics
 /// If the device cannot be created (the test fails with the reason).
@@ -80,6 +83,7 @@ pub async fn new_agent(
     secret: &switchboard_client::KeystoreSecret,
     relay: &str,
     entity: &str,
+    admin: switchboard_client::ExpectedKey,
 ) -> Device {
     #[allow(clippy::expect_used)]
     let entity = switchboard_protocol::EntityId::new(entity).expect("a valid entity name");
@@ -87,7 +91,10 @@ pub async fn new_agent(
     Device::create(
         path,
         secret,
-        switchboard_client::NewDevice::new(relay, switchboard_client::NewRole::Agent { entity }),
+        switchboard_client::NewDevice::new(
+            relay,
+            switchboard_client::NewRole::Agent { entity, admin },
+        ),
     )
     .await
     .expect("an agent device")

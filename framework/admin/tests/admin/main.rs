@@ -15,9 +15,11 @@ use std::time::Duration;
 
 use switchboard_admin::audit::{AuditEvent, AuditLog};
 use switchboard_admin::{Admin, Config, Outcome};
-use switchboard_client::{Device, Event, KeystoreSecret, NewDevice, NewRole};
+use switchboard_client::{Device, Event, ExpectedKey, KeystoreSecret, NewDevice, NewRole};
 use switchboard_protocol::{AgentKind, Content, EntityId, HandoffTarget, Sender, ThreadId};
 use switchboard_testkit::{agent_said, gather, new_agent, said_by, scratch_dir, until};
+
+mod attacks;
 
 fn config(dir: &Path, relay: &str) -> Config {
     KeystoreSecret::create_key_file(&dir.join("admin.key")).ok();
@@ -56,14 +58,21 @@ fn secret() -> KeystoreSecret {
     KeystoreSecret::passphrase("agent passphrase")
 }
 
-async fn agent(dir: &Path, relay: &str, name: &str) -> Device {
+/// An agent device of acme that checks the admin key against `admin`'s fingerprint.
+async fn agent(dir: &Path, relay: &str, name: &str, admin: &Admin) -> Device {
     new_agent(
         &dir.join(format!("{name}.keystore")),
         &secret(),
         relay,
         "acme",
+        ExpectedKey::Fingerprint(admin.device().fingerprint()),
     )
     .await
+}
+
+/// What the admin expects of `agent`'s key: its fingerprint, as `agent init` prints it.
+fn fingerprint_of(agent: &Device) -> ExpectedKey {
+    ExpectedKey::Fingerprint(agent.fingerprint())
 }
 
 /// Steps the admin until an outcome matches (bounded).
@@ -86,15 +95,16 @@ async fn routes_by_rule_arbitrates_handoff_and_audits_every_grant() {
     let url = relay.url();
     let dir = scratch_dir("admin");
     let mut admin = Admin::init(config(&dir, &url)).await.unwrap();
-    let mut order_bot = agent(&dir, &url, "orderbot").await;
-    let mut dana = agent(&dir, &url, "dana").await;
-    let faq_bot = agent(&dir, &url, "faqbot").await;
+    let mut order_bot = agent(&dir, &url, "orderbot", &admin).await;
+    let mut dana = agent(&dir, &url, "dana", &admin).await;
+    let faq_bot = agent(&dir, &url, "faqbot", &admin).await;
     admin
         .add_agent(
             "OrderBot",
             AgentKind::Bot,
             order_bot.id(),
             vec!["orders".into()],
+            &fingerprint_of(&order_bot),
         )
         .await
         .unwrap();
@@ -104,6 +114,7 @@ async fn routes_by_rule_arbitrates_handoff_and_audits_every_grant() {
             AgentKind::Human,
             dana.id(),
             vec!["orders".into(), "billing".into()],
+            &fingerprint_of(&dana),
         )
         .await
         .unwrap();
@@ -113,13 +124,20 @@ async fn routes_by_rule_arbitrates_handoff_and_audits_every_grant() {
             AgentKind::Bot,
             faq_bot.id(),
             vec!["support".into()],
+            &fingerprint_of(&faq_bot),
         )
         .await
         .unwrap();
     // Names and devices are unique.
     assert!(
         admin
-            .add_agent("OrderBot", AgentKind::Bot, faq_bot.id(), vec![])
+            .add_agent(
+                "OrderBot",
+                AgentKind::Bot,
+                faq_bot.id(),
+                vec![],
+                &fingerprint_of(&faq_bot)
+            )
             .await
             .is_err()
     );
@@ -276,8 +294,8 @@ async fn routes_by_rule_arbitrates_handoff_and_audits_every_grant() {
             "granted", // OrderBot, by rule
             "history", // ... with the customer's first message
             "granted", // Dana, by handoff
+            "revoked", // OrderBot, transferred (same commit: audited before it is posted)
             "history", // ... with the conversation so far
-            "revoked", // OrderBot, transferred
             "granted", // FaqBot, added to the group
             "history",
             "handoff_refused",

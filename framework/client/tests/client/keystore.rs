@@ -231,3 +231,59 @@ async fn mutated_keystore_files_are_refused_not_misread() {
         }
     }
 }
+
+/// Two keystores whose names differ only after the first dot (`a.keystore`, `a.ks`) in one
+/// directory save at the same moments: each save uses its own temporary file, so neither fails
+/// and neither keystore is ever replaced by the other's contents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keystores_sharing_a_stem_never_replace_each_other() {
+    use std::sync::{Arc, Barrier};
+    use switchboard_client::{KdfCost, Keystore};
+    const ROUNDS: usize = 40;
+    let dir = crate::scratch();
+    let key = KeystoreSecret::create_key_file(&dir.join("k.key")).unwrap();
+    let paths = [dir.join("a.keystore"), dir.join("a.ks")];
+    let mut stores = Vec::new();
+    for path in &paths {
+        stores.push(
+            Keystore::create(path, &key, KdfCost::default(), b"{}")
+                .await
+                .unwrap(),
+        );
+    }
+    let barrier = Arc::new(Barrier::new(2));
+    let workers: Vec<_> = stores
+        .into_iter()
+        .enumerate()
+        .map(|(who, mut store)| {
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                let mut failures = Vec::new();
+                for round in 0..ROUNDS {
+                    barrier.wait();
+                    let contents = format!(r#"{{"who":{who},"round":{round}}}"#);
+                    if let Err(e) = store.save(contents.as_bytes()) {
+                        failures.push(format!("round {round}: {e}"));
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    for (who, worker) in workers.into_iter().enumerate() {
+        let failures = worker.join().unwrap();
+        assert!(
+            failures.is_empty(),
+            "saves of keystore {who} failed: {failures:?}"
+        );
+    }
+    for (who, path) in paths.iter().enumerate() {
+        let (_store, contents) = Keystore::open(path, &key).await.unwrap();
+        assert_eq!(
+            std::str::from_utf8(&contents).unwrap(),
+            format!(r#"{{"who":{who},"round":{}}}"#, ROUNDS - 1),
+            "{} holds another keystore's contents",
+            path.display()
+        );
+    }
+}

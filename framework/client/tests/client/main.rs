@@ -17,7 +17,7 @@ mod keystore;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use switchboard_client::{Device, Event, KeystoreSecret, NewDevice, NewRole};
+use switchboard_client::{Device, Event, ExpectedKey, KeystoreSecret, NewDevice, NewRole};
 use switchboard_protocol::{
     AgentCredential, AgentKind, CommitAction, CredentialRequest, EntityId, Member, ReceivedMessage,
     ThreadId,
@@ -103,6 +103,7 @@ impl Cast {
                 &self.relay,
                 NewRole::Agent {
                     entity: self.entity.clone(),
+                    admin: ExpectedKey::Fingerprint(self.admin.fingerprint()),
                 },
             ),
         )

@@ -157,6 +157,7 @@ fn wrap_for_another_recipient_is_rejected() {
         w.admin.identity_public(),
         &commit,
         NOW,
+        &mut DeviceMemory::new(),
     )
     .unwrap_err();
     assert!(matches!(err, CommitError::Removed { .. }), "{err}");
@@ -1035,6 +1036,7 @@ fn join_for_another_entity_is_refused() {
         w.admin.identity_public(),
         &commit,
         NOW,
+        &mut DeviceMemory::new(),
     )
     .unwrap_err();
     assert!(matches!(err, CommitError::WrongEntity { .. }), "{err}");
@@ -1083,4 +1085,143 @@ fn unknown_or_missing_fields_are_refused_everywhere() {
         bot_view.seal(&w.agents[0], &long, None),
         Err(MessageError::InvalidContent(_))
     ));
+}
+
+// ---- replayed joins (issue 8, item 1a) ------------------------------------------------------
+
+/// A removed agent's device drops the thread; a hostile relay then re-delivers the commit that
+/// once added it (its wrap still within its lifetime). Joining from it again would restart the
+/// agent at generation 0 of an epoch it already sent in: the same message key and nonce for a
+/// new plaintext (keystream reuse), and a fresh replay window for old customer messages.
+#[test]
+fn removed_agent_cannot_rejoin_with_a_replayed_commit() {
+    let mut w = World::new(CipherSuite::default(), 1);
+    let (mut customer_view, mut admin_view, _) = w.open_thread();
+    let member = w.member(0, AgentKind::Bot);
+    let assign = w.commit(
+        &mut admin_view,
+        CommitAction::Assign {
+            agent: Box::new(member),
+        },
+    );
+    customer_view
+        .apply_commit(&w.customer, &assign, NOW)
+        .unwrap();
+    let mut memory = DeviceMemory::new();
+    let mut bot_view = ThreadState::join(
+        &w.agents[0],
+        &w.entity,
+        w.admin.device(),
+        w.admin.identity_public(),
+        &assign,
+        NOW,
+        &mut memory,
+    )
+    .unwrap();
+    let first = bot_view
+        .seal(&w.agents[0], &Content::text("your order ships today"), None)
+        .unwrap();
+    let remove = w.commit(
+        &mut admin_view,
+        CommitAction::Remove {
+            device: w.agents[0].device(),
+        },
+    );
+    let err = bot_view
+        .apply_commit(&w.agents[0], &remove, NOW)
+        .unwrap_err();
+    assert!(matches!(err, CommitError::Removed { .. }), "{err}");
+    memory.removed(remove.thread, remove.epoch, NOW);
+    drop(bot_view);
+
+    // The relay replays the old commit.
+    let replayed = ThreadState::join(
+        &w.agents[0],
+        &w.entity,
+        w.admin.device(),
+        w.admin.identity_public(),
+        &assign,
+        NOW.plus(60),
+        &mut memory,
+    );
+    match replayed {
+        Err(CommitError::StaleJoin { removed: true, .. }) => {}
+        Err(other) => panic!("refused, but not as a stale join: {other}"),
+        Ok(mut rejoined) => {
+            let again = rejoined
+                .seal(&w.agents[0], &Content::text("refund approved"), None)
+                .unwrap();
+            panic!(
+                "the removed agent rejoined from a replayed commit (generation {} again, first was {})",
+                again.header.generation, first.header.generation
+            );
+        }
+    }
+    // The memory survives a restart of the device (it is serialised into the keystore).
+    let mut restored: DeviceMemory =
+        serde_json::from_value(serde_json::to_value(&memory).unwrap()).unwrap();
+    let err = ThreadState::join(
+        &w.agents[0],
+        &w.entity,
+        w.admin.device(),
+        w.admin.identity_public(),
+        &assign,
+        NOW.plus(60),
+        &mut restored,
+    )
+    .unwrap_err();
+    assert!(matches!(err, CommitError::StaleJoin { .. }), "{err}");
+}
+
+/// R12: the wrap ids a device opened are remembered device-wide (not per thread state), so even
+/// a memory that lost its mark of the thread refuses a join from a wrap opened before.
+#[test]
+fn join_from_a_wrap_this_device_opened_before_is_refused() {
+    let mut w = World::new(CipherSuite::default(), 1);
+    let (_, mut admin_view, _) = w.open_thread();
+    let member = w.member(0, AgentKind::Bot);
+    let assign = w.commit(
+        &mut admin_view,
+        CommitAction::Assign {
+            agent: Box::new(member),
+        },
+    );
+    let mut memory = DeviceMemory::new();
+    ThreadState::join(
+        &w.agents[0],
+        &w.entity,
+        w.admin.device(),
+        w.admin.identity_public(),
+        &assign,
+        NOW,
+        &mut memory,
+    )
+    .unwrap();
+    assert_eq!(
+        memory.mark(assign.thread).unwrap().highest_epoch,
+        assign.epoch
+    );
+    assert!(
+        memory
+            .wraps()
+            .contains(assign.wrap_for(w.agents[0].device()).unwrap().wrap_id)
+    );
+    // The thread's mark is gone (an edited or partly restored keystore); its wraps are not.
+    let mut json = serde_json::to_value(&memory).unwrap();
+    json["threads"] = serde_json::json!({});
+    let mut without_mark: DeviceMemory = serde_json::from_value(json).unwrap();
+    let err = ThreadState::join(
+        &w.agents[0],
+        &w.entity,
+        w.admin.device(),
+        w.admin.identity_public(),
+        &assign,
+        NOW,
+        &mut without_mark,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, CommitError::Wrap(WrapError::Replayed { .. })),
+        "{err}"
+    );
 }

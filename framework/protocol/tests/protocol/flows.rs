@@ -247,6 +247,7 @@ fn suites_are_negotiated_per_device() {
         admin.identity_public(),
         &assign,
         NOW,
+        &mut DeviceMemory::new(),
     )
     .unwrap();
     let hi = customer_view

@@ -102,6 +102,7 @@ impl World {
             self.admin.identity_public(),
             commit,
             NOW,
+            &mut DeviceMemory::new(),
         )
         .unwrap()
     }
@@ -146,6 +147,7 @@ impl World {
             self.admin.identity_public(),
             &commit,
             NOW,
+            &mut DeviceMemory::new(),
         )
         .unwrap();
         (customer_view, admin_view, agent_view, commit)

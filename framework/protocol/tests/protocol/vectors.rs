@@ -281,6 +281,7 @@ fn stored_thread_opens_end_to_end() {
         admin.identity_public(),
         &assign,
         now,
+        &mut DeviceMemory::new(),
     )
     .unwrap();
     let expected = v["expected"].as_array().unwrap();

@@ -78,6 +78,7 @@ async fn send_known_texts(url: &str) -> (Vec<&'static str>, Vec<u8>, String) {
         admin.identity_public(),
         &assign,
         now,
+        &mut switchboard_protocol::DeviceMemory::new(),
     )
     .unwrap();
 

@@ -246,6 +246,7 @@ async fn a_thread_flows_through_the_relay_and_only_members_and_the_admin_may_pos
         c.admin.identity_public(),
         &commit,
         now,
+        &mut switchboard_protocol::DeviceMemory::new(),
     )
     .unwrap();
     let history = bot_view
