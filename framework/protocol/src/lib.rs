@@ -81,7 +81,8 @@ pub use error::{
 pub use history::{GrantedEpoch, HistoryGrant, MAX_GRANT_MESSAGES};
 pub use ids::{DeviceId, EntityId, Epoch, MessageId, ThreadId, Timestamp, WrapId};
 pub use keys::{
-    DeviceKeys, Fingerprint, IdentityKeyPair, IdentityPublicKey, KemPublicKey, KeyBundle, Signature,
+    DeviceKeys, Fingerprint, IdentityKeyPair, IdentityPublicKey, KemKeyId, KemKeySecrets,
+    KemPublicKey, KeyBundle, Signature,
 };
 pub use message::{
     Content, ContentType, HandoffTarget, MAX_TEXT_BYTES, MessageHeader, REORDER_WINDOW,
