@@ -35,7 +35,7 @@ mod error;
 pub mod keystore;
 mod relay;
 
-pub use device::{Device, DeviceRole, Event, NewDevice, NewRole, PinnedAdmin};
+pub use device::{Device, DeviceRole, Event, KemRotation, NewDevice, NewRole, PinnedAdmin};
 pub use error::ClientError;
 pub use keystore::{KdfCost, Keystore, KeystoreError, KeystoreSecret};
 pub use relay::{RelayClient, now};
