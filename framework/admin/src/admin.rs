@@ -605,12 +605,19 @@ impl Admin {
             return Ok(Vec::new());
         }
         self.next_key_sweep = Some(at.plus(self.key_sweep.as_secs()));
-        Ok(self
-            .rekey_rotated_members()
-            .await?
-            .into_iter()
-            .map(|(thread, epoch)| Outcome::Rekeyed { thread, epoch })
-            .collect())
+        match self.rekey_rotated_members().await {
+            Ok(rekeyed) => Ok(rekeyed
+                .into_iter()
+                .map(|(thread, epoch)| Outcome::Rekeyed { thread, epoch })
+                .collect()),
+            // A relay that is unreachable, busy or rate limiting now does not stop the admin:
+            // the next sweep tries again (members keep their old keys for the grace period).
+            Err(AdminError::Client(e)) if e.is_transient() => {
+                tracing::warn!(error = %e, "key sweep interrupted; retrying at the next one");
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Runs [`Admin::step`] until `shutdown` resolves, retrying an unavailable relay with

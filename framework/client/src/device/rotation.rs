@@ -175,7 +175,9 @@ impl Device {
 
     /// Admin: the current bundles of `thread`'s other members, fetched from the relay, that
     /// rotate a member's KEM key (newer, same device and identity key, verified): what the next
-    /// commit carries. A member the relay does not know is skipped.
+    /// commit carries. Best effort: an unknown member is skipped, and at the first failed fetch
+    /// (relay busy or rate limiting) the remaining members keep the bundles of the roster, which
+    /// they still hold within their grace period; the admin's next key sweep catches up.
     pub(super) async fn key_updates(
         &self,
         thread: ThreadId,
@@ -189,8 +191,13 @@ impl Device {
             if *device == self.id() {
                 continue;
             }
-            if let Some(bundle) = self.current_bundle(*device).await? {
-                fetched.push(bundle);
+            match self.current_bundle(*device).await {
+                Ok(Some(bundle)) => fetched.push(bundle),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, %device, "cannot fetch a member's bundle; wrapping to the roster's");
+                    break;
+                }
             }
         }
         Ok(state.key_updates(fetched))
