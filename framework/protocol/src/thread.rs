@@ -555,7 +555,8 @@ impl ThreadState {
     }
 
     /// A member applies the admin's commit: it must be for this thread, start the next epoch,
-    /// build on this device's roster, match its action, be signed by the pinned admin, and carry
+    /// build on this device's roster, carry only valid key updates of members (newer bundles of
+    /// the same identity keys), match its updates and action, be signed by the pinned admin, and carry
     /// a valid wrap for this device. On success the new epoch becomes current and old epochs are
     /// pruned by the retention policy. A device the commit removes gets
     /// [`CommitError::Removed`] and keeps its state (it can still read what it already had).
@@ -591,7 +592,8 @@ impl ThreadState {
         let expected = commit.action.apply(&updated)?;
         if expected.hash() != roster_hash {
             return Err(CommitError::InvalidAction(
-                "the commit's roster is not its action applied to the current roster".to_owned(),
+                "the commit's roster is not its key updates and action applied to the current roster"
+                    .to_owned(),
             ));
         }
         commit
