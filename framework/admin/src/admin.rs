@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use switchboard_client::{Device, DeviceRole, Event, ExpectedKey, NewDevice, NewRole, now};
 use switchboard_protocol::{
     AgentCredential, AgentKind, CommitAction, Content, CredentialRequest, DeviceId, Epoch, Floor,
-    HandoffTarget, KeyBundle, Member, ReceivedMessage, Sender, ThreadId,
+    HandoffTarget, KeyBundle, Member, ReceivedMessage, Sender, ThreadId, Timestamp,
 };
 
 use crate::audit::{AuditEvent, AuditLog};
@@ -28,7 +28,8 @@ pub struct AgentRecord {
     pub device: DeviceId,
     /// Its teams.
     pub teams: Vec<String>,
-    /// Its key bundle, as fetched from the relay when it was added.
+    /// Its key bundle, as fetched from the relay when it was added, replaced by newer ones (KEM
+    /// key rotations of the same identity key) when it is let into a thread.
     pub bundle: KeyBundle,
     /// The credential the admin issued.
     pub credential: AgentCredential,
@@ -96,6 +97,13 @@ pub enum Outcome {
         /// Why.
         reason: String,
     },
+    /// A thread was rekeyed because members rotated their KEM keys.
+    Rekeyed {
+        /// The thread.
+        thread: ThreadId,
+        /// Its new epoch.
+        epoch: Epoch,
+    },
     /// Any other event of the admin device (messages it can read, refused items, ...).
     Event(Event),
 }
@@ -108,7 +116,14 @@ pub struct Admin {
     state: AdminState,
     audit: AuditLog,
     history: HistoryLog,
+    /// How often [`Admin::step`] looks for members that rotated their KEM keys.
+    key_sweep: Duration,
+    /// When it looks next (`None`: at the next step).
+    next_key_sweep: Option<Timestamp>,
 }
+
+/// How often the admin looks for members that rotated their KEM keys by default (hourly).
+pub const DEFAULT_KEY_SWEEP: Duration = Duration::from_secs(3600);
 
 impl Admin {
     /// Sets up a new admin: keystore, registration, and the entity at the relay.
@@ -169,7 +184,44 @@ impl Admin {
             state,
             audit,
             history,
+            key_sweep: DEFAULT_KEY_SWEEP,
+            next_key_sweep: None,
         })
+    }
+
+    /// Sets how often [`Admin::step`] looks for members that rotated their KEM keys (and rekeys
+    /// their threads); default [`DEFAULT_KEY_SWEEP`].
+    pub fn set_key_sweep(&mut self, every: Duration) {
+        self.key_sweep = every;
+        self.next_key_sweep = None;
+    }
+
+    /// Rekeys every thread with a member that rotated its KEM key (its bundle at the relay is
+    /// newer than the thread's roster: same identity key, later `created_at`), so the thread's
+    /// next epoch is wrapped to the new key; each rekey is audited. Returns the threads rekeyed.
+    ///
+    /// # Errors
+    /// Relay, protocol, keystore and audit errors.
+    pub async fn rekey_rotated_members(&mut self) -> Result<Vec<(ThreadId, Epoch)>, AdminError> {
+        let mut rekeyed = Vec::new();
+        for thread in self.device.threads_with_rotated_members().await? {
+            // Prepare, audit durably, then post: as for every commit of this admin.
+            let commit = self
+                .device
+                .prepare_commit(thread, CommitAction::Rekey)
+                .await?;
+            self.audit.record(
+                now(),
+                AuditEvent::Rekeyed {
+                    thread,
+                    epoch: commit.epoch,
+                    reason: "a member rotated its KEM key".to_owned(),
+                },
+            )?;
+            self.device.post_commit(&commit).await?;
+            rekeyed.push((thread, commit.epoch));
+        }
+        Ok(rekeyed)
     }
 
     /// The admin's device.
@@ -390,7 +442,8 @@ impl Admin {
     ) -> Result<Epoch, AdminError> {
         let commit = self
             .device
-            .prepare_commit(thread, CommitAction::Remove { device })?;
+            .prepare_commit(thread, CommitAction::Remove { device })
+            .await?;
         let epoch = commit.epoch;
         // Audited (fsync'd) before any member can learn of the commit.
         self.audit.record(
@@ -416,7 +469,7 @@ impl Admin {
         reason: &str,
         history: bool,
     ) -> Result<Epoch, AdminError> {
-        let member = Box::new(self.member(name)?);
+        let member = Box::new(self.member(name).await?);
         let device = member.device();
         let (action, label) = match how {
             Admission::Assign => (CommitAction::Assign { agent: member }, "assign"),
@@ -425,7 +478,7 @@ impl Admin {
                 (CommitAction::Transfer { from, to: member }, "transfer")
             }
         };
-        let commit = self.device.prepare_commit(thread, action)?;
+        let commit = self.device.prepare_commit(thread, action).await?;
         let epoch = commit.epoch;
         // Every line this commit makes true is durable before any member can learn of it.
         self.granted(thread, name, device, epoch, label, reason)?;
@@ -498,10 +551,21 @@ impl Admin {
         Ok(())
     }
 
-    /// The roster member for agent `name`, with a fresh credential if its own expires within a
-    /// day (the renewal is logged).
-    fn member(&mut self, name: &str) -> Result<Member, AdminError> {
-        let record = self.agent(name)?.clone();
+    /// The roster member for agent `name` with its current bundle (fetched from the relay, used
+    /// if it is a newer bundle of the same identity key), with a fresh credential if its own
+    /// expires within a day (the renewal is logged).
+    async fn member(&mut self, name: &str) -> Result<Member, AdminError> {
+        let mut record = self.agent(name)?.clone();
+        // The agent's current bundle: it may have rotated its KEM key since it was added. Only a
+        // newer bundle of the same identity key replaces the one on record.
+        let current = self.device.relay().device_bundle(record.device).await?;
+        if current.check_update_of(&record.bundle).is_ok() {
+            record.bundle = current;
+            if let Some(stored) = self.state.agents.iter_mut().find(|a| a.name == name) {
+                stored.bundle = record.bundle.clone();
+            }
+            self.save()?;
+        }
         let credential = if record.credential.expires_at.0 <= now().0.saturating_add(86_400) {
             let fresh = self.issue(&record.bundle, &record.name, record.kind)?;
             self.audit.record(
@@ -548,7 +612,31 @@ impl Admin {
     /// Relay, keystore and audit errors.
     pub async fn step(&mut self, wait: Duration) -> Result<Vec<Outcome>, AdminError> {
         let events = self.device.receive(wait).await?;
-        self.act(events).await
+        let mut outcomes = self.act(events).await?;
+        outcomes.extend(self.sweep_keys_if_due().await?);
+        Ok(outcomes)
+    }
+
+    /// Runs [`Admin::rekey_rotated_members`] when the sweep interval has passed.
+    async fn sweep_keys_if_due(&mut self) -> Result<Vec<Outcome>, AdminError> {
+        let at = now();
+        if self.next_key_sweep.is_some_and(|next| at < next) {
+            return Ok(Vec::new());
+        }
+        self.next_key_sweep = Some(at.plus(self.key_sweep.as_secs()));
+        match self.rekey_rotated_members().await {
+            Ok(rekeyed) => Ok(rekeyed
+                .into_iter()
+                .map(|(thread, epoch)| Outcome::Rekeyed { thread, epoch })
+                .collect()),
+            // A relay that is unreachable, busy or rate limiting now does not stop the admin:
+            // the next sweep tries again (members keep their old keys for the grace period).
+            Err(AdminError::Client(e)) if e.is_transient() => {
+                tracing::warn!(error = %e, "key sweep interrupted; retrying at the next one");
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Runs [`Admin::step`] until `shutdown` resolves, retrying an unavailable relay with
@@ -569,7 +657,9 @@ impl Admin {
                 }
                 events = self.device.receive_retrying(Duration::from_secs(25), Duration::from_secs(3600)) => events?,
             };
-            for outcome in self.act(events).await? {
+            let mut outcomes = self.act(events).await?;
+            outcomes.extend(self.sweep_keys_if_due().await?);
+            for outcome in outcomes {
                 match outcome {
                     Outcome::Event(event) => tracing::debug!(?event, "event"),
                     other => tracing::info!(?other, "admin"),

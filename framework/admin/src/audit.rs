@@ -78,6 +78,16 @@ pub enum AuditEvent {
         /// How many messages.
         messages: usize,
     },
+    /// A thread was rekeyed because members rotated their KEM keys: its new epoch is wrapped to
+    /// their new keys.
+    Rekeyed {
+        /// The thread.
+        thread: ThreadId,
+        /// The new epoch.
+        epoch: Epoch,
+        /// Why.
+        reason: String,
+    },
     /// A handoff request was not granted.
     HandoffRefused {
         /// The thread.

@@ -16,6 +16,6 @@ mod error;
 mod history_log;
 pub mod policy;
 
-pub use admin::{Admin, AgentRecord, Outcome};
+pub use admin::{Admin, AgentRecord, DEFAULT_KEY_SWEEP, Outcome};
 pub use config::Config;
 pub use error::AdminError;

@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use switchboard_protocol::api::{InboxItem, ItemKind};
 use switchboard_protocol::{
     CipherSuite, Commit, CommitAction, CommitError, Content, Csprng, DeviceId, DeviceKeys,
-    DeviceMemory, EntityId, Epoch, Fingerprint, HistoryGrant, IdentityPublicKey, KeyBundle,
-    MessageError, MessageId, ReceivedMessage, SealedMessage, SeenWraps, ThreadId, ThreadOpen,
-    ThreadSnapshot, ThreadState, WireType, decode,
+    DeviceMemory, EntityId, Epoch, Fingerprint, HistoryGrant, IdentityPublicKey, KemKeySecrets,
+    KeyBundle, MessageError, MessageId, ReceivedMessage, SealedMessage, SeenWraps, ThreadId,
+    ThreadOpen, ThreadSnapshot, ThreadState, WireType, decode,
 };
 use zeroize::Zeroizing;
 
@@ -20,6 +20,11 @@ use crate::enrol::ExpectedKey;
 use crate::error::ClientError;
 use crate::keystore::{KdfCost, Keystore, KeystoreSecret};
 use crate::relay::{RelayClient, now};
+
+mod rotation;
+
+pub use rotation::KemRotation;
+use rotation::RotationState;
 
 /// Inbox items fetched per request.
 const FETCH_LIMIT: u32 = 100;
@@ -182,6 +187,13 @@ struct Contents {
     device: DeviceId,
     suite: CipherSuite,
     seed: SecretB64,
+    /// The KEM private keys (current and retired within the grace period). Absent in keystores
+    /// written before KEM rotation: their KEM key derives from the seed.
+    #[serde(default)]
+    kem: Option<KemKeySecrets>,
+    /// When the KEM key was published and rotated, and epochs applied since.
+    #[serde(default)]
+    kem_rotation: RotationState,
     relay: String,
     cursor: u64,
     role: DeviceRole,
@@ -238,6 +250,8 @@ pub struct Device {
     threads: BTreeMap<ThreadId, ThreadState>,
     app: serde_json::Value,
     memory: DeviceMemory,
+    rotation: RotationState,
+    rotation_policy: KemRotation,
     rng: Csprng,
     /// The acknowledgement running in the background, if any.
     acking: Option<tokio::task::JoinHandle<()>>,
@@ -275,14 +289,17 @@ impl Device {
             .into());
         }
         let mut rng = Csprng::from_os().map_err(|e| ClientError::Protocol(e.into()))?;
-        let seed = Zeroizing::new(rng.array::<32>());
-        let keys = Arc::new(DeviceKeys::from_seed(
+        // The identity key from a random seed, the KEM key random on its own (it rotates).
+        let keys = Arc::new(DeviceKeys::generate(
             DeviceId::random(&mut rng),
             new.suite,
-            &seed,
+            &mut rng,
         ));
+        let rotation = RotationState::new(now());
         let relay = RelayClient::new(&new.relay, Arc::clone(&keys))?;
-        relay.register().await?;
+        relay
+            .publish_bundle(&keys.bundle(rotation.signed_at))
+            .await?;
         let role = match new.role {
             NewRole::Customer => DeviceRole::Customer,
             NewRole::Admin {
@@ -307,6 +324,7 @@ impl Device {
         };
         let contents = contents_of(
             &keys,
+            &rotation,
             &new.relay,
             0,
             &role,
@@ -328,6 +346,8 @@ impl Device {
             threads: BTreeMap::new(),
             app: serde_json::Value::Null,
             memory: DeviceMemory::new(),
+            rotation,
+            rotation_policy: KemRotation::default(),
             rng,
             acking: None,
         })
@@ -354,11 +374,12 @@ impl Device {
                 contents.v
             )));
         }
-        let keys = Arc::new(DeviceKeys::from_seed(
-            contents.device,
-            contents.suite,
-            &contents.seed.0,
-        ));
+        let keys = Arc::new(match &contents.kem {
+            Some(kem) => {
+                DeviceKeys::from_parts(contents.device, contents.suite, &contents.seed.0, kem)
+            }
+            None => DeviceKeys::from_seed(contents.device, contents.suite, &contents.seed.0),
+        });
         let mut threads = BTreeMap::new();
         for snapshot in contents.threads {
             let state = ThreadState::restore(&keys, snapshot)?;
@@ -379,6 +400,8 @@ impl Device {
             threads,
             app: contents.app,
             memory,
+            rotation: contents.kem_rotation,
+            rotation_policy: KemRotation::default(),
             rng: Csprng::from_os().map_err(|e| ClientError::Protocol(e.into()))?,
             acking: None,
         };
@@ -394,7 +417,7 @@ impl Device {
     /// # Errors
     /// Relay errors.
     pub async fn register(&self) -> Result<(), ClientError> {
-        self.relay.register().await?;
+        self.relay.publish_bundle(&self.bundle()).await?;
         Ok(())
     }
 
@@ -410,10 +433,10 @@ impl Device {
         &self.keys
     }
 
-    /// This device's key bundle as of now.
+    /// This device's key bundle: its current KEM key, as published.
     #[must_use]
     pub fn bundle(&self) -> KeyBundle {
-        self.keys.bundle(now())
+        self.keys.bundle(self.rotation.signed_at)
     }
 
     /// The fingerprint of this device's identity key.
@@ -513,13 +536,11 @@ impl Device {
                 self.pinned.insert(entity.clone(), served);
             }
         }
-        let (state, open) = ThreadState::open(
-            &self.keys,
-            entity.clone(),
-            &record.admin,
-            now(),
-            &mut self.rng,
-        )?;
+        let at = now();
+        let (state, open) =
+            ThreadState::open(&self.keys, entity.clone(), &record.admin, at, &mut self.rng)?;
+        // The thread's roster holds a bundle signed at `at`: the next rotation publishes later.
+        self.rotation.signed(at);
         let thread = state.thread();
         self.threads.insert(thread, state);
         self.save()?;
@@ -552,7 +573,9 @@ impl Device {
     }
 
     /// Admin: applies `action` to `thread` (a new epoch wrapped to the remaining members),
-    /// persists it, and posts the commit. Returns the commit.
+    /// persists it, and posts the commit. Returns the commit. The members' current bundles are
+    /// fetched first: the commit carries those that rotated (newer, same identity key), so the
+    /// new epoch is wrapped to every member's current KEM key.
     ///
     /// # Errors
     /// [`ClientError::WrongRole`] on a non-admin device; protocol, relay and keystore errors.
@@ -561,7 +584,7 @@ impl Device {
         thread: ThreadId,
         action: CommitAction,
     ) -> Result<Commit, ClientError> {
-        let commit = self.prepare_commit(thread, action)?;
+        let commit = self.prepare_commit(thread, action).await?;
         self.post_commit(&commit).await?;
         Ok(commit)
     }
@@ -570,9 +593,12 @@ impl Device {
     /// is installed) and persists it, without posting. Record what must be durable before the
     /// members can learn of the commit (an audit line), then [`Device::post_commit`] it.
     ///
+    /// Like `commit`, it first fetches the members' current bundles (best effort) so the new
+    /// epoch is wrapped to rotated KEM keys.
+    ///
     /// # Errors
     /// [`ClientError::WrongRole`] on a non-admin device; protocol and keystore errors.
-    pub fn prepare_commit(
+    pub async fn prepare_commit(
         &mut self,
         thread: ThreadId,
         action: CommitAction,
@@ -582,11 +608,14 @@ impl Device {
                 "only the entity's admin device commits roster changes".to_owned(),
             ));
         }
+        let updates = self.key_updates(thread).await?;
         let state = self
             .threads
             .get_mut(&thread)
             .ok_or(ClientError::UnknownThread(thread))?;
-        let commit = state.commit(&self.keys, action, now(), &mut self.rng)?;
+        let commit =
+            state.commit_with_updates(&self.keys, action, updates, now(), &mut self.rng)?;
+        self.rotation.epoch_applied();
         self.save()?;
         Ok(commit)
     }
@@ -645,13 +674,18 @@ impl Device {
     /// Items that fail verification become [`Event::Refused`]; they never stop the inbox.
     /// Returned events are durable: the keystore already holds their effect.
     ///
-    /// Cancel-safe (for `tokio::select!`): the only await is the fetch; if the future is dropped
-    /// there, nothing was applied and the items come again.
+    /// First it runs the key upkeep ([`Device::maintain_keys`]: KEM key rotation on schedule,
+    /// deletion of retired keys); a failed publication does not stop the inbox.
+    ///
+    /// Cancel-safe (for `tokio::select!`): the awaits are the key upkeep (each of its steps is on
+    /// disk before the next; an interrupted publication is redone) and the fetch; if the future
+    /// is dropped there, nothing was applied and the items come again.
     ///
     /// # Errors
     /// Relay errors (nothing was applied then); keystore errors (stop the device and reopen it
     /// from disk).
     pub async fn receive(&mut self, wait: Duration) -> Result<Vec<Event>, ClientError> {
+        self.maintain_keys_in_background().await?;
         let items = self
             .relay
             .inbox(self.cursor, FETCH_LIMIT, wait, None)
@@ -782,6 +816,7 @@ impl Device {
                             if self.remembers_joins() {
                                 self.memory.applied(self.keys.device(), &commit, at);
                             }
+                            self.rotation.epoch_applied();
                             Some(Event::RosterChanged {
                                 thread,
                                 epoch: commit.epoch,
@@ -821,6 +856,7 @@ impl Device {
                 ) {
                     Ok(state) => {
                         self.threads.insert(thread, state);
+                        self.rotation.epoch_applied();
                         Some(Event::Joined {
                             thread,
                             epoch: commit.epoch,
@@ -876,6 +912,7 @@ impl Device {
     fn save(&mut self) -> Result<(), ClientError> {
         let contents = contents_of(
             &self.keys,
+            &self.rotation,
             self.relay.url(),
             self.cursor,
             &self.role,
@@ -894,6 +931,7 @@ impl Device {
 #[allow(clippy::too_many_arguments)]
 fn contents_of(
     keys: &DeviceKeys,
+    rotation: &RotationState,
     relay: &str,
     cursor: u64,
     role: &DeviceRole,
@@ -908,6 +946,8 @@ fn contents_of(
         device: keys.device(),
         suite: keys.suite(),
         seed: SecretB64(Zeroizing::new(*keys.seed())),
+        kem: Some(keys.kem_secrets()),
+        kem_rotation: rotation.clone(),
         relay: relay.to_owned(),
         cursor,
         role: role.clone(),

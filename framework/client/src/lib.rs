@@ -36,7 +36,7 @@ mod error;
 pub mod keystore;
 mod relay;
 
-pub use device::{Device, DeviceRole, Event, NewDevice, NewRole, PinnedAdmin};
+pub use device::{Device, DeviceRole, Event, KemRotation, NewDevice, NewRole, PinnedAdmin};
 pub use enrol::ExpectedKey;
 pub use error::ClientError;
 pub use keystore::{KdfCost, Keystore, KeystoreError, KeystoreSecret};

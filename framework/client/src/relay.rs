@@ -72,6 +72,18 @@ impl RelayClient {
         })
     }
 
+    /// The same connection acting with `keys` (the same device after a KEM key rotation), so
+    /// that the client does not keep the replaced keys alive.
+    #[must_use]
+    pub fn with_keys(&self, keys: Arc<DeviceKeys>) -> Self {
+        Self {
+            http: self.http.clone(),
+            base: self.base.clone(),
+            keys,
+            rng: Arc::clone(&self.rng),
+        }
+    }
+
     /// The relay's base URL.
     #[must_use]
     pub fn url(&self) -> &str {
@@ -180,6 +192,18 @@ impl RelayClient {
     pub async fn register(&self) -> Result<Registration, ClientError> {
         let bundle = encode(&self.keys.bundle(now()))?;
         self.call_decode("registration", Method::POST, "/v1/devices", bundle)
+            .await
+    }
+
+    /// Publishes `bundle`, this device's bundle: a newer one replaces the registered one (a KEM
+    /// key rotation); the relay refuses one older than what it has.
+    ///
+    /// # Errors
+    /// [`ClientError::Refused`] with `conflict` if the device id is registered with another key
+    /// or a newer bundle.
+    pub async fn publish_bundle(&self, bundle: &KeyBundle) -> Result<Registration, ClientError> {
+        let body = encode(bundle)?;
+        self.call_decode("registration", Method::POST, "/v1/devices", body)
             .await
     }
 

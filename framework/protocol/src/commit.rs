@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::encoding::Tbs;
 use crate::error::CommitError;
 use crate::ids::{DeviceId, Epoch, ThreadId, Timestamp};
-use crate::keys::{IdentityPublicKey, Signature};
+use crate::keys::{IdentityPublicKey, KeyBundle, Signature};
 use crate::roster::{Floor, Member, Role, Roster, RosterHash};
 use crate::wire::{Version, WireType};
 use crate::wrap::{EpochSecret, KeyWrap};
@@ -259,6 +259,11 @@ pub struct Commit {
     pub prev_roster_hash: RosterHash,
     /// The change.
     pub action: CommitAction,
+    /// Newer key bundles of existing members (KEM key rotations), applied to the previous roster
+    /// before `action`: each for a member of the previous roster, at most one per device, same
+    /// identity key, created later than the bundle it replaces, signature valid. The new epoch's
+    /// secret is wrapped to these keys.
+    pub updates: Vec<KeyBundle>,
     /// The whole new roster (so that new members learn it); must equal `action` applied to the
     /// previous roster, which existing members check.
     pub roster: Roster,
@@ -292,6 +297,10 @@ impl Commit {
             .u64(self.created_at.0)
             .fixed(&self.confirmation);
         self.action.encode(&mut tbs);
+        tbs.u64(u64::try_from(self.updates.len()).unwrap_or(u64::MAX));
+        for bundle in &self.updates {
+            tbs.fixed(bundle.device.as_bytes()).fixed(&bundle.digest());
+        }
         tbs.u64(u64::try_from(self.wraps.len()).unwrap_or(u64::MAX));
         for wrap in &self.wraps {
             tbs.fixed(wrap.recipient.as_bytes())
@@ -346,9 +355,96 @@ impl Commit {
         expected.ct_eq(&self.confirmation).into()
     }
 
+    /// The roster `prev` with the members' bundles replaced by `updates` (see
+    /// [`Commit::updates`]).
+    ///
+    /// # Errors
+    /// [`CommitError::KeyUpdate`] for an update of a non-member, a second update of one device,
+    /// or a bundle that may not replace the member's ([`KeyBundle::check_update_of`]).
+    pub fn apply_updates(prev: &Roster, updates: &[KeyBundle]) -> Result<Roster, CommitError> {
+        let mut next = prev.clone();
+        for bundle in updates {
+            let device = bundle.device;
+            let refuse = |reason: String| CommitError::KeyUpdate { device, reason };
+            let Some(old) = prev.get(device) else {
+                return Err(refuse("it is not a member of the thread".to_owned()));
+            };
+            let Some(member) = next.members.get_mut(&device) else {
+                return Err(refuse("it is not a member of the thread".to_owned()));
+            };
+            if member.bundle != old.bundle {
+                return Err(refuse("the commit updates it twice".to_owned()));
+            }
+            bundle
+                .check_update_of(&old.bundle)
+                .map_err(|e| refuse(e.to_string()))?;
+            member.bundle = bundle.clone();
+        }
+        Ok(next)
+    }
+
     /// The wrap addressed to `device`, if any.
     #[must_use]
     pub fn wrap_for(&self, device: DeviceId) -> Option<&KeyWrap> {
         self.wraps.iter().find(|w| w.recipient == device)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::error::CommitError;
+    use crate::ids::{DeviceId, EntityId, Timestamp};
+    use crate::keys::DeviceKeys;
+    use crate::rng::Csprng;
+    use crate::suite::CipherSuite;
+    use crate::thread::ThreadState;
+    use crate::wrap::SeenWraps;
+
+    use super::CommitAction;
+
+    const NOW: Timestamp = Timestamp(1_000);
+
+    fn keys(n: u8) -> DeviceKeys {
+        DeviceKeys::from_seed(
+            DeviceId::from_bytes([n; 16]),
+            CipherSuite::default(),
+            &[n; 32],
+        )
+    }
+
+    #[test]
+    fn members_refuse_a_signed_commit_whose_key_update_rolls_back() {
+        let (customer, admin) = (keys(1), keys(2));
+        let entity = EntityId::new("acme").unwrap();
+        let mut rng = Csprng::from_seed([4; 32]);
+        let (mut customer_view, open) =
+            ThreadState::open(&customer, entity.clone(), &admin.bundle(NOW), NOW, &mut rng)
+                .unwrap();
+        let mut admin_view =
+            ThreadState::accept(&admin, &entity, &open, NOW, &mut SeenWraps::new()).unwrap();
+        let mut rotated = customer.clone();
+        rotated.rotate_kem(NOW, &mut rng);
+        let mut commit = admin_view
+            .commit_with_updates(
+                &admin,
+                CommitAction::Rekey,
+                vec![rotated.bundle(NOW.plus(1))],
+                NOW.plus(1),
+                &mut rng,
+            )
+            .unwrap();
+        // A bundle older than the member's, put in by a hostile or buggy admin and signed:
+        // members check every update themselves.
+        let stale = rotated.bundle(Timestamp(NOW.0 - 1));
+        commit.updates = vec![stale.clone()];
+        if let Some(member) = commit.roster.members.get_mut(&customer.device()) {
+            member.bundle = stale;
+        }
+        let hash = commit.roster.hash();
+        commit.signature = admin.identity().sign(commit.tbs(&hash).as_slice());
+        let err = customer_view
+            .apply_commit(&rotated, &commit, NOW.plus(1))
+            .unwrap_err();
+        assert!(matches!(err, CommitError::KeyUpdate { .. }), "{err}");
     }
 }

@@ -5,6 +5,7 @@
 //! means a bug in this crate.
 
 use crate::ids::{DeviceId, EntityId, Epoch, ThreadId, Timestamp, WrapId};
+use crate::keys::KemKeyId;
 use crate::suite::CipherSuite;
 
 /// The operating system could not provide randomness.
@@ -76,6 +77,26 @@ pub enum KeyError {
         "the thread was opened with keys that are not this admin device's current keys; the customer has a stale directory record and must fetch it again"
     )]
     StaleKeys,
+    /// A bundle meant to replace a member's bundle (a key rotation) changes the identity key.
+    #[error(
+        "updated key bundle of device {device} has another identity key; a rotation replaces only the KEM key"
+    )]
+    IdentityChanged {
+        /// The device.
+        device: DeviceId,
+    },
+    /// A bundle meant to replace a member's bundle is not newer than the one it replaces.
+    #[error(
+        "updated key bundle of device {device} was created at {found}, not after the bundle it replaces ({current}); an older bundle is refused (rollback)"
+    )]
+    NotNewer {
+        /// The device.
+        device: DeviceId,
+        /// `created_at` of the bundle held.
+        current: Timestamp,
+        /// `created_at` of the offered bundle.
+        found: Timestamp,
+    },
     /// The bundle belongs to a different device than expected.
     #[error("key bundle is for device {found}, expected {expected}")]
     WrongDevice {
@@ -194,6 +215,17 @@ pub enum WrapError {
         /// Which context field differs.
         field: &'static str,
     },
+    /// The wrap is sealed to a KEM key this device does not hold: a key it never had, or one it
+    /// rotated away and deleted after the grace period.
+    #[error(
+        "wrap {wrap_id} is sealed to KEM key {key}, which this device does not hold (never had, or deleted after a rotation); the sender must wrap to the device's current bundle"
+    )]
+    UnknownKemKey {
+        /// The wrap.
+        wrap_id: WrapId,
+        /// The key it names.
+        key: KemKeyId,
+    },
     /// HPKE decapsulation or decryption failed: the wrap was tampered with or is not for this key.
     #[error("wrap {wrap_id} could not be decrypted with this device's KEM key")]
     Decrypt {
@@ -263,6 +295,14 @@ pub enum CommitError {
     /// The action is not valid for the current roster.
     #[error("invalid roster change: {0}")]
     InvalidAction(String),
+    /// A member's updated key bundle (a KEM key rotation) in the commit is refused.
+    #[error("commit's key update for device {device} refused: {reason}")]
+    KeyUpdate {
+        /// The device the update is for.
+        device: DeviceId,
+        /// Why.
+        reason: String,
+    },
     /// This device is not a member of the new epoch (it was removed).
     #[error("device {device} is not a member of epoch {epoch}: it was removed from the thread")]
     Removed {

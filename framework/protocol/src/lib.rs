@@ -83,7 +83,8 @@ pub use error::{
 pub use history::{GrantedEpoch, HistoryGrant, MAX_GRANT_MESSAGES};
 pub use ids::{DeviceId, EntityId, Epoch, MessageId, ThreadId, Timestamp, WrapId};
 pub use keys::{
-    DeviceKeys, Fingerprint, IdentityKeyPair, IdentityPublicKey, KemPublicKey, KeyBundle, Signature,
+    DeviceKeys, Fingerprint, IdentityKeyPair, IdentityPublicKey, KemKeyId, KemKeySecrets,
+    KemPublicKey, KeyBundle, Signature,
 };
 pub use memory::{DEFAULT_MEMORY_LIMIT, DeviceMemory, ThreadMark};
 pub use message::{

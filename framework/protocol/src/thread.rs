@@ -240,7 +240,9 @@ impl ThreadState {
     }
 
     /// The admin accepts a thread a customer opened. It checks the customer's bundle, that the
-    /// customer wrapped to this admin's current keys, and opens epoch 0's secret. `seen` is the
+    /// customer wrapped to this admin's identity and a KEM key it holds (the current one, or one
+    /// retired within its grace period: the customer may have fetched the directory before a
+    /// rotation), and opens epoch 0's secret. `seen` is the
     /// admin device's record of opened thread-open wraps (keep one per admin device, and prune
     /// it with [`SeenWraps::prune`]): a replayed thread open is refused. Callers must also refuse
     /// a thread id they already hold.
@@ -271,7 +273,7 @@ impl ThreadState {
             .into());
         }
         if open.admin.identity_key != admin.identity_public()
-            || &open.admin.kem_key != admin.kem_public()
+            || !admin.holds_kem_key(&open.admin.kem_key)
         {
             return Err(KeyError::StaleKeys.into());
         }
@@ -356,6 +358,33 @@ impl ThreadState {
             state.seen_wraps.insert(wrap.wrap_id, wrap.expires_at);
         }
         Ok(state)
+    }
+
+    /// Of `bundles` (fetched from the directory), those that rotate the KEM key of a current
+    /// member: same device and identity key, created after the member's bundle, a different KEM
+    /// key, signature valid. Others are skipped. Pass the result to
+    /// [`ThreadState::commit_with_updates`]; an empty result means every member's key is current.
+    #[must_use]
+    pub fn key_updates(&self, bundles: impl IntoIterator<Item = KeyBundle>) -> Vec<KeyBundle> {
+        let roster = self.roster();
+        let mut updates: BTreeMap<DeviceId, KeyBundle> = BTreeMap::new();
+        for bundle in bundles {
+            let Some(member) = roster.get(bundle.device) else {
+                continue;
+            };
+            if bundle.kem_key == member.bundle.kem_key
+                || bundle.check_update_of(&member.bundle).is_err()
+            {
+                continue;
+            }
+            match updates.get(&bundle.device) {
+                Some(kept) if kept.created_at >= bundle.created_at => {}
+                _ => {
+                    updates.insert(bundle.device, bundle);
+                }
+            }
+        }
+        updates.into_values().collect()
     }
 
     /// Sets how many old epochs this device keeps (see [`RetentionPolicy`]) and applies it now.
@@ -478,6 +507,24 @@ impl ThreadState {
         now: Timestamp,
         rng: &mut Csprng,
     ) -> Result<Commit, CommitError> {
+        self.commit_with_updates(admin, action, Vec::new(), now, rng)
+    }
+
+    /// Like [`ThreadState::commit`], carrying `updates`: newer bundles of existing members (KEM
+    /// key rotations, see [`Commit::updates`]; [`ThreadState::key_updates`] picks them from
+    /// bundles fetched from the directory). The new epoch is wrapped to the updated keys.
+    ///
+    /// # Errors
+    /// As [`ThreadState::commit`]; [`CommitError::KeyUpdate`] for an update that may not replace
+    /// the member's bundle.
+    pub fn commit_with_updates(
+        &mut self,
+        admin: &DeviceKeys,
+        action: CommitAction,
+        updates: Vec<KeyBundle>,
+        now: Timestamp,
+        rng: &mut Csprng,
+    ) -> Result<Commit, CommitError> {
         if admin.device() != self.admin
             || self.me != self.admin
             || admin.identity_public() != self.admin_key
@@ -487,7 +534,8 @@ impl ThreadState {
         let epoch = self.current.next().ok_or_else(|| {
             CommitError::InvalidAction("the epoch counter is exhausted".to_owned())
         })?;
-        let roster = action.apply(self.roster())?;
+        let updated = Commit::apply_updates(self.roster(), &updates)?;
+        let roster = action.apply(&updated)?;
         roster.validate(self.admin, &self.admin_key, now, Some(self.roster()))?;
         let roster_hash = roster.hash();
         let secret = EpochSecret::generate(rng);
@@ -509,6 +557,7 @@ impl ThreadState {
             epoch,
             prev_roster_hash: self.roster_hash(),
             action,
+            updates,
             roster,
             committer: self.me,
             created_at: now,
@@ -522,7 +571,8 @@ impl ThreadState {
     }
 
     /// A member applies the admin's commit: it must be for this thread, start the next epoch,
-    /// build on this device's roster, match its action, be signed by the pinned admin, and carry
+    /// build on this device's roster, carry only valid key updates of members (newer bundles of
+    /// the same identity keys), match its updates and action, be signed by the pinned admin, and carry
     /// a valid wrap for this device. On success the new epoch becomes current and old epochs are
     /// pruned by the retention policy. A device the commit removes gets
     /// [`CommitError::Removed`] and keeps its state (it can still read what it already had).
@@ -554,10 +604,12 @@ impl ThreadState {
                 epoch: commit.epoch,
             });
         }
-        let expected = commit.action.apply(self.roster())?;
+        let updated = Commit::apply_updates(self.roster(), &commit.updates)?;
+        let expected = commit.action.apply(&updated)?;
         if expected.hash() != roster_hash {
             return Err(CommitError::InvalidAction(
-                "the commit's roster is not its action applied to the current roster".to_owned(),
+                "the commit's roster is not its key updates and action applied to the current roster"
+                    .to_owned(),
             ));
         }
         commit

@@ -11,7 +11,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 use crate::encoding::{Tbs, b64};
 use crate::error::WrapError;
 use crate::ids::{DeviceId, Epoch, ThreadId, Timestamp, WrapId};
-use crate::keys::{DeviceKeys, IdentityPublicKey, KeyBundle, Signature};
+use crate::keys::{DeviceKeys, IdentityPublicKey, KemKeyId, KeyBundle, Signature};
 use crate::rng::Csprng;
 use crate::roster::RosterHash;
 use crate::suite::{CipherSuite, hpke_open, hpke_seal};
@@ -67,6 +67,9 @@ pub struct KeyWrap {
     pub sender: DeviceId,
     /// The device it is for.
     pub recipient: DeviceId,
+    /// The recipient's KEM key it is sealed to (the id of the key in the bundle the sender
+    /// used), so that a device holding several keys during a rotation picks the right one.
+    pub recipient_key: KemKeyId,
     /// The roster of `epoch`.
     pub roster_hash: RosterHash,
     /// Unique id; receivers refuse a wrap id twice.
@@ -126,6 +129,7 @@ impl KeyWrap {
             .u64(self.epoch.0)
             .fixed(self.sender.as_bytes())
             .fixed(self.recipient.as_bytes())
+            .fixed(&self.recipient_key.0)
             .fixed(&self.roster_hash.0)
             .fixed(self.wrap_id.as_bytes())
             .u64(self.expires_at.0);
@@ -157,6 +161,7 @@ impl KeyWrap {
             epoch: context.epoch,
             sender: sender.device(),
             recipient: recipient.device,
+            recipient_key: KemKeyId::of(&recipient.kem_key),
             roster_hash: context.roster_hash,
             wrap_id: WrapId::random(rng),
             expires_at: context.expires_at,
@@ -175,7 +180,8 @@ impl KeyWrap {
     }
 
     /// Opens a wrap addressed to `me`. Checks, in order: suite, addressee, sender, context,
-    /// expiry, signature, replay, and finally HPKE decryption. The wrap id is recorded in `seen`
+    /// expiry, signature, replay, that `me` holds the KEM key the wrap names (current, or retired
+    /// within its grace period), and finally HPKE decryption. The wrap id is recorded in `seen`
     /// only when every check passed.
     ///
     /// # Errors
@@ -238,7 +244,13 @@ impl KeyWrap {
         if seen.contains(wrap_id) {
             return Err(WrapError::Replayed { wrap_id });
         }
-        let plaintext = hpke_open(me.kem_secret(), &self.enc, &info, &self.ciphertext, &[])
+        let Some(kem_secret) = me.kem_secret_for(&self.recipient_key) else {
+            return Err(WrapError::UnknownKemKey {
+                wrap_id,
+                key: self.recipient_key,
+            });
+        };
+        let plaintext = hpke_open(kem_secret, &self.enc, &info, &self.ciphertext, &[])
             .map_err(|_| WrapError::Decrypt { wrap_id })?;
         let bytes: [u8; 32] = plaintext
             .as_slice()

@@ -20,6 +20,7 @@ use switchboard_protocol::{AgentKind, Content, EntityId, HandoffTarget, Sender, 
 use switchboard_testkit::{agent_said, gather, new_agent, said_by, scratch_dir, until};
 
 mod attacks;
+mod rotation;
 
 fn config(dir: &Path, relay: &str) -> Config {
     KeystoreSecret::create_key_file(&dir.join("admin.key")).ok();
@@ -282,6 +283,7 @@ async fn routes_by_rule_arbitrates_handoff_and_audits_every_grant() {
             AuditEvent::Revoked { .. } => "revoked",
             AuditEvent::HandoffRefused { .. } => "handoff_refused",
             AuditEvent::HistoryGranted { .. } => "history",
+            AuditEvent::Rekeyed { .. } => "rekeyed",
         })
         .collect();
     assert_eq!(

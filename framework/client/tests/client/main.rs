@@ -13,6 +13,7 @@
 mod failures;
 mod flow;
 mod keystore;
+mod rotation;
 
 use std::path::PathBuf;
 use std::time::Duration;

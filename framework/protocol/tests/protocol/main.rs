@@ -18,6 +18,7 @@ mod flows;
 mod fuzz_smoke;
 mod history;
 mod rfc9180;
+mod rotation;
 mod spec_table;
 mod support;
 mod vectors;

@@ -3,8 +3,8 @@
 //!
 //! | method | path | who | what |
 //! |---|---|---|---|
-//! | POST | `/v1/devices` | anyone, signed by the key in the bundle | register a key bundle |
-//! | GET | `/v1/devices/{device}` | any registered device | a device's key bundle |
+//! | POST | `/v1/devices` | anyone, signed by the key in the bundle | register a key bundle, or replace it with a newer one (KEM key rotation; an older one is a 409) |
+//! | GET | `/v1/devices/{device}` | any registered device | a device's newest key bundle |
 //! | POST | `/v1/entities` | the device that becomes the admin | create an entity |
 //! | GET | `/v1/entities/{entity}` | any registered device | the entity's directory record |
 //! | POST | `/v1/threads` | a customer device | open a thread (`ThreadOpen`), queued for the admin |
@@ -265,6 +265,7 @@ async fn register_device(
         )));
     }
     check_signed(&state, &auth, &bundle.identity_key, &method, &uri, &raw).await?;
+    refuse_older_bundle(&state, &bundle).await?;
     let record = DeviceRecord {
         device: bundle.device,
         identity_key: *bundle.identity_key.as_bytes(),
@@ -283,6 +284,28 @@ async fn register_device(
         created: outcome == Registered::Created,
     };
     Ok((status, Json(answer)).into_response())
+}
+
+/// A registered device replaces its bundle only with a newer one (a KEM key rotation,
+/// docs/protocol.md §2.4) or the same one again: an older bundle would bring back a retired key,
+/// possibly deleted or compromised. A bundle under another identity key is the store's conflict.
+async fn refuse_older_bundle(state: &RelayState, bundle: &KeyBundle) -> Result<(), ApiError> {
+    let Some(existing) = state.store.device(bundle.device).await? else {
+        return Ok(());
+    };
+    let Ok(current) = decode::<KeyBundle>(&existing.bundle) else {
+        return Ok(());
+    };
+    if current.identity_key == bundle.identity_key
+        && current != *bundle
+        && bundle.created_at <= current.created_at
+    {
+        return Err(ApiError::Conflict(format!(
+            "device {} has a newer key bundle registered (created at {}, this one at {}); publish a new KEM key with a later created_at",
+            bundle.device, current.created_at, bundle.created_at
+        )));
+    }
+    Ok(())
 }
 
 async fn get_device(

@@ -23,6 +23,7 @@ use switchboard_relay::{RelayState, app};
 use tower::ServiceExt as _;
 
 mod plaintext;
+mod rotation;
 mod schemas;
 mod threads;
 
