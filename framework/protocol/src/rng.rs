@@ -31,8 +31,8 @@ pub struct Csprng {
 enum Source {
     /// Every request is read from the operating system. `fallback` is used only if the
     /// operating system fails after [`Csprng::from_os`] succeeded (which Linux, macOS and
-    /// Windows do not do once their pool is initialised); it is a key-erasing generator seeded
-    /// from the operating system and reseeded on every successful read.
+    /// Windows do not do once their pool is initialised): a key-erasing generator seeded from
+    /// the operating system when the `Csprng` was made, so that `fill` never panics.
     Os { fallback: Ratchet },
     /// A fixed seed: test vectors and benchmarks only.
     #[cfg(any(test, feature = "test-util"))]
@@ -89,15 +89,7 @@ impl Csprng {
     pub fn fill(&mut self, dest: &mut [u8]) {
         match &mut self.source {
             Source::Os { fallback } => {
-                if os_fill(dest).is_ok() {
-                    // Mix fresh OS output into the fallback's key as well, so that it never
-                    // runs on its first seed alone.
-                    let mut fresh = [0u8; 32];
-                    if os_fill(&mut fresh).is_ok() {
-                        fallback.reseed(&fresh);
-                    }
-                    fresh.zeroize();
-                } else {
+                if os_fill(dest).is_err() {
                     fallback.fill(dest);
                 }
             }
@@ -142,15 +134,6 @@ impl Ratchet {
         }
         let next = self.block(b"switchboard/1 rng next key", 0);
         self.key = next;
-    }
-
-    fn reseed(&mut self, fresh: &[u8; 32]) {
-        let mut next = self.block(b"switchboard/1 rng reseed", 0);
-        for (k, f) in next.iter_mut().zip(fresh.iter()) {
-            *k ^= *f;
-        }
-        self.key = next;
-        next.zeroize();
     }
 }
 

@@ -22,8 +22,14 @@ use crate::wrap::{
 };
 
 /// How many epochs before the current one a device keeps secrets for. Older secrets are
-/// zeroized and deleted as soon as a new epoch is installed, so a device compromised later cannot
-/// read them.
+/// zeroized and deleted as soon as a new epoch is installed, so a later capture of the device's
+/// *thread state* does not hold them.
+///
+/// This alone is not forward secrecy: every epoch secret was also delivered in a wrap sealed to
+/// the device's KEM key, and whoever kept those wraps (the relay stores them) and later obtains
+/// that KEM private key recomputes every deleted secret. Forward secrecy against the relay holds
+/// only for wraps sealed to a KEM key whose private key the device has since deleted (KEM key
+/// rotation); within an epoch there is no ratchet. See docs/protocol.md §6.1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetentionPolicy {
     /// Number of previous epochs kept (default 1: late messages of the epoch just closed can
@@ -1081,8 +1087,9 @@ mod secret_b64 {
 /// its epoch secrets are zeroized when it is dropped and it never prints them.
 ///
 /// Persist the snapshot taken after [`ThreadState::seal`] before sending the sealed message:
-/// restoring an older snapshot and sealing again would reuse a generation, and with it a message
-/// key and nonce.
+/// restoring an older snapshot and sealing again repeats a generation. The message's random reuse
+/// guard keeps that from repeating a key and nonce, but receivers that already got the first
+/// message under that generation refuse the second as [`MessageError::Equivocation`].
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ThreadSnapshot {
