@@ -19,6 +19,8 @@ use switchboard_client::{Device, Event, KeystoreSecret, NewDevice, NewRole};
 use switchboard_protocol::{AgentKind, Content, EntityId, HandoffTarget, Sender, ThreadId};
 use switchboard_testkit::{agent_said, gather, new_agent, said_by, scratch_dir, until};
 
+mod equivocation;
+
 fn config(dir: &Path, relay: &str) -> Config {
     KeystoreSecret::create_key_file(&dir.join("admin.key")).ok();
     let text = format!(
@@ -264,6 +266,8 @@ async fn routes_by_rule_arbitrates_handoff_and_audits_every_grant() {
             AuditEvent::Revoked { .. } => "revoked",
             AuditEvent::HandoffRefused { .. } => "handoff_refused",
             AuditEvent::HistoryGranted { .. } => "history",
+            AuditEvent::Equivocation { .. } => "equivocation",
+            AuditEvent::LateMessage { .. } => "late_message",
         })
         .collect();
     assert_eq!(
