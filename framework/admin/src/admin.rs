@@ -690,6 +690,61 @@ impl Admin {
                         sealed,
                     }));
                 }
+                Event::Equivocation {
+                    thread,
+                    sender,
+                    epoch,
+                    generation,
+                    first,
+                    second,
+                } => {
+                    tracing::warn!(%thread, %sender, epoch = epoch.0, generation, "equivocation: two messages under one generation");
+                    self.audit.record(
+                        now(),
+                        AuditEvent::Equivocation {
+                            thread,
+                            device: sender,
+                            epoch,
+                            generation,
+                            first,
+                            second,
+                        },
+                    )?;
+                    outcomes.push(Outcome::Event(Event::Equivocation {
+                        thread,
+                        sender,
+                        epoch,
+                        generation,
+                        first,
+                        second,
+                    }));
+                }
+                Event::LateMessage {
+                    thread,
+                    sender,
+                    epoch,
+                    next,
+                    next_installed_at,
+                } => {
+                    tracing::warn!(%thread, %sender, epoch = epoch.0, "late message of an old epoch dropped");
+                    self.audit.record(
+                        now(),
+                        AuditEvent::LateMessage {
+                            thread,
+                            device: sender,
+                            epoch,
+                            next,
+                            next_installed_at,
+                        },
+                    )?;
+                    outcomes.push(Outcome::Event(Event::LateMessage {
+                        thread,
+                        sender,
+                        epoch,
+                        next,
+                        next_installed_at,
+                    }));
+                }
                 other => outcomes.push(Outcome::Event(other)),
             }
         }

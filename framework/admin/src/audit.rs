@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use switchboard_protocol::{DeviceId, Epoch, ThreadId, Timestamp};
+use switchboard_protocol::{DeviceId, Epoch, MessageDigest, ThreadId, Timestamp};
 
 use crate::error::AdminError;
 
@@ -87,6 +87,37 @@ pub enum AuditEvent {
         epoch: Epoch,
         /// Why.
         reason: String,
+    },
+    /// A member signed two different messages under one generation: the first stands, the
+    /// second was dropped (members may disagree about what it said).
+    Equivocation {
+        /// The thread.
+        thread: ThreadId,
+        /// The member.
+        device: DeviceId,
+        /// The epoch.
+        epoch: Epoch,
+        /// The generation used twice.
+        generation: u64,
+        /// Digest of the message accepted first.
+        first: MessageDigest,
+        /// Digest of the dropped one.
+        second: MessageDigest,
+    },
+    /// A message of an old epoch arrived after the grace period and was dropped: its sender
+    /// may have missed a commit (a relay withholding it), or the old epoch's secret is being
+    /// used by someone who should have moved on.
+    LateMessage {
+        /// The thread.
+        thread: ThreadId,
+        /// The sender.
+        device: DeviceId,
+        /// The message's (old) epoch.
+        epoch: Epoch,
+        /// The epoch the admin had installed after it.
+        next: Epoch,
+        /// When the admin installed it.
+        next_installed_at: Timestamp,
     },
     /// A handoff request was not granted.
     HandoffRefused {

@@ -340,6 +340,16 @@ impl Chat {
                         "! dropped an item that failed verification: {reason}"
                     ));
                 }
+                Event::Equivocation {
+                    generation, epoch, ..
+                } => out(&format!(
+                    "! a member sent two different messages as message {generation} of key epoch {}: the second was dropped",
+                    epoch.0
+                )),
+                Event::LateMessage { epoch, .. } => out(&format!(
+                    "! dropped a late message of old key epoch {}: its sender may have missed a roster change",
+                    epoch.0
+                )),
                 Event::ThreadOpened { .. } | Event::Joined { .. } => {}
             }
         }

@@ -11,8 +11,8 @@ use switchboard_protocol::api::{InboxItem, ItemKind};
 use switchboard_protocol::{
     CipherSuite, Commit, CommitAction, CommitError, Content, Csprng, DeviceId, DeviceKeys,
     DeviceMemory, EntityId, Epoch, Fingerprint, HistoryGrant, IdentityPublicKey, KemKeySecrets,
-    KeyBundle, MessageError, MessageId, ReceivedMessage, SealedMessage, SeenWraps, ThreadId,
-    ThreadOpen, ThreadSnapshot, ThreadState, WireType, decode,
+    KeyBundle, MessageDigest, MessageError, MessageId, ReceivedMessage, SealedMessage, SeenWraps,
+    ThreadId, ThreadOpen, ThreadSnapshot, ThreadState, WireType, decode,
 };
 use zeroize::Zeroizing;
 
@@ -116,6 +116,39 @@ pub enum Event {
         thread: ThreadId,
         /// The messages.
         messages: Vec<ReceivedMessage>,
+    },
+    /// A member signed a different message under a generation this device already accepted a
+    /// message for (it equivocates, or its state was rolled back): the first message stands and
+    /// this one was dropped. Receivers may disagree about what it said: report it (the admin
+    /// audits it).
+    Equivocation {
+        /// The thread.
+        thread: ThreadId,
+        /// The member.
+        sender: DeviceId,
+        /// The epoch.
+        epoch: Epoch,
+        /// The generation used twice.
+        generation: u64,
+        /// Digest of the message accepted first.
+        first: MessageDigest,
+        /// Digest of the dropped one.
+        second: MessageDigest,
+    },
+    /// A message of an old epoch arrived after the grace period that followed this device's
+    /// install of the next epoch and was dropped: its sender may have missed a commit (a relay
+    /// withholding it). The admin audits these.
+    LateMessage {
+        /// The thread.
+        thread: ThreadId,
+        /// The sender.
+        sender: DeviceId,
+        /// The message's (old) epoch.
+        epoch: Epoch,
+        /// The epoch this device had installed after it.
+        next: Epoch,
+        /// When it was installed.
+        next_installed_at: switchboard_protocol::Timestamp,
     },
     /// An inbox item failed verification and was dropped (it is never shown).
     Refused {
@@ -896,6 +929,33 @@ impl Device {
                         sealed: Box::new(message),
                     }),
                     Err(MessageError::Duplicate { .. }) => None,
+                    Err(MessageError::Equivocation {
+                        sender,
+                        epoch,
+                        generation,
+                        first,
+                        second,
+                    }) => Some(Event::Equivocation {
+                        thread,
+                        sender,
+                        epoch,
+                        generation,
+                        first,
+                        second,
+                    }),
+                    Err(MessageError::StaleEpoch {
+                        sender,
+                        epoch,
+                        next,
+                        next_installed_at,
+                        ..
+                    }) => Some(Event::LateMessage {
+                        thread,
+                        sender,
+                        epoch,
+                        next,
+                        next_installed_at,
+                    }),
                     Err(e) => refused(e.to_string()),
                 }
             }

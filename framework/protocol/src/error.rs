@@ -444,6 +444,44 @@ pub enum MessageError {
         /// The generation.
         generation: u64,
     },
+    /// The sender signed another message under a generation this device already accepted a
+    /// message for: it equivocates (or its state was rolled back), and members may disagree
+    /// about what it said. The first message stands; report this one (the admin audits it).
+    #[error(
+        "equivocation: {sender} sent a different message under generation {generation} of epoch {epoch} (first {first}, this one {second}); the first stands, report this"
+    )]
+    Equivocation {
+        /// The sender.
+        sender: DeviceId,
+        /// The epoch.
+        epoch: Epoch,
+        /// The generation used twice.
+        generation: u64,
+        /// Digest of the message accepted first.
+        first: crate::message::MessageDigest,
+        /// Digest of this message.
+        second: crate::message::MessageDigest,
+    },
+    /// A message of an older epoch arrived after the grace period that followed this device's
+    /// install of the next epoch: refused, so that a withheld commit cannot keep an old epoch
+    /// (and a removed agent holding its secret) alive. The admin audits these.
+    #[error(
+        "late message: {sender}'s message in old epoch {epoch} arrived at {now}, but epoch {next} was installed at {next_installed_at} and old epochs are accepted for {grace_secs} s only; the sender may have missed a commit"
+    )]
+    StaleEpoch {
+        /// The sender.
+        sender: DeviceId,
+        /// The message's (old) epoch.
+        epoch: Epoch,
+        /// The epoch installed after it.
+        next: Epoch,
+        /// When this device installed `next`.
+        next_installed_at: Timestamp,
+        /// The grace period ([`ReplayPolicy::old_epoch_grace_secs`](crate::ReplayPolicy)).
+        grace_secs: u64,
+        /// The time it was checked at.
+        now: Timestamp,
+    },
     /// The generation is too far ahead of, or too far behind, what was seen from this sender.
     #[error(
         "generation {generation} of {sender} is outside the accepted window (highest seen {highest}, max jump {max_jump}, window {window})"
@@ -530,6 +568,26 @@ pub enum HistoryError {
     #[error("history grant's roster of epoch {epoch} is not this thread's")]
     RosterMismatch {
         /// The epoch.
+        epoch: Epoch,
+    },
+    /// A granted roster has a member whose bundle or credential does not verify (credential
+    /// expiry excepted), or another customer than the thread's.
+    #[error("history grant's roster of epoch {epoch} is invalid: {detail}")]
+    InvalidRoster {
+        /// The epoch.
+        epoch: Epoch,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The granted epochs do not form the chain of roster hashes that ends in the roster the
+    /// commit that added this device built on (each granted epoch's `prev_roster_hash` is the
+    /// hash of the granted roster before it; the last granted roster is the join commit's
+    /// `prev_roster_hash`), or this device did not join through a commit.
+    #[error(
+        "history grant's epoch {epoch} does not chain to the roster this device joined on: refused"
+    )]
+    BrokenChain {
+        /// The epoch where the chain breaks.
         epoch: Epoch,
     },
     /// A granted epoch's wrap was refused.

@@ -88,8 +88,9 @@ pub use keys::{
 };
 pub use memory::{DEFAULT_MEMORY_LIMIT, DeviceMemory, ThreadMark};
 pub use message::{
-    Content, ContentType, HandoffTarget, MAX_TEXT_BYTES, MessageHeader, REORDER_WINDOW,
-    ReceiptKind, ReplayPolicy, SealedMessage,
+    Content, ContentType, DEFAULT_OLD_EPOCH_GRACE_SECS, HandoffTarget, MAX_TEXT_BYTES,
+    MessageDigest, MessageHeader, REORDER_WINDOW, REUSE_GUARD_BYTES, ReceiptKind, ReplayPolicy,
+    SealedMessage,
 };
 pub use request::RequestAuth;
 pub use rng::Csprng;

@@ -1,11 +1,15 @@
-//! Randomness for key generation, HPKE encapsulation and fresh epoch secrets.
+//! Randomness for key generation, HPKE encapsulation, fresh epoch secrets and message reuse
+//! guards.
 //!
-//! [`Csprng`] is a small deterministic random bit generator (SHA-256 in counter mode over a
-//! 32-byte seed). [`Csprng::from_os`] seeds it from the operating system, reporting failure as an
-//! error instead of panicking; [`Csprng::from_seed`] exists for reproducible test vectors and
-//! benchmarks and must not be used for real keys.
+//! [`Csprng::from_os`] reads the operating system's random source (`getrandom`) for **every**
+//! request: no secret is ever computed from a seed that stays in memory, so a memory capture does
+//! not let anyone recompute past epoch secrets or HPKE ephemerals, and a forked process does not
+//! repeat its parent's output.
+//!
+//! `Csprng::from_seed` (SHA-256 in counter mode over a fixed seed) exists only with the
+//! `test-util` feature, for reproducible test vectors and benchmarks; it must never produce real
+//! keys.
 
-use sha2::{Digest as _, Sha256};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::RandomnessError;
@@ -20,49 +24,132 @@ use crate::error::RandomnessError;
 /// assert_ne!(a, b);
 /// # Ok::<(), switchboard_protocol::RandomnessError>(())
 /// ```
-#[derive(Zeroize, ZeroizeOnDrop)]
 pub struct Csprng {
+    source: Source,
+}
+
+enum Source {
+    /// Every request is read from the operating system. `fallback` is used only if the
+    /// operating system fails after [`Csprng::from_os`] succeeded (which Linux, macOS and
+    /// Windows do not do once their pool is initialised): a key-erasing generator seeded from
+    /// the operating system when the `Csprng` was made, so that `fill` never panics.
+    Os { fallback: Ratchet },
+    /// A fixed seed: test vectors and benchmarks only.
+    #[cfg(any(test, feature = "test-util"))]
+    Seeded(Seeded),
+}
+
+impl std::fmt::Debug for Csprng {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.source {
+            Source::Os { .. } => f.write_str("Csprng { source: os }"),
+            #[cfg(any(test, feature = "test-util"))]
+            Source::Seeded(_) => f.write_str("Csprng { source: fixed seed (tests only) }"),
+        }
+    }
+}
+
+fn os_fill(dest: &mut [u8]) -> Result<(), RandomnessError> {
+    getrandom::fill(dest).map_err(|e| RandomnessError {
+        detail: e.to_string(),
+    })
+}
+
+impl Csprng {
+    /// A generator that reads the operating system's random source for every request.
+    ///
+    /// # Errors
+    /// [`RandomnessError`] if the operating system cannot provide randomness.
+    pub fn from_os() -> Result<Self, RandomnessError> {
+        let mut key = [0u8; 32];
+        os_fill(&mut key)?;
+        let fallback = Ratchet { key };
+        key.zeroize();
+        Ok(Self {
+            source: Source::Os { fallback },
+        })
+    }
+
+    /// A generator with a fixed seed: the same seed gives the same output. For test vectors and
+    /// benchmarks only (the `test-util` feature); real keys come from [`Csprng::from_os`].
+    #[cfg(any(test, feature = "test-util"))]
+    #[must_use]
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        Self {
+            source: Source::Seeded(Seeded {
+                seed,
+                counter: 0,
+                block: [0u8; 32],
+                used: 32,
+            }),
+        }
+    }
+
+    /// Fills `dest` with random bytes.
+    pub fn fill(&mut self, dest: &mut [u8]) {
+        match &mut self.source {
+            Source::Os { fallback } => {
+                if os_fill(dest).is_err() {
+                    fallback.fill(dest);
+                }
+            }
+            #[cfg(any(test, feature = "test-util"))]
+            Source::Seeded(seeded) => seeded.fill(dest),
+        }
+    }
+
+    /// Returns `N` random bytes.
+    pub fn array<const N: usize>(&mut self) -> [u8; N] {
+        let mut out = [0u8; N];
+        self.fill(&mut out);
+        out
+    }
+}
+
+/// A "fast key erasure" generator: each output is derived from the current key, which is then
+/// replaced by a one-way function of itself, so a later capture of the key does not reveal
+/// earlier outputs.
+#[derive(Zeroize, ZeroizeOnDrop)]
+struct Ratchet {
+    key: [u8; 32],
+}
+
+impl Ratchet {
+    fn block(&self, label: &[u8], counter: u64) -> [u8; 32] {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(label);
+        h.update(self.key);
+        h.update(counter.to_be_bytes());
+        h.finalize().into()
+    }
+
+    fn fill(&mut self, dest: &mut [u8]) {
+        for (counter, chunk) in (0u64..).zip(dest.chunks_mut(32)) {
+            let mut block = self.block(b"switchboard/1 rng output", counter);
+            for (d, b) in chunk.iter_mut().zip(block.iter()) {
+                *d = *b;
+            }
+            block.zeroize();
+        }
+        let next = self.block(b"switchboard/1 rng next key", 0);
+        self.key = next;
+    }
+}
+
+/// SHA-256 in counter mode over a fixed seed (test vectors only).
+#[cfg(any(test, feature = "test-util"))]
+#[derive(Zeroize, ZeroizeOnDrop)]
+struct Seeded {
     seed: [u8; 32],
     counter: u64,
     block: [u8; 32],
     used: usize,
 }
 
-impl std::fmt::Debug for Csprng {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Csprng { .. }")
-    }
-}
-
-impl Csprng {
-    /// Seeds a generator from the operating system's random source.
-    ///
-    /// # Errors
-    /// [`RandomnessError`] if the operating system cannot provide randomness.
-    pub fn from_os() -> Result<Self, RandomnessError> {
-        let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).map_err(|e| RandomnessError {
-            detail: e.to_string(),
-        })?;
-        let rng = Self::from_seed(seed);
-        seed.zeroize();
-        Ok(rng)
-    }
-
-    /// A generator with a fixed seed: the same seed gives the same output. For test vectors and
-    /// benchmarks only; real keys come from [`Csprng::from_os`].
-    #[must_use]
-    pub fn from_seed(seed: [u8; 32]) -> Self {
-        Self {
-            seed,
-            counter: 0,
-            block: [0u8; 32],
-            used: 32,
-        }
-    }
-
-    /// Fills `dest` with random bytes.
-    pub fn fill(&mut self, dest: &mut [u8]) {
+#[cfg(any(test, feature = "test-util"))]
+impl Seeded {
+    fn fill(&mut self, dest: &mut [u8]) {
         for byte in dest {
             if self.used == self.block.len() {
                 self.refill();
@@ -73,15 +160,9 @@ impl Csprng {
         }
     }
 
-    /// Returns `N` random bytes.
-    pub fn array<const N: usize>(&mut self) -> [u8; N] {
-        let mut out = [0u8; N];
-        self.fill(&mut out);
-        out
-    }
-
     fn refill(&mut self) {
-        let mut h = Sha256::new();
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
         h.update(b"switchboard/1 csprng");
         h.update(self.seed);
         h.update(self.counter.to_be_bytes());
@@ -112,7 +193,7 @@ impl rand_core::TryCryptoRng for Csprng {}
 
 #[cfg(test)]
 mod tests {
-    use super::Csprng;
+    use super::{Csprng, Ratchet, Source};
 
     #[test]
     fn same_seed_same_stream_different_seed_different_stream() {
@@ -130,5 +211,43 @@ mod tests {
         let first = a.array::<32>();
         let second = a.array::<32>();
         assert_ne!(first, second);
+    }
+
+    /// The attack of issue 8 item 7: with the old generator, whoever captured the process's
+    /// memory (the generator's seed and counter) recomputed every later secret, and a forked
+    /// process (a copy of the generator) produced the same secrets as its parent. A generator
+    /// from the OS keeps no state that determines its output.
+    #[test]
+    fn a_copy_of_an_os_generator_does_not_predict_its_output() {
+        let mut rng = Csprng::from_os().unwrap();
+        // What a memory capture (or a fork) gets: the generator's whole state.
+        let mut copy = match &rng.source {
+            Source::Os { fallback } => Csprng {
+                source: Source::Os {
+                    fallback: Ratchet { key: fallback.key },
+                },
+            },
+            Source::Seeded(_) => panic!("from_os must not be seeded"),
+        };
+        let secret = rng.array::<32>();
+        let predicted = copy.array::<32>();
+        assert_ne!(
+            secret, predicted,
+            "the copied state reproduced the next secret"
+        );
+    }
+
+    #[test]
+    fn the_fallback_erases_its_key_after_every_output() {
+        let mut ratchet = Ratchet { key: [3; 32] };
+        let before = ratchet.key;
+        let mut out = [0u8; 40];
+        ratchet.fill(&mut out);
+        assert_ne!(ratchet.key, before);
+        let mut again = Ratchet { key: before };
+        let mut out2 = [0u8; 40];
+        again.fill(&mut out2);
+        assert_eq!(out, out2, "deterministic in its key");
+        assert_ne!(out[..32], out[8..40], "blocks differ");
     }
 }

@@ -12,8 +12,8 @@ use crate::ids::{DeviceId, EntityId, Epoch, MessageId, ThreadId, Timestamp};
 use crate::keys::{DeviceKeys, IdentityPublicKey, KeyBundle, Signature};
 use crate::memory::DeviceMemory;
 use crate::message::{
-    self, Content, ContentType, MessageHeader, MessageKeySchedule, ReceiveWindow, ReplayPolicy,
-    SealedMessage,
+    self, Content, ContentType, MessageHeader, MessageKeySchedule, REUSE_GUARD_BYTES,
+    ReceiveWindow, ReplayPolicy, SealedMessage,
 };
 use crate::rng::Csprng;
 use crate::roster::{Role, Roster, RosterHash};
@@ -23,8 +23,14 @@ use crate::wrap::{
 };
 
 /// How many epochs before the current one a device keeps secrets for. Older secrets are
-/// zeroized and deleted as soon as a new epoch is installed, so a device compromised later cannot
-/// read them.
+/// zeroized and deleted as soon as a new epoch is installed, so a later capture of the device's
+/// *thread state* does not hold them.
+///
+/// This alone is not forward secrecy: every epoch secret was also delivered in a wrap sealed to
+/// the device's KEM key, and whoever kept those wraps (the relay stores them) and later obtains
+/// that KEM private key recomputes every deleted secret. Forward secrecy against the relay holds
+/// only for wraps sealed to a KEM key whose private key the device has since deleted (KEM key
+/// rotation); within an epoch there is no ratchet. See docs/protocol.md §6.1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetentionPolicy {
     /// Number of previous epochs kept (default 1: late messages of the epoch just closed can
@@ -120,18 +126,31 @@ struct EpochState {
     windows: HashMap<DeviceId, ReceiveWindow>,
     /// Kept for the keystore and history grants; zeroized on drop.
     secret: EpochSecret,
+    /// When this device installed the epoch (the grace period for late messages of the epoch
+    /// before it counts from here).
+    installed_at: Timestamp,
 }
 
 impl EpochState {
-    fn new(secret: EpochSecret, roster: Roster) -> Self {
+    fn new(secret: EpochSecret, roster: Roster, installed_at: Timestamp) -> Self {
         Self {
             schedule: MessageKeySchedule::new(&secret),
             roster_hash: roster.hash(),
             roster,
             windows: HashMap::new(),
             secret,
+            installed_at,
         }
     }
+}
+
+/// Where a device joined a thread through a commit: the epoch the commit started and the
+/// roster hash it built on (history grants must chain to it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JoinPoint {
+    pub(crate) epoch: Epoch,
+    pub(crate) prev_roster_hash: RosterHash,
 }
 
 /// One device's state of one thread.
@@ -149,6 +168,8 @@ pub struct ThreadState {
     retention: RetentionPolicy,
     replay: ReplayPolicy,
     seen_wraps: SeenWraps,
+    /// Set for a device that joined through a commit (agents).
+    joined: Option<JoinPoint>,
 }
 
 impl std::fmt::Debug for ThreadState {
@@ -164,6 +185,7 @@ impl std::fmt::Debug for ThreadState {
 }
 
 impl ThreadState {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         thread: ThreadId,
         me: DeviceId,
@@ -172,10 +194,11 @@ impl ThreadState {
         epoch: Epoch,
         secret: EpochSecret,
         roster: Roster,
+        now: Timestamp,
     ) -> Self {
         let entity = roster.entity.clone();
         let mut epochs = BTreeMap::new();
-        epochs.insert(epoch, EpochState::new(secret, roster));
+        epochs.insert(epoch, EpochState::new(secret, roster, now));
         Self {
             thread,
             entity,
@@ -188,6 +211,7 @@ impl ThreadState {
             retention: RetentionPolicy::default(),
             replay: ReplayPolicy::default(),
             seen_wraps: SeenWraps::new(),
+            joined: None,
         }
     }
 
@@ -227,6 +251,7 @@ impl ThreadState {
             Epoch(0),
             secret,
             roster,
+            now,
         );
         let open = ThreadOpen {
             v: Version,
@@ -302,6 +327,7 @@ impl ThreadState {
             Epoch(0),
             secret,
             roster,
+            now,
         );
         state.retention = RetentionPolicy::keep_all();
         Ok(state)
@@ -353,10 +379,15 @@ impl ThreadState {
             commit.epoch,
             secret,
             commit.roster.clone(),
+            now,
         );
         if let Some(wrap) = commit.wrap_for(me.device()) {
             state.seen_wraps.insert(wrap.wrap_id, wrap.expires_at);
         }
+        state.joined = Some(JoinPoint {
+            epoch: commit.epoch,
+            prev_roster_hash: commit.prev_roster_hash,
+        });
         Ok(state)
     }
 
@@ -468,6 +499,10 @@ impl ThreadState {
         &mut self.seen_wraps
     }
 
+    pub(crate) fn joined(&self) -> Option<JoinPoint> {
+        self.joined
+    }
+
     #[allow(clippy::expect_used)]
     fn current_state(&self) -> &EpochState {
         // Invariant: `epochs` always holds `current` (installed before `current` moves, and
@@ -477,11 +512,38 @@ impl ThreadState {
             .expect("the current epoch is always held")
     }
 
-    fn install(&mut self, epoch: Epoch, secret: EpochSecret, roster: Roster) {
-        self.epochs.insert(epoch, EpochState::new(secret, roster));
+    fn install(&mut self, epoch: Epoch, secret: EpochSecret, roster: Roster, now: Timestamp) {
+        self.epochs
+            .insert(epoch, EpochState::new(secret, roster, now));
         self.current = epoch;
         self.next_generation = 0;
         self.prune_epochs();
+        self.forget_stale_digests(now);
+    }
+
+    /// When the epoch after `epoch` was installed, if this device holds one.
+    fn next_installed(&self, epoch: Epoch) -> Option<(Epoch, Timestamp)> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        self.epochs
+            .range((Excluded(epoch), Unbounded))
+            .next()
+            .map(|(e, s)| (*e, s.installed_at))
+    }
+
+    /// Old epochs whose grace period is over accept no message any more: their message
+    /// digests (kept to detect equivocation) are dropped.
+    fn forget_stale_digests(&mut self, now: Timestamp) {
+        let grace = self.replay.old_epoch_grace_secs;
+        let mut next_installed: Option<Timestamp> = None;
+        for state in self.epochs.values_mut().rev() {
+            if next_installed.is_some_and(|t| now.0 >= t.0.saturating_add(grace)) {
+                state
+                    .windows
+                    .values_mut()
+                    .for_each(ReceiveWindow::forget_digests);
+            }
+            next_installed = Some(state.installed_at);
+        }
     }
 
     fn prune_epochs(&mut self) {
@@ -566,7 +628,7 @@ impl ThreadState {
             signature: Signature::from_bytes([0; 64]),
         };
         commit.signature = admin.identity().sign(commit.tbs(&roster_hash).as_slice());
-        self.install(epoch, secret, commit.roster.clone());
+        self.install(epoch, secret, commit.roster.clone(), now);
         Ok(commit)
     }
 
@@ -625,15 +687,17 @@ impl ThreadState {
             now,
             &mut self.seen_wraps,
         )?;
-        self.install(commit.epoch, secret, commit.roster.clone());
+        self.install(commit.epoch, secret, commit.roster.clone(), now);
         self.seen_wraps.prune(now);
         Ok(())
     }
 
-    /// Encrypts and signs `content` as this device's next message in the current epoch.
+    /// Encrypts and signs `content` as this device's next message in the current epoch. The
+    /// message's reuse guard is drawn from the operating system (see [`ThreadState::seal_with`]).
     ///
     /// # Errors
-    /// [`MessageError::CannotSend`] if this device is not a member of the current epoch;
+    /// [`MessageError::CannotSend`] if this device is not a member of the current epoch or the
+    /// operating system's random source fails;
     /// [`MessageError::NoFloor`] for an agent without the floor sending more than a receipt or
     /// typing indicator; [`MessageError::InvalidContent`] for oversized content or a reply
     /// without `quoted`.
@@ -642,6 +706,25 @@ impl ThreadState {
         me: &DeviceKeys,
         content: &Content,
         quoted: Option<MessageId>,
+    ) -> Result<SealedMessage, MessageError> {
+        let mut rng = Csprng::from_os()
+            .map_err(|_| MessageError::CannotSend("the operating system's random source failed"))?;
+        self.seal_with(me, content, quoted, &mut rng)
+    }
+
+    /// [`ThreadState::seal`] with the reuse guard drawn from `rng`: 16 random bytes in the header,
+    /// mixed into the message key and nonce, so that even a device whose state was rolled back
+    /// (an old snapshot restored, two processes of one bot) and repeats a generation never
+    /// encrypts two plaintexts under one key and nonce.
+    ///
+    /// # Errors
+    /// As [`ThreadState::seal`].
+    pub fn seal_with(
+        &mut self,
+        me: &DeviceKeys,
+        content: &Content,
+        quoted: Option<MessageId>,
+        rng: &mut Csprng,
     ) -> Result<SealedMessage, MessageError> {
         if me.device() != self.me {
             return Err(MessageError::CannotSend(
@@ -676,6 +759,7 @@ impl ThreadState {
             epoch,
             sender: self.me,
             generation,
+            reuse_guard: rng.array::<REUSE_GUARD_BYTES>(),
             content_type: content.content_type(),
             quoted,
             roster_hash: state.roster_hash,
@@ -689,10 +773,11 @@ impl ThreadState {
 
     /// Verifies and decrypts a message at time `now`. Checks, in order: thread, sender not
     /// removed (for messages of older epochs), epoch held, roster hash,
-    /// sender membership, sender signature, generation window (duplicates and jumps), floor (in
+    /// sender membership, sender signature, generation window (duplicates, equivocation and
+    /// jumps), for older epochs the grace period after the next epoch was installed, floor (in
     /// the message's epoch and, for older epochs, now), system notices from the admin only, the
-    /// sender's credential not expired, AEAD decryption, and content against header. The generation is recorded only when every
-    /// check passed.
+    /// sender's credential not expired, AEAD decryption, and content against header. The
+    /// generation (and the message's digest) is recorded only when every check passed.
     ///
     /// # Errors
     /// The first failed check, as a [`MessageError`].
@@ -712,16 +797,29 @@ impl ThreadState {
         let replay = self.replay;
         // A message of an older epoch is judged by the current roster too: a removed sender keeps
         // old secrets, and an agent that lost the floor must not keep posting into old epochs.
-        let old_epoch_may_post = if header.epoch < current {
+        let (old_epoch_may_post, late) = if header.epoch < current {
             if !self.roster().contains(header.sender) {
                 return Err(MessageError::SenderRemoved {
                     sender: header.sender,
                     epoch: header.epoch,
                 });
             }
-            self.roster().may_post(header.sender)
+            // ...and only for a grace period after this device installed the next epoch: a
+            // member the relay withholds a commit from would otherwise keep the old epoch alive.
+            let late = self.next_installed(header.epoch).and_then(|(next, at)| {
+                let grace_secs = replay.old_epoch_grace_secs;
+                (now.0 >= at.0.saturating_add(grace_secs)).then_some(MessageError::StaleEpoch {
+                    sender: header.sender,
+                    epoch: header.epoch,
+                    next,
+                    next_installed_at: at,
+                    grace_secs,
+                    now,
+                })
+            });
+            (self.roster().may_post(header.sender), late)
         } else {
-            true
+            (true, None)
         };
         let state = self
             .epochs
@@ -735,8 +833,29 @@ impl ThreadState {
                 epoch: header.epoch,
             });
         }
-        open_in_epoch(state, message, replay, old_epoch_may_post, Some(now))
+        open_in_epoch(
+            state,
+            message,
+            replay,
+            OpenChecks {
+                floor_now: old_epoch_may_post,
+                now: Some(now),
+                late,
+            },
+        )
     }
+}
+
+/// What [`open_in_epoch`] checks beyond the epoch itself.
+struct OpenChecks {
+    /// Whether the current roster still lets the sender post (for messages of older epochs).
+    floor_now: bool,
+    /// When the sender's credential must still be valid (`None` for history the admin vouches
+    /// for: its messages were checked when they arrived).
+    now: Option<Timestamp>,
+    /// The refusal of a message of an old epoch past its grace period, returned once the
+    /// message is known to be authentic and not a duplicate.
+    late: Option<MessageError>,
 }
 
 /// One epoch on its own, for opening the messages of a history grant.
@@ -744,7 +863,7 @@ pub(crate) struct EpochView(EpochState);
 
 impl EpochView {
     pub(crate) fn new(secret: EpochSecret, roster: Roster) -> Self {
-        Self(EpochState::new(secret, roster))
+        Self(EpochState::new(secret, roster, Timestamp(0)))
     }
 
     /// Opens a message of this epoch (its own roster and floor; the credential expiry is not
@@ -754,21 +873,32 @@ impl EpochView {
         message: &SealedMessage,
         replay: ReplayPolicy,
     ) -> Result<ReceivedMessage, MessageError> {
-        open_in_epoch(&mut self.0, message, replay, true, None)
+        open_in_epoch(
+            &mut self.0,
+            message,
+            replay,
+            OpenChecks {
+                floor_now: true,
+                now: None,
+                late: None,
+            },
+        )
     }
 }
 
 /// The checks of one epoch and the decryption (M5–M11), recording the generation only when
-/// every check passed. `floor_now` is whether the current roster still lets the sender post (for
-/// messages of older epochs); `now` is when the sender's credential must still be valid (`None`
-/// for history the admin vouches for: its messages were checked when they arrived).
+/// every check passed.
 fn open_in_epoch(
     state: &mut EpochState,
     message: &SealedMessage,
     replay: ReplayPolicy,
-    floor_now: bool,
-    now: Option<Timestamp>,
+    checks: OpenChecks,
 ) -> Result<ReceivedMessage, MessageError> {
+    let OpenChecks {
+        floor_now,
+        now,
+        late,
+    } = checks;
     let header = message.header;
     if header.roster_hash != state.roster_hash {
         return Err(MessageError::RosterMismatch {
@@ -783,12 +913,27 @@ fn open_in_epoch(
             epoch: header.epoch,
         })?;
     message::verify_signature(message, member.identity_key())?;
-    let window = state
-        .windows
-        .get(&header.sender)
-        .copied()
-        .unwrap_or_default();
-    window.check(header.sender, header.epoch, header.generation, replay)?;
+    let digest = message.digest();
+    if let Some(window) = state.windows.get(&header.sender) {
+        window.check(
+            header.sender,
+            header.epoch,
+            header.generation,
+            &digest,
+            replay,
+        )?;
+    } else {
+        ReceiveWindow::default().check(
+            header.sender,
+            header.epoch,
+            header.generation,
+            &digest,
+            replay,
+        )?;
+    }
+    if let Some(late) = late {
+        return Err(late);
+    }
     let may_post = state.roster.may_post(header.sender) && floor_now;
     if !header.content_type.allowed_without_floor() && !may_post {
         return Err(MessageError::NoFloor {
@@ -824,7 +969,7 @@ fn open_in_epoch(
         .windows
         .entry(header.sender)
         .or_default()
-        .record(header.generation);
+        .record(header.generation, digest);
     Ok(ReceivedMessage {
         id: header.message_id(),
         epoch: header.epoch,
@@ -982,6 +1127,8 @@ struct EpochSnapshot {
     roster: Roster,
     /// Receive windows by sender, sorted so that the JSON is deterministic.
     windows: BTreeMap<DeviceId, ReceiveWindow>,
+    /// When the device installed this epoch.
+    installed_at: Timestamp,
 }
 
 /// Serde for an epoch secret inside a snapshot (and nowhere else: secrets are not wire values).
@@ -1008,8 +1155,9 @@ mod secret_b64 {
 /// its epoch secrets are zeroized when it is dropped and it never prints them.
 ///
 /// Persist the snapshot taken after [`ThreadState::seal`] before sending the sealed message:
-/// restoring an older snapshot and sealing again would reuse a generation, and with it a message
-/// key and nonce.
+/// restoring an older snapshot and sealing again repeats a generation. The message's random reuse
+/// guard keeps that from repeating a key and nonce, but receivers that already got the first
+/// message under that generation refuse the second as [`MessageError::Equivocation`].
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ThreadSnapshot {
@@ -1025,6 +1173,9 @@ pub struct ThreadSnapshot {
     retention: RetentionPolicy,
     replay: ReplayPolicy,
     seen_wraps: SeenWraps,
+    /// Where the device joined through a commit (`null` for the customer and the admin).
+    #[serde(deserialize_with = "Option::deserialize")]
+    joined: Option<JoinPoint>,
 }
 
 impl WireType for ThreadSnapshot {
@@ -1074,13 +1225,15 @@ impl ThreadState {
                     epoch: *epoch,
                     secret: state.secret.clone(),
                     roster: state.roster.clone(),
-                    windows: state.windows.iter().map(|(d, w)| (*d, *w)).collect(),
+                    windows: state.windows.iter().map(|(d, w)| (*d, w.clone())).collect(),
+                    installed_at: state.installed_at,
                 })
                 .collect(),
             next_generation: self.next_generation,
             retention: self.retention,
             replay: self.replay,
             seen_wraps: self.seen_wraps.clone(),
+            joined: self.joined,
         }
     }
 
@@ -1104,7 +1257,10 @@ impl ThreadState {
             if e.roster.entity != snapshot.entity {
                 return Err(bad("a roster is for another entity"));
             }
-            let mut state = EpochState::new(e.secret, e.roster);
+            if !e.windows.values().all(ReceiveWindow::is_consistent) {
+                return Err(bad("a receive window is inconsistent"));
+            }
+            let mut state = EpochState::new(e.secret, e.roster, e.installed_at);
             state.windows = e.windows.into_iter().collect();
             if epochs.insert(e.epoch, state).is_some() {
                 return Err(bad("it holds an epoch twice"));
@@ -1130,6 +1286,7 @@ impl ThreadState {
             retention: snapshot.retention,
             replay: snapshot.replay,
             seen_wraps: snapshot.seen_wraps,
+            joined: snapshot.joined,
         })
     }
 }

@@ -17,9 +17,19 @@ use crate::roster::RosterHash;
 use crate::suite::{CipherSuite, hpke_open, hpke_seal};
 use crate::wire::{Version, WireType};
 
-/// The secret of one epoch of a thread. Zeroized on drop; never printed.
-#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+/// The secret of one epoch of a thread. Zeroized on drop; never printed; compared in constant
+/// time.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct EpochSecret([u8; 32]);
+
+impl PartialEq for EpochSecret {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq as _;
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl Eq for EpochSecret {}
 
 impl EpochSecret {
     /// A fresh secret from `rng`.

@@ -20,6 +20,7 @@ use switchboard_protocol::{AgentKind, Content, EntityId, HandoffTarget, Sender, 
 use switchboard_testkit::{agent_said, gather, new_agent, said_by, scratch_dir, until};
 
 mod attacks;
+mod equivocation;
 mod rotation;
 
 fn config(dir: &Path, relay: &str) -> Config {
@@ -284,6 +285,8 @@ async fn routes_by_rule_arbitrates_handoff_and_audits_every_grant() {
             AuditEvent::HandoffRefused { .. } => "handoff_refused",
             AuditEvent::HistoryGranted { .. } => "history",
             AuditEvent::Rekeyed { .. } => "rekeyed",
+            AuditEvent::Equivocation { .. } => "equivocation",
+            AuditEvent::LateMessage { .. } => "late_message",
         })
         .collect();
     assert_eq!(

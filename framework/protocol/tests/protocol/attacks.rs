@@ -3,7 +3,7 @@
 
 use switchboard_protocol::*;
 
-use crate::support::{NOW, World, header_for, spec_seal};
+use crate::support::{NOW, World, header_for, spec_key_nonce, spec_seal};
 
 // ---- key wraps ----------------------------------------------------------------------------
 
@@ -1224,4 +1224,203 @@ fn join_from_a_wrap_this_device_opened_before_is_refused() {
         matches!(err, CommitError::Wrap(WrapError::Replayed { .. })),
         "{err}"
     );
+}
+
+// ---- issue 8: nonce reuse after a rollback, withheld commits, equivocation ----
+
+/// The bot's view of an assigned thread, and a snapshot of it taken before it seals: what a
+/// crash before persisting (or a second process of the same bot) leaves behind.
+fn bot_sealing_twice_from_one_snapshot() -> (
+    World,
+    ThreadState,
+    ThreadState,
+    SealedMessage,
+    SealedMessage,
+) {
+    let mut w = World::new(CipherSuite::default(), 1);
+    let (customer, admin, mut bot, _) = w.assigned_thread();
+    let saved = bot.snapshot();
+    let first = bot
+        .seal(
+            &w.agents[0],
+            &Content::text("refund APPROVED, order 42"),
+            None,
+        )
+        .unwrap();
+    let mut restored = ThreadState::restore(&w.agents[0], saved).unwrap();
+    let second = restored
+        .seal(
+            &w.agents[0],
+            &Content::text("refund REFUSED!, order 42"),
+            None,
+        )
+        .unwrap();
+    (w, customer, admin, first, second)
+}
+
+#[test]
+fn restored_old_snapshot_sealing_again_never_reuses_a_key_and_nonce() {
+    let (_w, customer, mut admin, first, second) = bot_sealing_twice_from_one_snapshot();
+    // The rollback repeats the generation...
+    assert_eq!(first.header.generation, second.header.generation);
+    // ...but with one key and nonce the XOR of the ciphertexts would be the XOR of the
+    // plaintexts (keystream reuse: knowing one message reveals the other).
+    let p1 = serde_json::to_vec(&Content::text("refund APPROVED, order 42")).unwrap();
+    let p2 = serde_json::to_vec(&Content::text("refund REFUSED!, order 42")).unwrap();
+    assert_eq!(p1.len(), p2.len());
+    let plain_xor: Vec<u8> = p1.iter().zip(&p2).map(|(a, b)| a ^ b).collect();
+    let cipher_xor: Vec<u8> = first
+        .ciphertext
+        .iter()
+        .zip(&second.ciphertext)
+        .take(p1.len())
+        .map(|(a, b)| a ^ b)
+        .collect();
+    assert_ne!(
+        cipher_xor, plain_xor,
+        "the restored state encrypted a second plaintext under the same key and nonce"
+    );
+    // The reuse guards differ, and so do the key and nonce the spec derives from them.
+    assert_ne!(first.header.reuse_guard, second.header.reuse_guard);
+    let secret = customer.epoch_secret(Epoch(1)).unwrap();
+    let (k1, k2) = (
+        spec_key_nonce(secret, &first.header),
+        spec_key_nonce(secret, &second.header),
+    );
+    assert_ne!(k1[32..], k2[32..], "nonces");
+    assert_ne!(k1[..32], k2[..32], "keys");
+    // A receiver that did not see the first message opens the second normally (one that did
+    // refuses it as equivocation: see the next test).
+    let got = admin.open_message(&second, NOW).unwrap();
+    assert_eq!(got.content, Content::text("refund REFUSED!, order 42"));
+}
+
+#[test]
+fn a_second_message_under_a_seen_generation_is_reported_as_equivocation() {
+    let (w, mut customer, _admin, first, second) = bot_sealing_twice_from_one_snapshot();
+    customer.open_message(&first, NOW).unwrap();
+    // A redelivery of the first message is a duplicate...
+    assert!(matches!(
+        customer.open_message(&first, NOW),
+        Err(MessageError::Duplicate { .. })
+    ));
+    // ...but another message signed under the same generation is not: receivers that saw
+    // different ones disagree about what the bot said.
+    let err = customer.open_message(&second, NOW).unwrap_err();
+    assert!(
+        !matches!(err, MessageError::Duplicate { .. }),
+        "a different message under a seen generation was dropped silently as a duplicate: {err}"
+    );
+    assert_eq!(
+        err,
+        MessageError::Equivocation {
+            sender: w.agents[0].device(),
+            epoch: Epoch(1),
+            generation: 0,
+            first: first.digest(),
+            second: second.digest(),
+        }
+    );
+    // The first message stands: a redelivery of it is still a duplicate, of the second still
+    // equivocation; nothing of the second was recorded.
+    assert!(matches!(
+        customer.open_message(&first, NOW),
+        Err(MessageError::Duplicate { .. })
+    ));
+    assert!(matches!(
+        customer.open_message(&second, NOW),
+        Err(MessageError::Equivocation { .. })
+    ));
+    // The digests survive a snapshot round trip.
+    let mut restored = ThreadState::restore(
+        &w.customer,
+        decode(&encode(&customer.snapshot()).unwrap()).unwrap(),
+    )
+    .unwrap();
+    assert!(matches!(
+        restored.open_message(&second, NOW),
+        Err(MessageError::Equivocation { .. })
+    ));
+}
+
+#[test]
+fn withheld_commit_cannot_keep_an_old_epoch_alive_past_the_grace_period() {
+    let mut w = World::new(CipherSuite::default(), 2);
+    let (mut customer, mut admin, mut bot, _) = w.assigned_thread();
+    let human = w.member(1, AgentKind::Human);
+    let transfer = w.commit(
+        &mut admin,
+        CommitAction::Transfer {
+            from: w.agents[0].device(),
+            to: Box::new(human),
+        },
+    );
+    assert_eq!(transfer.epoch, Epoch(2));
+    // The relay withholds the transfer from the customer, who keeps writing in epoch 1, which
+    // the removed bot can still read.
+    let soon = customer
+        .seal(&w.customer, &Content::text("my address is 1 Main St"), None)
+        .unwrap();
+    assert!(bot.open_message(&soon, NOW).is_ok());
+    // A late message within the grace period is still accepted by the admin...
+    admin.open_message(&soon, NOW.plus(60)).unwrap();
+    // ...but an hour later the admin refuses the old epoch, so the customer notices.
+    let late = customer
+        .seal(
+            &w.customer,
+            &Content::text("and my card ends in 4242"),
+            None,
+        )
+        .unwrap();
+    let result = admin.open_message(&late, NOW.plus(3600));
+    assert!(
+        result.is_err(),
+        "the admin accepted an old-epoch message an hour after it moved on: {result:?}"
+    );
+    // Refused with a distinct error the admin audits, exactly at the end of the grace period
+    // counted from when the admin installed epoch 2 (NOW).
+    let grace = ReplayPolicy::default().old_epoch_grace_secs;
+    assert_eq!(grace, DEFAULT_OLD_EPOCH_GRACE_SECS);
+    let last_in_grace = customer
+        .seal(&w.customer, &Content::text("still in time"), None)
+        .unwrap();
+    admin
+        .open_message(&last_in_grace, NOW.plus(grace - 1))
+        .unwrap();
+    let mut restored_admin = ThreadState::restore(
+        &w.admin,
+        decode(&encode(&admin.snapshot()).unwrap()).unwrap(),
+    )
+    .unwrap();
+    let first_late = customer
+        .seal(&w.customer, &Content::text("too late"), None)
+        .unwrap();
+    assert_eq!(
+        restored_admin.open_message(&first_late, NOW.plus(grace)),
+        Err(MessageError::StaleEpoch {
+            sender: w.customer.device(),
+            epoch: Epoch(1),
+            next: Epoch(2),
+            next_installed_at: NOW,
+            grace_secs: grace,
+            now: NOW.plus(grace),
+        })
+    );
+    // A shorter grace is configurable.
+    let mut strict = ThreadState::restore(
+        &w.admin,
+        decode(&encode(&admin.snapshot()).unwrap()).unwrap(),
+    )
+    .unwrap()
+    .with_replay_policy(ReplayPolicy {
+        old_epoch_grace_secs: 10,
+        ..ReplayPolicy::default()
+    });
+    let another = customer
+        .seal(&w.customer, &Content::text("eleven seconds later"), None)
+        .unwrap();
+    assert!(matches!(
+        strict.open_message(&another, NOW.plus(11)),
+        Err(MessageError::StaleEpoch { .. })
+    ));
 }

@@ -407,3 +407,54 @@ fn snapshot_debug_output_holds_no_secret() {
     assert!(!printed.contains(&b64), "{printed}");
     assert!(!printed.contains(&format!("{secret:?}")));
 }
+
+#[test]
+fn snapshot_with_an_inconsistent_receive_window_is_refused() {
+    let mut w = World::new(CipherSuite::default(), 1);
+    let (mut customer, _, mut bot, _) = w.assigned_thread();
+    for text in ["one", "two", "three"] {
+        let m = bot.seal(&w.agents[0], &Content::text(text), None).unwrap();
+        customer.open_message(&m, NOW).unwrap();
+    }
+    let good: serde_json::Value =
+        serde_json::from_slice(&encode(&customer.snapshot()).unwrap()).unwrap();
+    let epochs = good["epochs"].as_array().unwrap();
+    let (index, _) = epochs
+        .iter()
+        .enumerate()
+        .find(|(_, e)| e["epoch"] == 1)
+        .unwrap();
+    let bot_id = serde_json::to_value(w.agents[0].device()).unwrap();
+    let bot_id = bot_id.as_str().unwrap();
+    assert_eq!(
+        good["epochs"][index]["windows"][bot_id]["digests"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    let refused = |change: &dyn Fn(&mut serde_json::Value)| {
+        let mut json = good.clone();
+        change(&mut json["epochs"][index]["windows"][bot_id]);
+        let snapshot = decode(&serde_json::to_vec(&json).unwrap()).unwrap();
+        matches!(
+            ThreadState::restore(&w.customer, snapshot),
+            Err(Error::Snapshot(_))
+        )
+    };
+    // A digest for a generation never seen, a digest twice, digests out of order.
+    assert!(refused(&|win| win["digests"][0]["generation"] = 7.into()));
+    assert!(refused(&|win| {
+        let first = win["digests"][0].clone();
+        win["digests"].as_array_mut().unwrap().push(first);
+    }));
+    assert!(refused(&|win| {
+        win["digests"].as_array_mut().unwrap().reverse();
+    }));
+    // The untouched snapshot restores.
+    ThreadState::restore(
+        &w.customer,
+        decode(&serde_json::to_vec(&good).unwrap()).unwrap(),
+    )
+    .unwrap();
+}

@@ -164,6 +164,7 @@ pub fn spec_key_nonce(secret: &EpochSecret, header: &MessageHeader) -> [u8; 44] 
     info.extend_from_slice(&header.epoch.0.to_be_bytes());
     info.extend_from_slice(header.sender.as_bytes());
     info.extend_from_slice(&header.generation.to_be_bytes());
+    info.extend_from_slice(&header.reuse_guard);
     let mut okm = [0u8; 44];
     hk.expand(&info, &mut okm).unwrap();
     okm
@@ -184,6 +185,7 @@ pub fn spec_aad(h: &MessageHeader) -> Vec<u8> {
     out.extend_from_slice(&h.epoch.0.to_be_bytes());
     out.extend_from_slice(h.sender.as_bytes());
     out.extend_from_slice(&h.generation.to_be_bytes());
+    out.extend_from_slice(&h.reuse_guard);
     out.push(match h.content_type {
         ContentType::Text => 1,
         ContentType::Reply => 2,
@@ -264,8 +266,32 @@ pub fn header_for(state: &ThreadState, sender: DeviceId, generation: u64) -> Mes
         epoch: state.epoch(),
         sender,
         generation,
+        reuse_guard: [0x5a; 16],
         content_type: ContentType::Text,
         quoted: None,
         roster_hash: state.roster_hash(),
     }
+}
+
+/// Signs a history grant per docs/protocol.md §6a (written independently of the crate): what
+/// the admin's key signs, so that tests can make admin-signed grants with chosen contents.
+pub fn spec_sign_grant(grant: &mut HistoryGrant, admin: &IdentityKeyPair) {
+    let mut out = Vec::new();
+    tbs_bytes(&mut out, b"switchboard/1 history-grant");
+    out.extend_from_slice(grant.thread.as_bytes());
+    out.extend_from_slice(grant.to.as_bytes());
+    out.extend_from_slice(grant.admin.as_bytes());
+    out.extend_from_slice(&(grant.epochs.len() as u64).to_be_bytes());
+    for e in &grant.epochs {
+        out.extend_from_slice(&e.epoch.0.to_be_bytes());
+        out.extend_from_slice(&e.prev_roster_hash.0);
+        out.extend_from_slice(&e.roster.hash().0);
+        out.extend_from_slice(e.wrap.wrap_id.as_bytes());
+    }
+    out.extend_from_slice(&(grant.messages.len() as u64).to_be_bytes());
+    for m in &grant.messages {
+        out.extend_from_slice(m.header.message_id().as_bytes());
+        out.extend_from_slice(&m.signature.to_bytes());
+    }
+    grant.signature = admin.sign(&out);
 }

@@ -92,7 +92,12 @@ fn thread_flow() -> Value {
     let mut w = World::new(CipherSuite::default(), 1);
     let (mut customer_view, mut admin_view, open) = w.open_thread();
     let hello = customer_view
-        .seal(&w.customer, &Content::text("where is order 42?"), None)
+        .seal_with(
+            &w.customer,
+            &Content::text("where is order 42?"),
+            None,
+            &mut w.rng,
+        )
         .unwrap();
     admin_view.open_message(&hello, NOW).unwrap();
     let assign = w.commit(
@@ -106,28 +111,35 @@ fn thread_flow() -> Value {
         .unwrap();
     let mut bot_view = w.join(0, &assign);
     let ask = customer_view
-        .seal(&w.customer, &Content::text("any news?"), None)
+        .seal_with(&w.customer, &Content::text("any news?"), None, &mut w.rng)
         .unwrap();
     let reply = bot_view
-        .seal(
+        .seal_with(
             &w.agents[0],
             &Content::Reply {
                 text: "Order 42 ships today".into(),
             },
             Some(ask.header.message_id()),
+            &mut w.rng,
         )
         .unwrap();
     let typing = bot_view
-        .seal(&w.agents[0], &Content::Typing { active: true }, None)
+        .seal_with(
+            &w.agents[0],
+            &Content::Typing { active: true },
+            None,
+            &mut w.rng,
+        )
         .unwrap();
     let handoff = bot_view
-        .seal(
+        .seal_with(
             &w.agents[0],
             &Content::HandoffRequest {
                 target: HandoffTarget::Team("billing".into()),
                 note: "refund".into(),
             },
             None,
+            &mut w.rng,
         )
         .unwrap();
     let messages: Vec<Value> = [

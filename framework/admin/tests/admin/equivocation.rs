@@ -1,0 +1,83 @@
+//! Issue 8 item 5 through the admin: a member that signs two different messages under one
+//! generation is reported and audited, not dropped silently as a redelivery.
+
+use switchboard_admin::audit::{AuditEvent, AuditLog};
+use switchboard_admin::{Admin, Outcome};
+use switchboard_client::{Device, Event, NewDevice, NewRole};
+use switchboard_protocol::{Content, EntityId, ThreadState};
+use switchboard_testkit::scratch_dir;
+
+use super::{config, secret, step_until};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_equivocating_is_audited_and_the_first_message_stands() {
+    let relay = switchboard_relay::server::start("sqlite::memory:", "127.0.0.1:0")
+        .await
+        .unwrap();
+    let url = relay.url();
+    let dir = scratch_dir("admin-equivocation");
+    let mut admin = Admin::init(config(&dir, &url)).await.unwrap();
+    let mut customer = Device::create(
+        &dir.join("customer.keystore"),
+        &secret(),
+        NewDevice::new(&url, NewRole::Customer),
+    )
+    .await
+    .unwrap();
+    let thread = customer
+        .open_thread(&EntityId::new("acme").unwrap())
+        .await
+        .unwrap();
+    // A second copy of the customer's state (a restored backup, or a second process).
+    let mut copy =
+        ThreadState::restore(customer.keys(), customer.thread(thread).unwrap().snapshot()).unwrap();
+    let first = customer
+        .send(thread, &Content::text("ship order 42 to my office"), None)
+        .await
+        .unwrap();
+    let second = copy
+        .seal(
+            customer.keys(),
+            &Content::text("ship order 42 to my home"),
+            None,
+        )
+        .unwrap();
+    assert_eq!(first.header.generation, second.header.generation);
+    customer
+        .relay()
+        .post_message(thread, &second)
+        .await
+        .unwrap();
+
+    let outcome = step_until(&mut admin, |o| {
+        matches!(o, Outcome::Event(Event::Equivocation { .. }))
+    })
+    .await;
+    let Outcome::Event(Event::Equivocation {
+        sender,
+        generation,
+        first: first_digest,
+        second: second_digest,
+        ..
+    }) = outcome
+    else {
+        unreachable!()
+    };
+    assert_eq!(sender, customer.id());
+    assert_eq!(generation, first.header.generation);
+    assert_eq!(first_digest, first.digest());
+    assert_eq!(second_digest, second.digest());
+    let audit = AuditLog::read(&dir.join("audit.jsonl")).unwrap();
+    assert!(
+        audit.iter().any(|r| r.event
+            == AuditEvent::Equivocation {
+                thread,
+                device: customer.id(),
+                epoch: first.header.epoch,
+                generation,
+                first: first.digest(),
+                second: second.digest(),
+            }),
+        "{audit:#?}"
+    );
+}
