@@ -22,3 +22,4 @@ mod rotation;
 mod spec_table;
 mod support;
 mod vectors;
+mod xwing_derive;
