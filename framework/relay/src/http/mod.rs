@@ -232,10 +232,12 @@ async fn read_body(
     body: Body,
     max: usize,
 ) -> Result<Bytes, ApiError> {
-    let declared = headers_in
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = http_body::Body::size_hint(&body).exact().or_else(|| {
+        headers_in
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+    });
     if declared.is_some_and(|n| n > max as u64) {
         return Err(ApiError::TooLarge(max));
     }

@@ -443,3 +443,80 @@ async fn a_busy_device_that_honours_retry_after_is_slowed_but_never_banned() {
         "{served} served, {slowed} slowed"
     );
 }
+
+#[tokio::test]
+async fn limits_follow_the_role_and_the_entity_quota_is_shared() {
+    use switchboard_relay::http::{Limits, Rate};
+    let limits = Limits {
+        customer: Rate::new(1, 3),
+        admin: Rate::new(1, 50),
+        entity: Rate::new(1, 60),
+        ..Limits::default()
+    };
+    let mut relay = Relay::with_limits(limits).await;
+    let o = opened(&mut relay).await;
+    // The relay reads a device's role again after a minute: by then it knows who is the admin.
+    relay
+        .now
+        .fetch_add(61, std::sync::atomic::Ordering::SeqCst);
+    let count_ok = |relay: &mut Relay, keys: &switchboard_protocol::DeviceKeys, n: usize| {
+        let path = format!("/v1/devices/{}", keys.device());
+        let requests: Vec<_> = (0..n).map(|_| relay.signed(keys, "GET", &path, b"")).collect();
+        requests
+    };
+    let mut customer_ok = 0;
+    for request in count_ok(&mut relay, &o.customer, 10) {
+        if relay.send(request).await.0 == StatusCode::OK {
+            customer_ok += 1;
+        }
+    }
+    let mut admin_ok = 0;
+    for request in count_ok(&mut relay, &o.admin, 70) {
+        if relay.send(request).await.0 == StatusCode::OK {
+            admin_ok += 1;
+        }
+    }
+    assert!(customer_ok <= 3, "a customer gets its own small burst: {customer_ok}");
+    assert!(
+        (40..=50).contains(&admin_ok),
+        "the admin gets the admin burst, within the entity quota: {admin_ok}"
+    );
+}
+
+#[tokio::test]
+async fn bodies_past_the_unverified_budget_are_refused_as_busy() {
+    use switchboard_relay::http::Limits;
+    let mut relay = Relay::with_limits(Limits {
+        unverified_body_bytes: 4096,
+        ..Limits::default()
+    })
+    .await;
+    let mut o = opened(&mut relay).await;
+    let m = o
+        .customer_view
+        .seal(&o.customer, &Content::text("x".repeat(6000)), None)
+        .unwrap();
+    let (status, json) = relay
+        .post(
+            &o.customer,
+            &format!("{}/messages", o.thread_path),
+            &encode(&m).unwrap(),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&json)),
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        "{json}"
+    );
+    let _ = &mut o.admin_view;
+}
+
+#[tokio::test]
+async fn health_and_readiness_are_served() {
+    let relay = Relay::new().await;
+    for path in ["/healthz", "/readyz"] {
+        let request = Request::builder().uri(path).body(Body::empty()).unwrap();
+        let (status, _) = raw(&relay, request).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+    }
+}
