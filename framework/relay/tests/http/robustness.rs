@@ -456,12 +456,12 @@ async fn limits_follow_the_role_and_the_entity_quota_is_shared() {
     let mut relay = Relay::with_limits(limits).await;
     let o = opened(&mut relay).await;
     // The relay reads a device's role again after a minute: by then it knows who is the admin.
-    relay
-        .now
-        .fetch_add(61, std::sync::atomic::Ordering::SeqCst);
+    relay.now.fetch_add(61, std::sync::atomic::Ordering::SeqCst);
     let count_ok = |relay: &mut Relay, keys: &switchboard_protocol::DeviceKeys, n: usize| {
         let path = format!("/v1/devices/{}", keys.device());
-        let requests: Vec<_> = (0..n).map(|_| relay.signed(keys, "GET", &path, b"")).collect();
+        let requests: Vec<_> = (0..n)
+            .map(|_| relay.signed(keys, "GET", &path, b""))
+            .collect();
         requests
     };
     let mut customer_ok = 0;
@@ -476,7 +476,10 @@ async fn limits_follow_the_role_and_the_entity_quota_is_shared() {
             admin_ok += 1;
         }
     }
-    assert!(customer_ok <= 3, "a customer gets its own small burst: {customer_ok}");
+    assert!(
+        customer_ok <= 3,
+        "a customer gets its own small burst: {customer_ok}"
+    );
     assert!(
         (40..=50).contains(&admin_ok),
         "the admin gets the admin burst, within the entity quota: {admin_ok}"
