@@ -24,11 +24,7 @@ pub(crate) async fn run(
     concurrency: usize,
     payload_bytes: usize,
 ) -> Result<BenchReport, String> {
-    let limits = Limits {
-        per_second: u32::MAX,
-        burst: u32::MAX,
-        ..Limits::default()
-    };
+    let limits = Limits::lifted();
     let relay = switchboard_relay::server::start_with_limits(db, "127.0.0.1:0", limits)
         .await
         .map_err(|e| e.to_string())?;

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! switchboard relay --db sqlite://relay.db --listen 127.0.0.1:8700
-//! switchboard relay --db postgres://user@host/db --listen 0.0.0.0:8700
+//! switchboard relay --db postgres://user@host/db --listen 0.0.0.0:8700 --config relay.toml
 //! ```
 
 use std::process::ExitCode;
@@ -14,6 +14,7 @@ mod agent_cmd;
 mod bench_http;
 mod chat;
 mod demo;
+mod relay_cmd;
 use tracing_subscriber::filter::LevelFilter;
 
 /// Switchboard: end-to-end encrypted business messaging with bots and people.
@@ -30,14 +31,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the relay server.
-    Relay {
-        /// Database: `sqlite://PATH` (created if missing), `sqlite::memory:`, or `postgres://...`.
-        #[arg(long, default_value = "sqlite://switchboard-relay.db")]
-        db: String,
-        /// Address to listen on (port 0 picks a free port; the chosen address is printed).
-        #[arg(long, default_value = "127.0.0.1:8700")]
-        listen: String,
-    },
+    Relay(relay_cmd::RelayArgs),
     /// The admin device of an entity: init, run, add-agent, revoke, agents.
     Admin(admin_cmd::AdminArgs),
     /// Agent devices (bots and people).
@@ -106,11 +100,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Relay { db, listen } => {
-                switchboard_relay::server::run(&db, &listen, shutdown_signal())
-                    .await
-                    .map_err(|e| e.to_string())
-            }
+            Command::Relay(args) => relay_cmd::run(args).await,
             Command::Admin(args) => admin_cmd::run(args).await,
             Command::Agent {
                 action: AgentAction::Init(args),

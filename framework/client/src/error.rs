@@ -1,5 +1,6 @@
 //! Errors of the client.
 
+use switchboard_protocol::api::ErrorCode;
 use switchboard_protocol::{EntityId, Fingerprint, ThreadId};
 
 use crate::keystore::KeystoreError;
@@ -30,8 +31,10 @@ pub enum ClientError {
         what: &'static str,
         /// HTTP status.
         status: u16,
-        /// The relay's stable error code (`forbidden`, `rate_limited`, ...).
-        code: String,
+        /// The relay's stable error code ([`ErrorCode::Forbidden`], [`ErrorCode::RateLimited`],
+        /// ...; [`ErrorCode::Unknown`] for a code this version does not know or an answer that
+        /// is not the relay's JSON error).
+        code: ErrorCode,
         /// The relay's message.
         message: String,
         /// Seconds to wait before retrying, for `rate_limited` and `banned`.
@@ -100,9 +103,7 @@ impl ClientError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Unreachable { .. } => true,
-            Self::Refused { status, code, .. } => {
-                *status >= 500 || code == "rate_limited" || code == "banned"
-            }
+            Self::Refused { status, code, .. } => *status >= 500 || code.is_transient(),
             _ => false,
         }
     }

@@ -5,8 +5,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::Method;
 use switchboard_protocol::api::{
-    Ack, DirectoryRecord, ErrorBody, InboxAnswer, InboxItem, NewEntity, PostAnswer, Registration,
+    Ack, DirectoryRecord, ErrorBody, ErrorCode, InboxItem, ItemKind, MAX_INBOX_PAGE_BYTES,
+    NewEntity, PostAnswer, Registration,
 };
+use switchboard_protocol::wire::MAX_WIRE_BYTES;
 use switchboard_protocol::{
     Commit, Csprng, DeviceId, DeviceKeys, EntityId, HistoryGrant, KeyBundle, RequestAuth,
     SealedMessage, ThreadId, ThreadOpen, Timestamp, Version, WireType, decode, encode,
@@ -14,8 +16,9 @@ use switchboard_protocol::{
 
 use crate::error::ClientError;
 
-/// The largest answer read from the relay (64 MiB: a full inbox page of large items).
-const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+/// The largest answer read from the relay: a full inbox page (the relay pages by bytes) plus
+/// one largest item and the items' envelopes, with room to spare.
+const MAX_ANSWER_BYTES: usize = 2 * (MAX_INBOX_PAGE_BYTES + MAX_WIRE_BYTES);
 /// Time allowed for a request on top of a long-poll's wait.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -144,7 +147,7 @@ impl RelayClient {
             if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
                 return Err(ClientError::BadAnswer {
                     what,
-                    detail: "the answer is larger than 64 MiB".to_owned(),
+                    detail: format!("the answer is larger than {MAX_ANSWER_BYTES} bytes"),
                 });
             }
             bytes.extend_from_slice(&chunk);
@@ -155,7 +158,7 @@ impl RelayClient {
         let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(body) => (body.error.code, body.error.message),
             Err(_) => (
-                "unknown".to_owned(),
+                ErrorCode::Unknown,
                 String::from_utf8_lossy(bytes.get(..bytes.len().min(500)).unwrap_or_default())
                     .into_owned(),
             ),
@@ -351,11 +354,18 @@ impl RelayClient {
     }
 
     /// Up to `limit` inbox items after `after`, waiting up to `wait` (rounded up to whole
-    /// seconds, at most 30 s) for the first. With `instance`, only threads leased to that instance (a bot run as several
-    /// processes).
+    /// seconds, at most 30 s) for the first. With `instance`, only threads leased to that
+    /// instance (a bot run as several processes). The relay pages by bytes too, so fewer items
+    /// may come (at least one if any is waiting).
+    ///
+    /// One bad item never stops the inbox: an item whose position, thread and kind can be read
+    /// but whose other fields cannot comes with a `null` payload (which the device then refuses
+    /// and reports, moving past it); an item without even those is left out (the items after it
+    /// still come).
     ///
     /// # Errors
-    /// [`ClientError::Unreachable`] or [`ClientError::Refused`].
+    /// [`ClientError::Unreachable`] or [`ClientError::Refused`]; [`ClientError::BadAnswer`] if
+    /// the answer as a whole is not an inbox.
     pub async fn inbox(
         &self,
         after: u64,
@@ -384,11 +394,7 @@ impl RelayClient {
                 wait + REQUEST_TIMEOUT,
             )
             .await?;
-        let answer: InboxAnswer = decode(&bytes).map_err(|e| ClientError::BadAnswer {
-            what: "inbox",
-            detail: e.to_string(),
-        })?;
-        Ok(answer.items)
+        inbox_items(&bytes)
     }
 
     /// Acknowledges every inbox item up to `up_to`: the relay deletes them.
@@ -405,6 +411,57 @@ impl RelayClient {
             .await?;
         Ok(())
     }
+}
+
+/// The envelope of an inbox answer, its items read one by one.
+#[derive(serde::Deserialize)]
+struct LenientInbox {
+    v: serde_json::Value,
+    items: Vec<serde_json::Value>,
+}
+
+/// Reads an inbox answer item by item (see [`RelayClient::inbox`]).
+fn inbox_items(bytes: &[u8]) -> Result<Vec<InboxItem>, ClientError> {
+    let bad = |detail: String| ClientError::BadAnswer {
+        what: "inbox",
+        detail,
+    };
+    let answer: LenientInbox = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+    if answer.v != 1 {
+        return Err(bad(format!("unsupported version {}", answer.v)));
+    }
+    let mut items = Vec::with_capacity(answer.items.len());
+    for value in answer.items {
+        match serde_json::from_value::<InboxItem>(value.clone()) {
+            Ok(item) => items.push(item),
+            Err(e) => match salvage(&value) {
+                Some(item) => {
+                    tracing::warn!(seq = item.seq, error = %e, "inbox item is not valid; passing it on without its payload");
+                    items.push(item);
+                }
+                None => {
+                    tracing::warn!(error = %e, "inbox item without a readable position, thread and kind; skipped");
+                }
+            },
+        }
+    }
+    Ok(items)
+}
+
+/// An item whose position, thread, sender and kind read, with a `null` payload.
+fn salvage(value: &serde_json::Value) -> Option<InboxItem> {
+    let field = |name: &str| value.get(name).cloned();
+    Some(InboxItem {
+        seq: value.get("seq")?.as_u64()?,
+        thread: serde_json::from_value(field("thread")?).ok()?,
+        thread_seq: value
+            .get("thread_seq")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0),
+        sender: serde_json::from_value(field("sender")?).ok()?,
+        kind: value.get("kind")?.as_str()?.parse::<ItemKind>().ok()?,
+        payload: serde_json::Value::Null,
+    })
 }
 
 /// `scheme://host[:port]` without a trailing slash, or why not.
@@ -439,7 +496,34 @@ fn check_url(url: &str) -> Result<String, ClientError> {
 
 #[cfg(test)]
 mod tests {
-    use super::check_url;
+    use super::{check_url, inbox_items};
+
+    #[test]
+    fn one_bad_inbox_item_does_not_stop_the_others() {
+        let thread = "00112233445566778899aabbccddeeff";
+        let sender = "ffeeddccbbaa99887766554433221100";
+        let good = format!(
+            r#"{{"seq":1,"thread":"{thread}","thread_seq":1,"sender":"{sender}","kind":"message","payload":{{"v":1}}}}"#
+        );
+        let extra_field = format!(
+            r#"{{"seq":2,"thread":"{thread}","thread_seq":2,"sender":"{sender}","kind":"message","payload":{{}},"surprise":1}}"#
+        );
+        let unknown_kind = format!(
+            r#"{{"seq":3,"thread":"{thread}","thread_seq":3,"sender":"{sender}","kind":"poll","payload":{{}}}}"#
+        );
+        let no_seq = r#"{"thread":"x"}"#;
+        let last = good.replace(r#""seq":1"#, r#""seq":5"#);
+        let answer =
+            format!(r#"{{"v":1,"items":[{good},{extra_field},{unknown_kind},{no_seq},{last}]}}"#);
+        let items = inbox_items(answer.as_bytes()).unwrap();
+        let seqs: Vec<u64> = items.iter().map(|i| i.seq).collect();
+        assert_eq!(seqs, [1, 2, 5]);
+        assert!(
+            items[1].payload.is_null(),
+            "the bad item comes without its payload"
+        );
+        assert!(inbox_items(br#"{"v":2,"items":[]}"#).is_err());
+    }
 
     #[test]
     fn relay_urls_are_checked() {

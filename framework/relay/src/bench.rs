@@ -133,6 +133,7 @@ pub async fn run(url: &str, config: BenchConfig) -> Result<BenchReport, StoreErr
                 payload: b"{}",
                 new_roster: Some((1, &members)),
                 to: None,
+                key: None,
             })
             .await?;
         threads.push((thread, customer));
@@ -166,6 +167,7 @@ pub async fn run(url: &str, config: BenchConfig) -> Result<BenchReport, StoreErr
                         payload: &payload,
                         new_roster: None,
                         to: None,
+                        key: None,
                     })
                     .await?;
                 latencies.push(t.elapsed());

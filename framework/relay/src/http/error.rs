@@ -1,9 +1,12 @@
 //! Every refusal of the relay is a JSON error with a stable code:
-//! `{"error": {"code": "replayed_request", "message": "..."}}`.
+//! `{"error": {"code": "replayed_request", "message": "..."}}`. The codes are
+//! [`ErrorCode`](switchboard_protocol::api::ErrorCode), shared with the clients.
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+
+use switchboard_protocol::api::{ErrorBody, ErrorCode, ErrorDetail};
 
 use crate::store::StoreError;
 
@@ -36,12 +39,23 @@ pub enum ApiError {
     /// The body is larger than the limit.
     #[error("request body larger than {0} bytes")]
     TooLarge(usize),
+    /// The body did not arrive within the time allowed.
+    #[error("the request body did not arrive within {0} s")]
+    BodyTimeout(u64),
     /// The resource exists with other content.
     #[error("{0}")]
     Conflict(String),
     /// The resource does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// The route exists, but not with this method.
+    #[error("{method} is not allowed here; this route takes {allowed}")]
+    MethodNotAllowed {
+        /// The method used (at most 16 characters of it).
+        method: String,
+        /// The methods the route takes.
+        allowed: String,
+    },
     /// The requester may not do this.
     #[error("{0}")]
     Forbidden(String),
@@ -62,6 +76,10 @@ pub enum ApiError {
     /// The store failed; retry later.
     #[error("storage unavailable, retry later")]
     Unavailable,
+    /// The relay is at a limit it keeps for everyone (bodies being read, connections); retry
+    /// in a moment.
+    #[error("the relay is busy ({0}); retry in 1 s")]
+    Busy(&'static str),
     /// A bug in the relay.
     #[error("internal error; please report this")]
     Internal,
@@ -70,43 +88,41 @@ pub enum ApiError {
 impl ApiError {
     /// The stable machine-readable code.
     #[must_use]
-    pub const fn code(&self) -> &'static str {
+    pub const fn code(&self) -> ErrorCode {
         match self {
-            Self::Unauthenticated(_) => "unauthenticated",
-            Self::BadSignature(_) => "bad_signature",
-            Self::StaleRequest => "stale_request",
-            Self::ReplayedRequest => "replayed_request",
-            Self::UnknownDevice(_) => "unknown_device",
-            Self::Malformed(_) => "malformed",
-            Self::UnsupportedVersion(_) => "unsupported_version",
-            Self::TooLarge(_) => "too_large",
-            Self::Conflict(_) => "conflict",
-            Self::NotFound(_) => "not_found",
-            Self::Forbidden(_) => "forbidden",
-            Self::RateLimited { .. } => "rate_limited",
-            Self::Banned { .. } => "banned",
-            Self::Unavailable => "unavailable",
-            Self::Internal => "internal",
+            Self::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            Self::BadSignature(_) => ErrorCode::BadSignature,
+            Self::StaleRequest => ErrorCode::StaleRequest,
+            Self::ReplayedRequest => ErrorCode::ReplayedRequest,
+            Self::UnknownDevice(_) => ErrorCode::UnknownDevice,
+            Self::Malformed(_) => ErrorCode::Malformed,
+            Self::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+            Self::TooLarge(_) => ErrorCode::TooLarge,
+            Self::BodyTimeout(_) => ErrorCode::RequestTimeout,
+            Self::Conflict(_) => ErrorCode::Conflict,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::Banned { .. } => ErrorCode::Banned,
+            Self::Unavailable | Self::Busy(_) => ErrorCode::Unavailable,
+            Self::Internal => ErrorCode::Internal,
         }
     }
 
     /// The HTTP status.
     #[must_use]
-    pub const fn status(&self) -> StatusCode {
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.code().status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    /// Seconds after which a retry may succeed, sent as `Retry-After`.
+    #[must_use]
+    pub const fn retry_after(&self) -> Option<u64> {
         match self {
-            Self::Unauthenticated(_)
-            | Self::BadSignature(_)
-            | Self::StaleRequest
-            | Self::ReplayedRequest
-            | Self::UnknownDevice(_) => StatusCode::UNAUTHORIZED,
-            Self::Malformed(_) | Self::UnsupportedVersion(_) => StatusCode::BAD_REQUEST,
-            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Forbidden(_) | Self::Banned { .. } => StatusCode::FORBIDDEN,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::RateLimited { retry_after } | Self::Banned { retry_after } => Some(*retry_after),
+            Self::Busy(_) => Some(1),
+            _ => None,
         }
     }
 }
@@ -141,16 +157,26 @@ impl From<switchboard_protocol::WireError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "error": { "code": self.code(), "message": self.to_string() }
-        });
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.to_string(),
+            },
+        };
         let mut response = (self.status(), Json(body)).into_response();
-        if let Self::RateLimited { retry_after } | Self::Banned { retry_after } = self
+        if let Some(retry_after) = self.retry_after()
             && let Ok(value) = retry_after.to_string().parse()
         {
             response
                 .headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, value);
+        }
+        if let Self::MethodNotAllowed { allowed, .. } = &self
+            && let Ok(value) = allowed.parse()
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::ALLOW, value);
         }
         response
     }

@@ -1,4 +1,6 @@
-//! `/metrics` in the Prometheus text format: requests by method, route and status.
+//! `/metrics` in the Prometheus text format: requests by method, route and status. Every label
+//! takes its value from a fixed set (methods outside the standard ones count as `other`, paths
+//! outside the routes as `unmatched`), so no request can grow the table.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -12,7 +14,21 @@ use tracing::Instrument as _;
 use super::RelayState;
 
 /// (method, route template, status).
-type RequestKey = (String, String, u16);
+type RequestKey = (&'static str, String, u16);
+
+/// The method as a label value from a fixed set.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        "PATCH" => "PATCH",
+        _ => "other",
+    }
+}
 
 /// Request counters of one relay process.
 #[derive(Clone, Debug, Default)]
@@ -21,10 +37,9 @@ pub(super) struct Metrics {
 }
 
 impl Metrics {
-    fn count(&self, method: &str, route: &str, status: u16) {
+    fn count(&self, method: &'static str, route: &str, status: u16) {
         let mut map = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-        *map.entry((method.to_owned(), route.to_owned(), status))
-            .or_default() += 1;
+        *map.entry((method, route.to_owned(), status)).or_default() += 1;
     }
 
     fn render(&self) -> String {
@@ -54,7 +69,7 @@ pub(super) async fn observe(
     next: Next,
 ) -> Response {
     let started = std::time::Instant::now();
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -80,7 +95,7 @@ pub(super) async fn observe(
             _ => tracing::debug!(status, micros, "served"),
         }
     });
-    state.metrics.count(&method, &route, status);
+    state.metrics.count(method, &route, status);
     response
 }
 

@@ -13,37 +13,56 @@
 //! | GET | `/v1/inbox?after=N&limit=M&wait=S[&instance=I]` | the device itself | its queued items after cursor N, long-polling up to S seconds; with `instance`, threads are leased to one instance at a time |
 //! | POST | `/v1/inbox/ack` | the device itself | acknowledge (delete) items up to a cursor |
 //! | GET | `/metrics` | unauthenticated (serve it on an internal network) | Prometheus text: requests by method, route, status |
+//! | GET | `/healthz` | unauthenticated | the process is up |
+//! | GET | `/readyz` | unauthenticated | the store answers (503 otherwise) |
 //! | GET | `/openapi.json` | unauthenticated | the OpenAPI 3.1 document ([`OPENAPI`]) |
+//!
+//! Every answer that is not a success, including unknown routes (404), wrong methods (405) and
+//! panics (500), is the JSON error of [`ApiError`]. Before a body is read, the authentication
+//! headers are checked (present, well formed, fresh, a registered device), the declared length
+//! against the route's limit (a key bundle [`MAX_BUNDLE_BYTES`], a post its item kind's cap),
+//! and a share of the relay's budget for unverified bodies is taken
+//! ([`Limits::unverified_body_bytes`]); the body must then arrive within
+//! [`Limits::body_read_secs`].
 
 mod error;
 mod limits;
 mod metrics;
 mod threads;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use switchboard_protocol::request::{MAX_CLOCK_SKEW_SECS, headers};
-use switchboard_protocol::wire::MAX_WIRE_BYTES;
 use switchboard_protocol::{
     DeviceId, EntityId, IdentityPublicKey, KeyBundle, RequestAuth, Timestamp, Version, WireType,
-    decode,
+    decode, encode,
 };
+use tokio::sync::Semaphore;
 
 pub use error::ApiError;
-pub use limits::Limits;
+pub use limits::{Limits, Rate};
 pub use switchboard_protocol::api::{
     Ack, DirectoryRecord, InboxAnswer, InboxItem as WireItem, NewEntity, PostAnswer, Registration,
 };
 pub use threads::{LEASE_SECS, MAX_FETCH, MAX_WAIT_SECS};
 
 use crate::store::{DeviceRecord, EntityRecord, Registered, Store};
+
+/// The largest key bundle registration accepts (bundles are a few KiB).
+pub const MAX_BUNDLE_BYTES: usize = 16 * 1024;
+/// The largest body of `POST /v1/entities`.
+pub const MAX_ENTITY_BYTES: usize = 4 * 1024;
+/// The largest body of `POST /v1/inbox/ack`.
+pub const MAX_ACK_BYTES: usize = 1024;
 
 /// The clock the relay judges request timestamps by (replaceable in tests).
 pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
@@ -68,6 +87,9 @@ pub struct RelayState {
     waiters: threads::Waiters,
     limiter: limits::Limiter,
     metrics: metrics::Metrics,
+    /// Bytes of request bodies being read whose signature is not verified yet.
+    body_budget: Arc<Semaphore>,
+    body_read: Duration,
 }
 
 impl std::fmt::Debug for RelayState {
@@ -86,14 +108,22 @@ impl RelayState {
             store,
             clock,
             waiters: threads::Waiters::default(),
-            limiter: limits::Limiter::new(Limits::default()),
+            limiter: limits::Limiter::default(),
             metrics: metrics::Metrics::default(),
+            body_budget: Arc::new(Semaphore::new(0)),
+            body_read: Duration::ZERO,
         }
+        .with_limits(Limits::default())
     }
 
-    /// The same state with other rate limits.
+    /// The same state with other limits.
     #[must_use]
     pub fn with_limits(mut self, limits: Limits) -> Self {
+        let budget = usize::try_from(limits.unverified_body_bytes)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
+        self.body_budget = Arc::new(Semaphore::new(budget));
+        self.body_read = Duration::from_secs(limits.body_read_secs);
         self.limiter = limits::Limiter::new(limits);
         self
     }
@@ -113,8 +143,12 @@ pub fn app(state: RelayState) -> Router {
         .route("/v1/inbox", get(threads::inbox))
         .route("/v1/inbox/ack", post(threads::ack))
         .route("/metrics", get(metrics::metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
-        .layer(DefaultBodyLimit::max(MAX_WIRE_BYTES))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::observe,
@@ -122,33 +156,118 @@ pub fn app(state: RelayState) -> Router {
         .with_state(state)
 }
 
-/// The body, or a JSON error (413 for an oversized body).
-fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge(MAX_WIRE_BYTES)
-        } else {
-            ApiError::Malformed(rejection.body_text())
-        }
-    })
+async fn not_found(uri: Uri) -> ApiError {
+    let path: String = uri.path().chars().take(200).collect();
+    ApiError::NotFound(format!("no route {path}; see /openapi.json"))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    let allowed = match uri.path() {
+        "/v1/devices" | "/v1/entities" | "/v1/threads" | "/v1/inbox/ack" => "POST",
+        p if p.starts_with("/v1/threads/") => "POST",
+        _ => "GET",
+    };
+    ApiError::MethodNotAllowed {
+        method: method.as_str().chars().take(16).collect(),
+        allowed: allowed.to_owned(),
+    }
+}
+
+fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a handler panicked; answered 500");
+    ApiError::Internal.into_response()
+}
+
+async fn healthz() -> Response {
+    Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+async fn readyz(State(state): State<RelayState>) -> Result<Response, ApiError> {
+    state.store.ping().await?;
+    Ok(Json(serde_json::json!({ "status": "ready" })).into_response())
+}
+
+/// A path segment naming a device, entity or thread, as text (a segment that is not UTF-8 is
+/// refused as malformed, in the API's error shape).
+pub(super) struct PathId(pub(super) String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(id) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| ApiError::Malformed(format!("bad path: {}", e.body_text())))?;
+        Ok(Self(id))
+    }
 }
 
 fn wire<T: WireType>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(decode(bytes)?)
 }
 
-fn request_auth(headers_in: &HeaderMap) -> Result<RequestAuth, ApiError> {
+/// The authentication headers, parsed and fresh.
+fn fresh_auth(state: &RelayState, headers_in: &HeaderMap) -> Result<RequestAuth, ApiError> {
     let get = |name: &str| headers_in.get(name).and_then(|v| v.to_str().ok());
-    RequestAuth::parse(
+    let auth = RequestAuth::parse(
         get(headers::DEVICE),
         get(headers::TIMESTAMP),
         get(headers::NONCE),
         get(headers::SIGNATURE),
     )
-    .map_err(ApiError::Unauthenticated)
+    .map_err(ApiError::Unauthenticated)?;
+    if !auth.is_fresh((state.clock)()) {
+        return Err(ApiError::StaleRequest);
+    }
+    Ok(auth)
 }
 
-/// Checks freshness and signature against `key`, then spends the nonce (only after the signature
+/// Reads a body of at most `max` bytes: the declared length is checked first, a share of the
+/// budget for unverified bodies is held while reading (refused as busy when exhausted), and the
+/// whole body must arrive within the configured time.
+async fn read_body(
+    state: &RelayState,
+    headers_in: &HeaderMap,
+    body: Body,
+    max: usize,
+) -> Result<Bytes, ApiError> {
+    let declared = http_body::Body::size_hint(&body).exact().or_else(|| {
+        headers_in
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+    });
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(ApiError::TooLarge(max));
+    }
+    let reserve = declared.map_or(max, |n| usize::try_from(n).unwrap_or(max));
+    let _permit = if reserve == 0 {
+        None
+    } else {
+        let permits = u32::try_from(reserve).map_err(|_| ApiError::TooLarge(max))?;
+        Some(
+            Arc::clone(&state.body_budget)
+                .try_acquire_many_owned(permits)
+                .map_err(|_| ApiError::Busy("reading other request bodies"))?,
+        )
+    };
+    match tokio::time::timeout(state.body_read, axum::body::to_bytes(body, max)).await {
+        Err(_) => Err(ApiError::BodyTimeout(state.body_read.as_secs())),
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                Err(ApiError::TooLarge(max))
+            } else {
+                Err(ApiError::Malformed(format!("cannot read the body: {e}")))
+            }
+        }
+    }
+}
+
+/// Checks the signature against `key`, then spends the nonce (only after the signature
 /// verified, so nobody can burn another device's nonces).
 async fn check_signed(
     state: &RelayState,
@@ -158,14 +277,11 @@ async fn check_signed(
     uri: &Uri,
     body: &[u8],
 ) -> Result<(), ApiError> {
-    let now = (state.clock)();
-    if !auth.is_fresh(now) {
-        return Err(ApiError::StaleRequest);
-    }
     let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
     if !auth.verify(key, method.as_str(), target, body) {
         return Err(ApiError::BadSignature(auth.device.to_string()));
     }
+    let now = (state.clock)();
     let expires = auth.timestamp.0.saturating_add(MAX_CLOCK_SKEW_SECS);
     if !state
         .store
@@ -177,53 +293,52 @@ async fn check_signed(
     Ok(())
 }
 
-/// Authenticates a request from a registered device.
-async fn authenticate(
-    state: &RelayState,
-    method: &Method,
-    uri: &Uri,
-    headers_in: &HeaderMap,
-    body: &[u8],
-) -> Result<DeviceRecord, ApiError> {
-    let auth = request_auth(headers_in)?;
-    let device = state
-        .store
-        .device(auth.device)
-        .await?
-        .ok_or_else(|| ApiError::UnknownDevice(auth.device.to_string()))?;
-    let key =
-        IdentityPublicKey::from_bytes(&device.identity_key).map_err(|_| ApiError::Internal)?;
-    check_signed(state, &auth, &key, method, uri, body).await?;
-    // Counted only for requests the device really signed, so nobody can get another device
-    // banned by sending requests in its name.
-    state.limiter.admit(auth.device, (state.clock)())?;
-    Ok(device)
+/// Applies the device's rate limit (by its role) and its entity's quota.
+async fn admit(state: &RelayState, device: DeviceId) -> Result<(), ApiError> {
+    let now = (state.clock)();
+    let role = match state.limiter.known_role(device, now) {
+        Some(role) => role,
+        None => {
+            let role = state.store.device_role(device).await?;
+            state.limiter.remember_role(device, role.clone(), now);
+            role
+        }
+    };
+    state.limiter.admit(device, &role, now)
 }
 
-/// A request authenticated as coming from a registered device, with its body. Use it as the last
-/// handler argument; it refuses the request (JSON error) when the body is too large or the
-/// signature, timestamp, nonce or rate limit is refused.
-pub(super) struct Signed {
+/// A request authenticated as coming from a registered device, with its body of at most `MAX`
+/// bytes. Use it as the last handler argument; it refuses the request (JSON error) when the
+/// headers, body size, signature, timestamp, nonce or rate limit is refused, and checks what it
+/// can before reading the body.
+pub(super) struct Signed<const MAX: usize> {
     /// The requesting device.
     pub(super) device: DeviceRecord,
     /// The request body.
     pub(super) body: Bytes,
 }
 
-impl axum::extract::FromRequest<RelayState> for Signed {
+impl<const MAX: usize> axum::extract::FromRequest<RelayState> for Signed<MAX> {
     type Rejection = ApiError;
 
     async fn from_request(
         request: axum::extract::Request,
         state: &RelayState,
     ) -> Result<Self, Self::Rejection> {
-        let (method, uri, headers_in) = (
-            request.method().clone(),
-            request.uri().clone(),
-            request.headers().clone(),
-        );
-        let raw = body(Bytes::from_request(request, state).await)?;
-        let device = authenticate(state, &method, &uri, &headers_in, &raw).await?;
+        let (parts, body) = request.into_parts();
+        let auth = fresh_auth(state, &parts.headers)?;
+        let device = state
+            .store
+            .device(auth.device)
+            .await?
+            .ok_or_else(|| ApiError::UnknownDevice(auth.device.to_string()))?;
+        let key =
+            IdentityPublicKey::from_bytes(&device.identity_key).map_err(|_| ApiError::Internal)?;
+        let raw = read_body(state, &parts.headers, body, MAX).await?;
+        check_signed(state, &auth, &key, &parts.method, &parts.uri, &raw).await?;
+        // Counted only for requests the device really signed, so nobody can get another device
+        // banned by sending requests in its name.
+        admit(state, auth.device).await?;
         Ok(Self { device, body: raw })
     }
 }
@@ -246,30 +361,42 @@ fn json_bytes(status: StatusCode, bytes: Vec<u8>) -> Response {
 
 async fn register_device(
     State(state): State<RelayState>,
-    method: Method,
-    uri: Uri,
-    headers_in: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
-    let raw = body(raw)?;
+    let (parts, body) = request.into_parts();
+    if let Some(ConnectInfo(from)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+        state
+            .limiter
+            .admit_registration(from.ip(), (state.clock)())?;
+    }
+    let auth = fresh_auth(&state, &parts.headers)?;
+    let raw = read_body(&state, &parts.headers, body, MAX_BUNDLE_BYTES).await?;
     let bundle: KeyBundle = wire(&raw)?;
     bundle
         .verify()
         .map_err(|e| ApiError::Malformed(e.to_string()))?;
     // Registration proves possession of the identity key: signed by the key being registered.
-    let auth = request_auth(&headers_in)?;
     if auth.device != bundle.device {
         return Err(ApiError::Unauthenticated(format!(
             "request signed as {} but registers {}",
             auth.device, bundle.device
         )));
     }
-    check_signed(&state, &auth, &bundle.identity_key, &method, &uri, &raw).await?;
+    check_signed(
+        &state,
+        &auth,
+        &bundle.identity_key,
+        &parts.method,
+        &parts.uri,
+        &raw,
+    )
+    .await?;
     refuse_older_bundle(&state, &bundle).await?;
     let record = DeviceRecord {
         device: bundle.device,
         identity_key: *bundle.identity_key.as_bytes(),
-        bundle: raw.to_vec(),
+        // The canonical form, never the client's bytes (padding, spacing, key order).
+        bundle: encode(&bundle).map_err(|_| ApiError::Internal)?,
         registered_at: (state.clock)().0,
     };
     let outcome = state.store.register_device(&record).await?;
@@ -310,8 +437,8 @@ async fn refuse_older_bundle(state: &RelayState, bundle: &KeyBundle) -> Result<(
 
 async fn get_device(
     State(state): State<RelayState>,
-    Path(device): Path<String>,
-    _signed: Signed,
+    PathId(device): PathId,
+    _signed: Signed<0>,
 ) -> Result<Response, ApiError> {
     let device: DeviceId = device
         .parse()
@@ -329,7 +456,7 @@ async fn create_entity(
     Signed {
         device: admin,
         body: raw,
-    }: Signed,
+    }: Signed<MAX_ENTITY_BYTES>,
 ) -> Result<Response, ApiError> {
     let new: NewEntity = wire(&raw)?;
     let name_chars = new.display_name.chars().count();
@@ -355,8 +482,8 @@ async fn create_entity(
 
 async fn get_entity(
     State(state): State<RelayState>,
-    Path(entity): Path<String>,
-    _signed: Signed,
+    PathId(entity): PathId,
+    _signed: Signed<0>,
 ) -> Result<Response, ApiError> {
     let entity = EntityId::new(entity).map_err(|e| ApiError::Malformed(e.to_string()))?;
     let record = state

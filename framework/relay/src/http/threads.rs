@@ -6,17 +6,26 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use switchboard_protocol::api::MAX_INBOX_PAGE_BYTES;
 use switchboard_protocol::{
     Commit, DeviceId, HistoryGrant, SealedMessage, ThreadId, ThreadOpen, Version,
 };
 use tokio::sync::Notify;
 
-use super::{Ack, ApiError, InboxAnswer, PostAnswer, RelayState, Signed, WireItem, wire};
-use crate::store::{InboxItem, ItemKind, Post, Posted, ThreadRecord};
+use super::{
+    Ack, ApiError, InboxAnswer, MAX_ACK_BYTES, PathId, PostAnswer, RelayState, Signed, WireItem,
+    wire,
+};
+use crate::store::{InboxItem, ItemKind, Post, PostKey, Posted, ThreadRecord};
+
+const OPEN_MAX: usize = ItemKind::ThreadOpen.max_payload_bytes();
+const COMMIT_MAX: usize = ItemKind::Commit.max_payload_bytes();
+const MESSAGE_MAX: usize = ItemKind::Message.max_payload_bytes();
+const HISTORY_MAX: usize = ItemKind::History.max_payload_bytes();
 
 /// The longest a long-poll waits: 30 seconds.
 pub const MAX_WAIT_SECS: u64 = 30;
@@ -28,14 +37,50 @@ pub const LEASE_SECS: u64 = 30;
 /// process sharing the database.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Wakes long-polls of this process when an item is queued for their device.
+/// Wakes long-polls of this process when an item is queued for their device. A device has an
+/// entry only while one of its long-polls waits, so the table holds at most one entry per open
+/// request.
 #[derive(Clone, Default)]
 pub(super) struct Waiters(Arc<Mutex<HashMap<DeviceId, Arc<Notify>>>>);
 
+/// One long-poll's registration in [`Waiters`]; dropping it removes the device's entry when no
+/// other long-poll of the device waits.
+pub(super) struct Waiter {
+    table: Waiters,
+    device: DeviceId,
+    notify: Arc<Notify>,
+}
+
+impl std::ops::Deref for Waiter {
+    type Target = Notify;
+
+    fn deref(&self) -> &Notify {
+        &self.notify
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        let mut map = self.table.0.lock().unwrap_or_else(PoisonError::into_inner);
+        // The table's reference and this one: nobody else waits.
+        if map
+            .get(&self.device)
+            .is_some_and(|n| Arc::ptr_eq(n, &self.notify) && Arc::strong_count(n) == 2)
+        {
+            map.remove(&self.device);
+        }
+    }
+}
+
 impl Waiters {
-    fn get(&self, device: DeviceId) -> Arc<Notify> {
+    fn get(&self, device: DeviceId) -> Waiter {
         let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(map.entry(device).or_default())
+        let notify = Arc::clone(map.entry(device).or_default());
+        Waiter {
+            table: self.clone(),
+            device,
+            notify,
+        }
     }
 
     fn wake(&self, devices: &[DeviceId]) {
@@ -53,15 +98,22 @@ fn parse_thread(text: &str) -> Result<ThreadId, ApiError> {
         .map_err(|e: switchboard_protocol::WireError| ApiError::Malformed(e.to_string()))
 }
 
+/// The answer to a post: 201 with where it went, or 200 with the same for a message stored
+/// before.
 fn posted(state: &RelayState, thread: ThreadId, posted: &Posted) -> Response {
     state.waiters.wake(&posted.recipients);
     let answer = PostAnswer {
         v: Version,
         thread,
         thread_seq: posted.thread_seq,
-        recipients: posted.recipients.len(),
+        recipients: usize::try_from(posted.recipient_count).unwrap_or(usize::MAX),
     };
-    (StatusCode::CREATED, Json(answer)).into_response()
+    let status = if posted.stored_before {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    (status, Json(answer)).into_response()
 }
 
 pub(super) async fn open_thread(
@@ -69,7 +121,7 @@ pub(super) async fn open_thread(
     Signed {
         device: customer,
         body: raw,
-    }: Signed,
+    }: Signed<OPEN_MAX>,
 ) -> Result<Response, ApiError> {
     let open: ThreadOpen = wire(&raw)?;
     if open.customer.device != customer.device
@@ -84,6 +136,13 @@ pub(super) async fn open_thread(
         .entity(&open.entity)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no entity named {}", open.entity)))?;
+    if customer.device == entity.admin {
+        return Err(ApiError::Malformed(format!(
+            "device {} is the admin of {}: it cannot open a thread with its own entity as a \
+             customer; use another device",
+            customer.device, open.entity
+        )));
+    }
     if open.admin.device != entity.admin || open.wrap.recipient != entity.admin {
         return Err(ApiError::Conflict(format!(
             "entity {} has another admin device; fetch its directory record again",
@@ -131,11 +190,11 @@ async fn admins_thread(
 
 pub(super) async fn post_commit(
     State(state): State<RelayState>,
-    Path(thread): Path<String>,
+    PathId(thread): PathId,
     Signed {
         device: sender,
         body: raw,
-    }: Signed,
+    }: Signed<COMMIT_MAX>,
 ) -> Result<Response, ApiError> {
     let (thread, record) =
         admins_thread(&state, &thread, sender.device, "change a thread's roster").await?;
@@ -167,6 +226,7 @@ pub(super) async fn post_commit(
         payload: &raw,
         new_roster: Some((commit.epoch.0, &members)),
         to: None,
+        key: None,
     };
     let result = state.store.post(&post).await?;
     Ok(posted(&state, thread, &result))
@@ -174,11 +234,11 @@ pub(super) async fn post_commit(
 
 pub(super) async fn post_message(
     State(state): State<RelayState>,
-    Path(thread): Path<String>,
+    PathId(thread): PathId,
     Signed {
         device: sender,
         body: raw,
-    }: Signed,
+    }: Signed<MESSAGE_MAX>,
 ) -> Result<Response, ApiError> {
     let thread = parse_thread(&thread)?;
     let record = thread_of(&state, thread).await?;
@@ -194,6 +254,7 @@ pub(super) async fn post_message(
             "the message header names another thread or sender than the request".to_owned(),
         ));
     }
+    use sha2::Digest as _;
     let post = Post {
         thread,
         sender: sender.device,
@@ -201,6 +262,11 @@ pub(super) async fn post_message(
         payload: &raw,
         new_roster: None,
         to: None,
+        key: Some(PostKey {
+            epoch: message.header.epoch.0,
+            generation: message.header.generation,
+            digest: sha2::Sha256::digest(&raw).into(),
+        }),
     };
     let result = state.store.post(&post).await?;
     Ok(posted(&state, thread, &result))
@@ -210,11 +276,11 @@ pub(super) async fn post_message(
 /// member (not itself), and to that member alone.
 pub(super) async fn post_history(
     State(state): State<RelayState>,
-    Path(thread): Path<String>,
+    PathId(thread): PathId,
     Signed {
         device: sender,
         body: raw,
-    }: Signed,
+    }: Signed<HISTORY_MAX>,
 ) -> Result<Response, ApiError> {
     let (thread, record) = admins_thread(&state, &thread, sender.device, "grant history").await?;
     let grant: HistoryGrant = wire(&raw)?;
@@ -236,6 +302,7 @@ pub(super) async fn post_history(
         payload: &raw,
         new_roster: None,
         to: Some(grant.to),
+        key: None,
     };
     let result = state.store.post(&post).await?;
     Ok(posted(&state, thread, &result))
@@ -281,23 +348,30 @@ fn to_wire(item: &InboxItem) -> Result<WireItem, ApiError> {
         thread: item.thread,
         thread_seq: item.thread_seq,
         sender: item.sender,
-        kind: match item.kind {
-            ItemKind::ThreadOpen => switchboard_protocol::api::ItemKind::ThreadOpen,
-            ItemKind::Commit => switchboard_protocol::api::ItemKind::Commit,
-            ItemKind::Message => switchboard_protocol::api::ItemKind::Message,
-            ItemKind::History => switchboard_protocol::api::ItemKind::History,
-        },
+        kind: item.kind,
         payload,
     })
+}
+
+/// Refuses a cursor the store cannot hold (above 2^63 - 1).
+fn check_cursor(cursor: u64, what: &str) -> Result<(), ApiError> {
+    if i64::try_from(cursor).is_err() {
+        return Err(ApiError::Malformed(format!(
+            "{what} {cursor} is past the largest inbox position (2^63 - 1)"
+        )));
+    }
+    Ok(())
 }
 
 pub(super) async fn inbox(
     State(state): State<RelayState>,
     query: Result<Query<InboxQuery>, axum::extract::rejection::QueryRejection>,
-    Signed { device, .. }: Signed,
+    Signed { device, .. }: Signed<0>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
     check_instance(query.instance.as_deref())?;
+    check_cursor(query.after, "after")?;
+    let max_bytes = MAX_INBOX_PAGE_BYTES as u64;
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_FETCH);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(query.wait.min(MAX_WAIT_SECS));
     let notify = state.waiters.get(device.device);
@@ -308,12 +382,25 @@ pub(super) async fn inbox(
         tokio::pin!(notified);
         notified.as_mut().enable();
         let items = match &query.instance {
-            None => state.store.fetch(device.device, query.after, limit).await?,
+            None => {
+                state
+                    .store
+                    .fetch(device.device, query.after, limit, max_bytes)
+                    .await?
+            }
             Some(instance) => {
                 let now = (state.clock)().0;
                 state
                     .store
-                    .fetch_leased(device.device, instance, query.after, limit, now, LEASE_SECS)
+                    .fetch_leased(
+                        device.device,
+                        instance,
+                        query.after,
+                        limit,
+                        max_bytes,
+                        now,
+                        LEASE_SECS,
+                    )
                     .await?
             }
         };
@@ -333,10 +420,11 @@ pub(super) async fn inbox(
 
 pub(super) async fn ack(
     State(state): State<RelayState>,
-    Signed { device, body: raw }: Signed,
+    Signed { device, body: raw }: Signed<MAX_ACK_BYTES>,
 ) -> Result<Response, ApiError> {
     let ack: Ack = wire(&raw)?;
     check_instance(ack.instance.as_deref())?;
+    check_cursor(ack.up_to, "up_to")?;
     let removed = match &ack.instance {
         None => state.store.ack(device.device, ack.up_to).await?,
         Some(instance) => {
@@ -347,4 +435,30 @@ pub(super) async fn ack(
         }
     };
     Ok(Json(serde_json::json!({ "v": 1, "acked": removed })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::PoisonError;
+
+    use switchboard_protocol::DeviceId;
+
+    use super::Waiters;
+
+    #[test]
+    fn the_waiter_table_forgets_devices_nobody_waits_for() {
+        let waiters = Waiters::default();
+        for i in 0..1000u32 {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            let waiter = waiters.get(DeviceId::from_bytes(id));
+            drop(waiter);
+        }
+        let tracked = waiters
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        assert_eq!(tracked, 0, "entries of finished long-polls are removed");
+    }
 }

@@ -92,40 +92,13 @@ pub struct ThreadRecord {
     pub members: Vec<DeviceId>,
 }
 
-/// What kind of item an inbox holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ItemKind {
-    /// A customer opened a thread (to the admin).
-    ThreadOpen,
-    /// A roster commit (to old and new members).
-    Commit,
-    /// A message (to the other members).
-    Message,
-    /// A history grant (to the one member it is for).
-    History,
-}
+/// What kind of item an inbox holds: the protocol's one list, stored by its name
+/// ([`ItemKind::as_str`]).
+pub use switchboard_protocol::api::ItemKind;
 
-impl ItemKind {
-    /// The stored name.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::ThreadOpen => "thread_open",
-            Self::Commit => "commit",
-            Self::Message => "message",
-            Self::History => "history",
-        }
-    }
-
-    fn parse(text: &str) -> Result<Self, StoreError> {
-        match text {
-            "thread_open" => Ok(Self::ThreadOpen),
-            "commit" => Ok(Self::Commit),
-            "message" => Ok(Self::Message),
-            "history" => Ok(Self::History),
-            other => Err(StoreError::Corrupt(format!("unknown item kind {other:?}"))),
-        }
-    }
+fn parse_kind(text: &str) -> Result<ItemKind, StoreError> {
+    text.parse()
+        .map_err(|_| StoreError::Corrupt(format!("unknown item kind {text:?}")))
 }
 
 /// One item in a device's inbox.
@@ -145,6 +118,30 @@ pub struct InboxItem {
     pub payload: Vec<u8>,
 }
 
+/// What identifies a message among a thread's posts, so that a message posted again (a retry
+/// after a lost answer) is stored once: its epoch, sender and generation, and a digest of its
+/// bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PostKey {
+    /// The message's epoch.
+    pub epoch: u64,
+    /// The sender's generation counter in that epoch.
+    pub generation: u64,
+    /// SHA-256 of the posted bytes.
+    pub digest: [u8; 32],
+}
+
+/// What a device is to the relay, as its records say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceRole {
+    /// A customer device (or a device in no thread yet).
+    Customer,
+    /// A member of an entity's threads other than their customer and admin.
+    Agent(EntityId),
+    /// The admin device of an entity.
+    Admin(EntityId),
+}
+
 /// A post to a thread, as the relay accepted it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Post<'a> {
@@ -161,6 +158,9 @@ pub struct Post<'a> {
     pub new_roster: Option<(u64, &'a [DeviceId])>,
     /// Deliver to this member only (history grants); `None`: to every other member.
     pub to: Option<DeviceId>,
+    /// For messages: posted again with the same key and bytes, the post is answered as stored
+    /// before; with the same key and other bytes, it is refused as a conflict.
+    pub key: Option<PostKey>,
 }
 
 /// A [`Post`] that owns its data (to queue it for group commit).
@@ -172,6 +172,7 @@ pub(crate) struct OwnedPost {
     pub(crate) payload: Vec<u8>,
     pub(crate) new_roster: Option<(u64, Vec<DeviceId>)>,
     pub(crate) to: Option<DeviceId>,
+    pub(crate) key: Option<PostKey>,
 }
 
 impl OwnedPost {
@@ -185,6 +186,7 @@ impl OwnedPost {
                 .new_roster
                 .map(|(epoch, members)| (epoch, members.to_vec())),
             to: post.to,
+            key: post.key,
         }
     }
 
@@ -199,6 +201,7 @@ impl OwnedPost {
                 .as_ref()
                 .map(|(epoch, members)| (*epoch, members.as_slice())),
             to: self.to,
+            key: self.key,
         }
     }
 }
@@ -208,8 +211,26 @@ impl OwnedPost {
 pub struct Posted {
     /// Its position in the thread.
     pub thread_seq: u64,
-    /// The devices it was queued for.
+    /// The devices it was queued for (empty when `stored_before`).
     pub recipients: Vec<DeviceId>,
+    /// The same message was stored before (see [`Post::key`]); nothing was queued now.
+    pub stored_before: bool,
+    /// How many devices it was queued for (the first time, when `stored_before`).
+    pub recipient_count: u64,
+}
+
+impl Posted {
+    /// A new post queued for `recipients` at `thread_seq`.
+    #[must_use]
+    pub fn new(thread_seq: u64, recipients: Vec<DeviceId>) -> Self {
+        let recipient_count = recipients.len() as u64;
+        Self {
+            thread_seq,
+            recipients,
+            stored_before: false,
+            recipient_count,
+        }
+    }
 }
 
 /// The relay's storage. Every method is atomic.
@@ -251,12 +272,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// [`StoreError::NotFound`] if the thread does not exist.
     async fn post(&self, post: &Post<'_>) -> Result<Posted, StoreError>;
 
-    /// Up to `limit` unacknowledged items of `device` with `seq > after`, oldest first.
+    /// Up to `limit` unacknowledged items of `device` with `seq > after`, oldest first, and no
+    /// more than `max_bytes` of payload in all, except that the first item always comes.
     async fn fetch(
         &self,
         device: DeviceId,
         after: u64,
         limit: u32,
+        max_bytes: u64,
     ) -> Result<Vec<InboxItem>, StoreError>;
 
     /// For one instance of a device run as several processes: up to `limit` items that this
@@ -264,13 +287,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// nobody, to this instance, or on an expired lease; the instance then leases (or renews) the
     /// thread until `now + lease_secs`. Items are those with `seq > after`, plus every
     /// unacknowledged item of a thread this instance has just taken over, so a takeover
-    /// redelivers in order what the previous holder left unacknowledged.
+    /// redelivers in order what the previous holder left unacknowledged. Paged by
+    /// `max_bytes` as [`Store::fetch`].
+    #[allow(clippy::too_many_arguments)]
     async fn fetch_leased(
         &self,
         device: DeviceId,
         instance: &str,
         after: u64,
         limit: u32,
+        max_bytes: u64,
         now: u64,
         lease_secs: u64,
     ) -> Result<Vec<InboxItem>, StoreError>;
@@ -285,6 +311,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Acknowledges (deletes) every item of `device` with `seq <= up_to`. Returns how many.
     async fn ack(&self, device: DeviceId, up_to: u64) -> Result<u64, StoreError>;
+
+    /// What `device` is: the admin of an entity, an agent in an entity's threads, or a customer.
+    async fn device_role(&self, device: DeviceId) -> Result<DeviceRole, StoreError>;
+
+    /// Whether the database answers (for `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
 
     /// Records a request nonce of `device` until `expires_at`. Returns `false` if it was used
     /// before (a replayed request). Forgets nonces that expired before `now`.
@@ -325,7 +357,7 @@ pub(crate) fn inbox_item(
         thread: thread_from_text(&thread)?,
         thread_seq: to_u64(thread_seq, "thread sequence")?,
         sender: device_from_text(&sender)?,
-        kind: ItemKind::parse(&kind)?,
+        kind: parse_kind(&kind)?,
         payload,
     })
 }
@@ -359,6 +391,21 @@ fn key_from_bytes(bytes: &[u8]) -> Result<[u8; 32], StoreError> {
     bytes
         .try_into()
         .map_err(|_| StoreError::Corrupt(format!("identity key of {} bytes", bytes.len())))
+}
+
+/// The last `seq` of a page of `sizes` (`(seq, payload bytes)`, in order) holding at most
+/// `max_bytes`, but at least the first item.
+fn page_end(sizes: &[(i64, i64)], max_bytes: u64) -> Option<i64> {
+    let mut total: u64 = 0;
+    let mut end = None;
+    for (seq, size) in sizes {
+        total = total.saturating_add(u64::try_from(*size).unwrap_or(0));
+        if end.is_some() && total > max_bytes {
+            break;
+        }
+        end = Some(*seq);
+    }
+    end
 }
 
 /// The devices a post goes to: current members (plus, for commits, new members), minus the

@@ -32,6 +32,13 @@ fn migrator() -> Migrator {
             include_str!("../../migrations/postgres/0002_leases.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            3,
+            Cow::Borrowed("robustness"),
+            MigrationType::Simple,
+            include_str!("../../migrations/postgres/0003_robustness.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 
@@ -59,7 +66,7 @@ impl PostgresStore {
     pub async fn reset(url: &str) -> Result<(), StoreError> {
         let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
         sqlx::raw_sql(
-            "DROP TABLE IF EXISTS leases, inbox, nonces, thread_members, threads, entities, devices, \
+            "DROP TABLE IF EXISTS posted_messages, leases, inbox, nonces, thread_members, threads, entities, devices, \
              _sqlx_migrations CASCADE",
         )
         .execute(&pool)

@@ -174,10 +174,7 @@ macro_rules! impl_store {
                 enqueue(&mut tx, t.admin, t.thread, thread_seq, t.customer, ItemKind::ThreadOpen, open)
                     .await?;
                 tx.commit().await?;
-                Ok(crate::store::Posted {
-                    thread_seq,
-                    recipients: vec![t.admin],
-                })
+                Ok(crate::store::Posted::new(thread_seq, vec![t.admin]))
             }
 
             async fn thread(
@@ -219,14 +216,30 @@ macro_rules! impl_store {
                 device: switchboard_protocol::DeviceId,
                 after: u64,
                 limit: u32,
+                max_bytes: u64,
             ) -> Result<Vec<crate::store::InboxItem>, crate::store::StoreError> {
-                use crate::store::to_i64;
-                let rows: Vec<crate::store::InboxRow> = sqlx::query_as(
-                    "SELECT seq, thread_id, thread_seq, sender, kind, payload FROM inbox \
+                use crate::store::{page_end, to_i64};
+                let after = to_i64(after, "cursor")?;
+                // Sizes first (no payloads), then the payloads of the page.
+                let sizes: Vec<(i64, i64)> = sqlx::query_as(
+                    "SELECT seq, CAST(length(payload) AS BIGINT) FROM inbox \
                      WHERE device_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
                 )
                 .bind(device.to_string())
-                .bind(to_i64(after, "cursor")?)
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                let Some(end) = page_end(&sizes, max_bytes) else {
+                    return Ok(Vec::new());
+                };
+                let rows: Vec<crate::store::InboxRow> = sqlx::query_as(
+                    "SELECT seq, thread_id, thread_seq, sender, kind, payload FROM inbox \
+                     WHERE device_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4",
+                )
+                .bind(device.to_string())
+                .bind(after)
+                .bind(end)
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?;
@@ -239,10 +252,11 @@ macro_rules! impl_store {
                 instance: &str,
                 after: u64,
                 limit: u32,
+                max_bytes: u64,
                 now: u64,
                 lease_secs: u64,
             ) -> Result<Vec<crate::store::InboxItem>, crate::store::StoreError> {
-                use crate::store::to_i64;
+                use crate::store::{page_end, to_i64};
                 let mut tx = self.pool.begin_with($begin).await?;
                 // Serialise the device's lease decisions (a no-op update takes the row lock in
                 // PostgreSQL; SQLite's write transaction already excludes others).
@@ -251,20 +265,36 @@ macro_rules! impl_store {
                     .execute(&mut *tx)
                     .await?;
                 let now_i = to_i64(now, "time")?;
-                let rows: Vec<crate::store::InboxRow> = sqlx::query_as(
-                    "SELECT i.seq, i.thread_id, i.thread_seq, i.sender, i.kind, i.payload \
-                     FROM inbox i LEFT JOIN leases l \
+                let after = to_i64(after, "cursor")?;
+                const AVAILABLE: &str = "FROM inbox i LEFT JOIN leases l \
                        ON l.device_id = i.device_id AND l.thread_id = i.thread_id \
                      WHERE i.device_id = $1 \
                        AND (l.instance IS NULL OR l.expires_at <= $3 OR l.instance = $2) \
-                       AND (i.seq > $4 OR l.instance IS NULL OR l.expires_at <= $3) \
-                     ORDER BY i.seq LIMIT $5",
-                )
+                       AND (i.seq > $4 OR l.instance IS NULL OR l.expires_at <= $3)";
+                let sizes: Vec<(i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT i.seq, CAST(length(i.payload) AS BIGINT) {AVAILABLE} ORDER BY i.seq LIMIT $5"
+                )))
                 .bind(device.to_string())
                 .bind(instance)
                 .bind(now_i)
-                .bind(to_i64(after, "cursor")?)
+                .bind(after)
                 .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await?;
+                let Some(end) = page_end(&sizes, max_bytes) else {
+                    tx.commit().await?;
+                    return Ok(Vec::new());
+                };
+                let rows: Vec<crate::store::InboxRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT i.seq, i.thread_id, i.thread_seq, i.sender, i.kind, i.payload \
+                     {AVAILABLE} AND i.seq <= $6 ORDER BY i.seq LIMIT $5"
+                )))
+                .bind(device.to_string())
+                .bind(instance)
+                .bind(now_i)
+                .bind(after)
+                .bind(i64::from(limit))
+                .bind(end)
                 .fetch_all(&mut *tx)
                 .await?;
                 let expires = to_i64(now.saturating_add(lease_secs), "lease expiry")?;
@@ -332,6 +362,103 @@ macro_rules! impl_store {
             ) -> Result<bool, crate::store::StoreError> {
                 self.use_nonce_committed(device, nonce, expires_at, now).await
             }
+
+            async fn device_role(
+                &self,
+                device: switchboard_protocol::DeviceId,
+            ) -> Result<crate::store::DeviceRole, crate::store::StoreError> {
+                use crate::store::{DeviceRole, entity_from_text};
+                let id = device.to_string();
+                let admin: Option<(String,)> =
+                    sqlx::query_as("SELECT entity FROM entities WHERE admin_device = $1 LIMIT 1")
+                        .bind(&id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                if let Some((entity,)) = admin {
+                    return Ok(DeviceRole::Admin(entity_from_text(&entity)?));
+                }
+                let agent: Option<(String,)> = sqlx::query_as(
+                    "SELECT t.entity FROM thread_members m JOIN threads t ON t.thread_id = m.thread_id \
+                     WHERE m.device_id = $1 AND t.customer <> $1 AND t.admin <> $1 LIMIT 1",
+                )
+                .bind(&id)
+                .fetch_optional(&self.pool)
+                .await?;
+                match agent {
+                    Some((entity,)) => Ok(DeviceRole::Agent(entity_from_text(&entity)?)),
+                    None => Ok(DeviceRole::Customer),
+                }
+            }
+
+            async fn ping(&self) -> Result<(), crate::store::StoreError> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+        }
+
+        /// The message posted before under `post.key`, if any: `Ok(Some)` with its answer if
+        /// the bytes are the same, a conflict if they differ.
+        async fn stored_before(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            post: &crate::store::Post<'_>,
+        ) -> Result<Option<crate::store::Posted>, crate::store::StoreError> {
+            use crate::store::{StoreError, to_i64, to_u64};
+            let Some(key) = post.key else {
+                return Ok(None);
+            };
+            let row: Option<(Vec<u8>, i64, i64)> = sqlx::query_as(
+                "SELECT digest, thread_seq, recipients FROM posted_messages \
+                 WHERE thread_id = $1 AND epoch = $2 AND sender = $3 AND generation = $4",
+            )
+            .bind(post.thread.to_string())
+            .bind(to_i64(key.epoch, "epoch")?)
+            .bind(post.sender.to_string())
+            .bind(to_i64(key.generation, "generation")?)
+            .fetch_optional(&mut **tx)
+            .await?;
+            let Some((digest, thread_seq, recipients)) = row else {
+                return Ok(None);
+            };
+            if digest.as_slice() != key.digest.as_slice() {
+                return Err(StoreError::Conflict(format!(
+                    "device {} already posted another message as generation {} of epoch {} in \
+                     thread {}",
+                    post.sender, key.generation, key.epoch, post.thread
+                )));
+            }
+            Ok(Some(crate::store::Posted {
+                thread_seq: to_u64(thread_seq, "thread sequence")?,
+                recipients: Vec::new(),
+                stored_before: true,
+                recipient_count: to_u64(recipients, "recipients")?,
+            }))
+        }
+
+        /// Remembers a message posted under `post.key` (see [`stored_before`]).
+        async fn remember_post(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            post: &crate::store::Post<'_>,
+            posted: &crate::store::Posted,
+        ) -> Result<(), crate::store::StoreError> {
+            use crate::store::to_i64;
+            let Some(key) = post.key else {
+                return Ok(());
+            };
+            sqlx::query(
+                "INSERT INTO posted_messages \
+                 (thread_id, epoch, sender, generation, digest, thread_seq, recipients) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(post.thread.to_string())
+            .bind(to_i64(key.epoch, "epoch")?)
+            .bind(post.sender.to_string())
+            .bind(to_i64(key.generation, "generation")?)
+            .bind(key.digest.as_slice())
+            .bind(to_i64(posted.thread_seq, "thread sequence")?)
+            .bind(to_i64(posted.recipient_count, "recipients")?)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
         }
 
         /// Records one request nonce in its own transaction (see `Store::use_nonce`).
@@ -370,9 +497,16 @@ macro_rules! impl_store {
             post: &crate::store::Post<'_>,
         ) -> Result<crate::store::Posted, crate::store::StoreError> {
             use crate::store::{Posted, recipients, to_i64};
+            if let Some(before) = stored_before(tx, post).await? {
+                return Ok(before);
+            }
             // Bumping the thread counter first locks the thread: posts to one thread are
             // serialised, so every member receives them in the same order.
             let thread_seq = bump_thread(tx, post.thread).await?;
+            // A copy committed by another relay process while this one waited for the lock.
+            if let Some(before) = stored_before(tx, post).await? {
+                return Ok(before);
+            }
             let current = members(tx, post.thread).await?;
             let to = recipients(&current, post);
             for device in &to {
@@ -399,7 +533,9 @@ macro_rules! impl_store {
                     .execute(&mut **tx)
                     .await?;
             }
-            Ok(Posted { thread_seq, recipients: to })
+            let posted = Posted::new(thread_seq, to);
+            remember_post(tx, post, &posted).await?;
+            Ok(posted)
         }
 
         /// Takes the thread's next position (and, in PostgreSQL, its row lock).

@@ -47,6 +47,13 @@ fn migrator() -> Migrator {
             include_str!("../../migrations/sqlite/0002_leases.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            3,
+            Cow::Borrowed("robustness"),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0003_robustness.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 

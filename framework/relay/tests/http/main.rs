@@ -18,11 +18,12 @@ use serde_json::Value;
 use switchboard_protocol::{
     CipherSuite, Csprng, DeviceId, DeviceKeys, KeyBundle, RequestAuth, Timestamp, decode, encode,
 };
-use switchboard_relay::http::{Clock, DirectoryRecord, Limits};
+use switchboard_relay::http::{Clock, DirectoryRecord, Limits, Rate};
 use switchboard_relay::{RelayState, app};
 use tower::ServiceExt as _;
 
 mod plaintext;
+mod robustness;
 mod rotation;
 mod schemas;
 mod threads;
@@ -393,11 +394,10 @@ async fn device_bundles_are_served_to_registered_devices() {
 
 fn tight() -> Limits {
     Limits {
-        per_second: 1,
-        burst: 3,
         strikes_to_ban: 3,
         first_ban_secs: 60,
         max_ban_secs: 100,
+        ..Limits::uniform(Rate::new(1, 3))
     }
 }
 
@@ -503,6 +503,8 @@ async fn openapi_document_is_served_and_lists_every_route() {
         ("/v1/inbox", "get"),
         ("/v1/inbox/ack", "post"),
         ("/metrics", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
         ("/openapi.json", "get"),
     ];
     assert_eq!(doc["paths"].as_object().unwrap().len(), routes.len());
@@ -524,10 +526,16 @@ async fn openapi_document_is_served_and_lists_every_route() {
         );
         assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
     }
-    let codes = doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]
-        ["enum"]
-        .as_array()
-        .unwrap()
-        .len();
-    assert_eq!(codes, 15, "every stable error code is documented");
+    let codes: Vec<&str> =
+        doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+    let shared: Vec<&str> = switchboard_protocol::api::ErrorCode::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
+    assert_eq!(codes, shared, "every stable error code is documented");
 }

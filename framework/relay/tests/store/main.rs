@@ -74,6 +74,9 @@ macro_rules! run_suite {
                 case!(a_refused_post_does_not_undo_posts_committed_with_it);
                 case!(commits_amid_concurrent_posts_decide_who_gets_what);
                 case!(a_nonce_used_twice_at_once_is_fresh_once);
+                case!(a_message_posted_again_is_stored_once_even_concurrently);
+                case!(fetch_pages_by_bytes_but_always_returns_one_item);
+                case!(device_roles_come_from_entities_and_threads);
             }
         )*
     };

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use switchboard_protocol::{Csprng, DeviceId, EntityId, ThreadId};
 use switchboard_relay::store::{
-    DeviceRecord, EntityRecord, ItemKind, Post, Registered, Store, StoreError, ThreadRecord,
+    DeviceRecord, DeviceRole, EntityRecord, ItemKind, Post, PostKey, Registered, Store, StoreError,
+    ThreadRecord,
 };
 
 pub fn random_hex() -> String {
@@ -65,6 +66,7 @@ fn message<'a>(thread: ThreadId, sender: DeviceId, payload: &'a [u8]) -> Post<'a
         payload,
         new_roster: None,
         to: None,
+        key: None,
     }
 }
 
@@ -130,13 +132,19 @@ pub async fn entities_need_a_registered_admin_and_keep_it(store: &dyn Store) {
 
 pub async fn open_thread_queues_for_the_admin_once(store: &dyn Store) {
     let (record, customer, admin) = thread(store).await;
-    let items = store.fetch(admin, 0, 10).await.unwrap();
+    let items = store.fetch(admin, 0, 10, u64::MAX).await.unwrap();
     assert_eq!(items.len(), 1);
     assert_eq!(
         (items[0].kind, items[0].sender, items[0].payload.as_slice()),
         (ItemKind::ThreadOpen, customer, &b"open"[..])
     );
-    assert!(store.fetch(customer, 0, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .fetch(customer, 0, 10, u64::MAX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(matches!(
         store.open_thread(&record, b"again").await,
         Err(StoreError::Conflict(_))
@@ -153,7 +161,7 @@ pub async fn posts_reach_other_members_in_thread_order(store: &dyn Store) {
             .unwrap();
         assert_eq!(posted.recipients, vec![admin]);
     }
-    let items = store.fetch(admin, 0, 100).await.unwrap();
+    let items = store.fetch(admin, 0, 100, u64::MAX).await.unwrap();
     let payloads: Vec<&[u8]> = items.iter().skip(1).map(|i| i.payload.as_slice()).collect();
     assert_eq!(payloads, [&[0u8][..], &[1], &[2], &[3], &[4]]);
     assert!(
@@ -162,13 +170,20 @@ pub async fn posts_reach_other_members_in_thread_order(store: &dyn Store) {
             .all(|w| w[0].seq < w[1].seq && w[0].thread_seq < w[1].thread_seq)
     );
     assert!(
-        store.fetch(customer, 0, 100).await.unwrap().is_empty(),
+        store
+            .fetch(customer, 0, 100, u64::MAX)
+            .await
+            .unwrap()
+            .is_empty(),
         "the sender gets no copy"
     );
     // Limit and cursor.
-    let first_two = store.fetch(admin, 0, 2).await.unwrap();
+    let first_two = store.fetch(admin, 0, 2, u64::MAX).await.unwrap();
     assert_eq!(first_two.len(), 2);
-    let rest = store.fetch(admin, first_two[1].seq, 100).await.unwrap();
+    let rest = store
+        .fetch(admin, first_two[1].seq, 100, u64::MAX)
+        .await
+        .unwrap();
     assert_eq!(rest.len(), 4);
 }
 
@@ -181,6 +196,7 @@ pub async fn commit_reaches_removed_member_then_membership_changes(store: &dyn S
         kind: ItemKind::Commit,
         new_roster: Some((1, &with_bot)),
         to: None,
+        key: None,
         ..message(record.thread, admin, b"add")
     };
     let posted = store.post(&add).await.unwrap();
@@ -199,6 +215,7 @@ pub async fn commit_reaches_removed_member_then_membership_changes(store: &dyn S
         kind: ItemKind::Commit,
         new_roster: Some((2, &without_bot)),
         to: None,
+        key: None,
         ..message(record.thread, admin, b"rm")
     };
     let posted = store.post(&remove).await.unwrap();
@@ -211,7 +228,7 @@ pub async fn commit_reaches_removed_member_then_membership_changes(store: &dyn S
         .await
         .unwrap();
     assert_eq!(after.recipients, vec![admin]);
-    let bot_items = store.fetch(bot, 0, 100).await.unwrap();
+    let bot_items = store.fetch(bot, 0, 100, u64::MAX).await.unwrap();
     assert_eq!(bot_items.last().unwrap().payload, b"rm");
     let t = store.thread(record.thread).await.unwrap().unwrap();
     assert_eq!((t.epoch, t.members), (2, without_bot));
@@ -227,12 +244,12 @@ pub async fn unacked_items_are_fetched_again_acked_are_gone(store: &dyn Store) {
         .post(&message(record.thread, customer, b"b"))
         .await
         .unwrap();
-    let first = store.fetch(admin, 0, 10).await.unwrap();
+    let first = store.fetch(admin, 0, 10, u64::MAX).await.unwrap();
     assert_eq!(first.len(), 3);
     // Not acked: a reconnecting client gets the same items again.
-    assert_eq!(store.fetch(admin, 0, 10).await.unwrap(), first);
+    assert_eq!(store.fetch(admin, 0, 10, u64::MAX).await.unwrap(), first);
     assert_eq!(store.ack(admin, first[1].seq).await.unwrap(), 2);
-    let rest = store.fetch(admin, 0, 10).await.unwrap();
+    let rest = store.fetch(admin, 0, 10, u64::MAX).await.unwrap();
     assert_eq!(rest, first[2..].to_vec());
     assert_eq!(
         store.ack(admin, first[1].seq).await.unwrap(),
@@ -262,6 +279,7 @@ pub async fn concurrent_posts_keep_one_order_per_thread(store: &dyn Store) {
         kind: ItemKind::Commit,
         new_roster: Some((1, &members)),
         to: None,
+        key: None,
         ..message(record.thread, admin, b"add")
     };
     store.post(&add).await.unwrap();
@@ -279,7 +297,7 @@ pub async fn concurrent_posts_keep_one_order_per_thread(store: &dyn Store) {
         }
     };
     tokio::join!(post_many(customer, 1), post_many(bot, 2));
-    let admin_items = store.fetch(admin, 0, 1000).await.unwrap();
+    let admin_items = store.fetch(admin, 0, 1000, u64::MAX).await.unwrap();
     let messages: Vec<_> = admin_items
         .iter()
         .filter(|i| i.kind == ItemKind::Message)
@@ -298,7 +316,7 @@ pub async fn concurrent_posts_keep_one_order_per_thread(store: &dyn Store) {
             .map(|i| i.thread_seq)
             .collect()
     };
-    let customer_items = store.fetch(customer, 0, 1000).await.unwrap();
+    let customer_items = store.fetch(customer, 0, 1000, u64::MAX).await.unwrap();
     assert_eq!(order(&customer_items, 2), order(&admin_items, 2));
     for tag in [1, 2] {
         let seqs: Vec<u8> = admin_items
@@ -335,6 +353,7 @@ pub async fn leases_give_each_thread_to_one_instance_and_move_on_expiry(store: &
             kind: ItemKind::Commit,
             new_roster: Some((1, &members)),
             to: None,
+            key: None,
             ..message(record.thread, admin, b"add")
         };
         store.post(&add).await.unwrap();
@@ -350,17 +369,23 @@ pub async fn leases_give_each_thread_to_one_instance_and_move_on_expiry(store: &
     }
     let (t1, t2) = (threads[0].0, threads[1].0);
     // Instance A takes the first item: thread 1 is now A's.
-    let a = store.fetch_leased(bot, "a", 0, 1, 100, 30).await.unwrap();
+    let a = store
+        .fetch_leased(bot, "a", 0, 1, u64::MAX, 100, 30)
+        .await
+        .unwrap();
     assert_eq!((a.len(), a[0].thread), (1, t1));
     // Instance B gets only thread 2's items.
-    let b = store.fetch_leased(bot, "b", 0, 100, 100, 30).await.unwrap();
+    let b = store
+        .fetch_leased(bot, "b", 0, 100, u64::MAX, 100, 30)
+        .await
+        .unwrap();
     assert!(
         !b.is_empty() && b.iter().all(|i| i.thread == t2),
         "B only gets thread 2"
     );
     // A continues with thread 1 after its cursor, in order, never thread 2.
     let a2 = store
-        .fetch_leased(bot, "a", a[0].seq, 100, 110, 30)
+        .fetch_leased(bot, "a", a[0].seq, 100, u64::MAX, 110, 30)
         .await
         .unwrap();
     assert!(a2.iter().all(|i| i.thread == t1));
@@ -377,14 +402,14 @@ pub async fn leases_give_each_thread_to_one_instance_and_move_on_expiry(store: &
     // again, from the start, though they are before A's cursor.
     assert!(
         store
-            .fetch_leased(bot, "a", last_a, 100, 120, 30)
+            .fetch_leased(bot, "a", last_a, 100, u64::MAX, 120, 30)
             .await
             .unwrap()
             .is_empty(),
         "B's lease holds"
     );
     let takeover = store
-        .fetch_leased(bot, "a", last_a, 100, 131, 30)
+        .fetch_leased(bot, "a", last_a, 100, u64::MAX, 131, 30)
         .await
         .unwrap();
     assert_eq!(
@@ -394,7 +419,7 @@ pub async fn leases_give_each_thread_to_one_instance_and_move_on_expiry(store: &
     // And B, back, finds thread 2 taken.
     assert!(
         store
-            .fetch_leased(bot, "b", 0, 100, 132, 30)
+            .fetch_leased(bot, "b", 0, 100, u64::MAX, 132, 30)
             .await
             .unwrap()
             .is_empty()
@@ -413,7 +438,7 @@ pub async fn a_refused_post_does_not_undo_posts_committed_with_it(store: &dyn St
         r.unwrap();
     }
     assert!(matches!(refused, Err(StoreError::NotFound(_))));
-    let items = store.fetch(admin, 0, 100).await.unwrap();
+    let items = store.fetch(admin, 0, 100, u64::MAX).await.unwrap();
     assert_eq!(
         items.iter().filter(|i| i.kind == ItemKind::Message).count(),
         4
@@ -460,6 +485,7 @@ pub async fn commits_amid_concurrent_posts_decide_who_gets_what(store: &dyn Stor
                 kind: ItemKind::Commit,
                 new_roster: Some((epoch, roster)),
                 to: None,
+                key: None,
                 ..message(thread, admin, payload)
             }
         }
@@ -475,7 +501,7 @@ pub async fn commits_amid_concurrent_posts_decide_who_gets_what(store: &dyn Stor
     let (posted, commits) = tokio::join!(customers_post, admins_commit);
     let posted: Vec<u64> = posted.into_iter().map(|r| r.unwrap().thread_seq).collect();
 
-    let bot_items = store.fetch(bot, 0, 10_000).await.unwrap();
+    let bot_items = store.fetch(bot, 0, 10_000, u64::MAX).await.unwrap();
     assert!(bot_items.windows(2).all(|w| w[0].seq < w[1].seq));
     for ((record, customer, admin), (added, removed)) in threads.iter().zip(commits) {
         assert!(added < removed);
@@ -513,7 +539,7 @@ pub async fn commits_amid_concurrent_posts_decide_who_gets_what(store: &dyn Stor
             "the bot gets exactly what was posted while it was a member"
         );
         for member in [customer, admin] {
-            let items = store.fetch(*member, 0, 10_000).await.unwrap();
+            let items = store.fetch(*member, 0, 10_000, u64::MAX).await.unwrap();
             assert!(items.windows(2).all(|w| w[0].seq < w[1].seq));
             let mine: Vec<u64> = items
                 .iter()
@@ -524,7 +550,7 @@ pub async fn commits_amid_concurrent_posts_decide_who_gets_what(store: &dyn Stor
         }
         // The admin got every message, nothing twice.
         let admin_messages = store
-            .fetch(*admin, 0, 10_000)
+            .fetch(*admin, 0, 10_000, u64::MAX)
             .await
             .unwrap()
             .into_iter()
@@ -550,4 +576,90 @@ pub async fn a_nonce_used_twice_at_once_is_fresh_once(store: &dyn Store) {
             .count();
         assert_eq!(uses, 1, "nonce {i} fresh exactly once");
     }
+}
+
+pub async fn a_message_posted_again_is_stored_once_even_concurrently(store: &dyn Store) {
+    let (t, customer, admin) = thread(store).await;
+    let keyed = |payload: &'static [u8], generation: u64| Post {
+        key: Some(PostKey {
+            epoch: 0,
+            generation,
+            digest: [payload[0]; 32],
+        }),
+        ..message(t.thread, customer, payload)
+    };
+    let first = store.post(&keyed(b"a", 0)).await.unwrap();
+    assert!(!first.stored_before);
+    let again = store.post(&keyed(b"a", 0)).await.unwrap();
+    assert!(again.stored_before);
+    assert_eq!(
+        (again.thread_seq, again.recipient_count),
+        (first.thread_seq, 1)
+    );
+    assert!(matches!(
+        store.post(&keyed(b"b", 0)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // Ten copies of one new message at once (one group commit on SQLite): one is stored.
+    let copy = keyed(b"c", 1);
+    let copies = futures_util::future::join_all((0..10).map(|_| store.post(&copy))).await;
+    let stored: Vec<_> = copies.into_iter().map(Result::unwrap).collect();
+    assert_eq!(stored.iter().filter(|p| !p.stored_before).count(), 1);
+    assert!(stored.iter().all(|p| p.thread_seq == stored[0].thread_seq));
+    let items = store.fetch(admin, 0, 100, u64::MAX).await.unwrap();
+    assert_eq!(items.len(), 3, "the open, a and c, once each");
+}
+
+pub async fn fetch_pages_by_bytes_but_always_returns_one_item(store: &dyn Store) {
+    let (t, customer, admin) = thread(store).await;
+    let big = vec![b'x'; 1000];
+    for _ in 0..5 {
+        store
+            .post(&message(t.thread, customer, &big))
+            .await
+            .unwrap();
+    }
+    // The open (4 bytes) and two messages fit in 2,100 bytes; the third would pass it.
+    let page = store.fetch(admin, 0, 100, 2_100).await.unwrap();
+    assert_eq!(page.len(), 3);
+    // One byte of budget still returns the first item.
+    let one = store.fetch(admin, page[2].seq, 100, 1).await.unwrap();
+    assert_eq!(one.len(), 1);
+    let leased = store
+        .fetch_leased(admin, "a", 0, 100, 2_100, 100, 30)
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 3);
+}
+
+pub async fn device_roles_come_from_entities_and_threads(store: &dyn Store) {
+    let (t, customer, admin) = thread(store).await;
+    let bot = device(store).await;
+    assert_eq!(
+        store.device_role(customer).await.unwrap(),
+        DeviceRole::Customer
+    );
+    assert_eq!(store.device_role(bot).await.unwrap(), DeviceRole::Customer);
+    assert_eq!(
+        store.device_role(admin).await.unwrap(),
+        DeviceRole::Admin(t.entity.clone())
+    );
+    let members = [customer, admin, bot];
+    store
+        .post(&Post {
+            thread: t.thread,
+            sender: admin,
+            kind: ItemKind::Commit,
+            payload: b"add bot",
+            new_roster: Some((1, &members)),
+            to: None,
+            key: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.device_role(bot).await.unwrap(),
+        DeviceRole::Agent(t.entity.clone())
+    );
+    store.ping().await.unwrap();
 }

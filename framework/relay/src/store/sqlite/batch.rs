@@ -16,7 +16,9 @@ use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
 use switchboard_protocol::{DeviceId, ThreadId};
 use tokio::sync::{mpsc, oneshot};
 
-use super::super::{OwnedPost, Posted, StoreError, device_from_text, recipients, to_i64, to_u64};
+use super::super::{
+    OwnedPost, PostKey, Posted, StoreError, device_from_text, recipients, to_i64, to_u64,
+};
 use super::MAX_BATCH;
 
 /// Rows (or keys) per multi-row statement: 7 parameters per inbox row stays far below SQLite's
@@ -192,8 +194,132 @@ struct Row<'a> {
     payload: &'a [u8],
 }
 
-/// Applies a run of posts without roster changes with a fixed number of statements.
+/// A message's identity among a thread's posts (see [`PostKey`]).
+type MessageKey = (ThreadId, u64, DeviceId, u64);
+
+/// Applies a run of posts without roster changes with a fixed number of statements (plus one
+/// lookup per message, for messages posted again).
 async fn plain_posts(
+    tx: &mut Transaction<'static, Sqlite>,
+    all: &[&OwnedPost],
+) -> Result<Vec<Result<Posted, StoreError>>, StoreError> {
+    // Messages posted before (in an earlier batch or earlier in this one) are answered as
+    // stored, or refused if their bytes differ; the others are applied together.
+    let mut answers: Vec<Option<Result<Posted, StoreError>>> = Vec::with_capacity(all.len());
+    let mut in_batch: HashMap<MessageKey, (usize, [u8; 32])> = HashMap::new();
+    let mut run: Vec<&OwnedPost> = Vec::with_capacity(all.len());
+    let mut run_index: Vec<usize> = Vec::with_capacity(all.len());
+    let mut copies: Vec<(usize, usize)> = Vec::new();
+    for (i, post) in all.iter().enumerate() {
+        let Some(key) = post.key else {
+            answers.push(None);
+            run_index.push(i);
+            run.push(post);
+            continue;
+        };
+        let id: MessageKey = (post.thread, key.epoch, post.sender, key.generation);
+        if let Some((first, digest)) = in_batch.get(&id) {
+            answers.push(Some(if *digest == key.digest {
+                copies.push((i, *first));
+                Ok(Posted::new(0, Vec::new()))
+            } else {
+                Err(conflict(post, key))
+            }));
+            continue;
+        }
+        match super::stored_before(tx, &post.as_post()).await {
+            Ok(Some(before)) => answers.push(Some(Ok(before))),
+            Ok(None) => {
+                in_batch.insert(id, (i, key.digest));
+                answers.push(None);
+                run_index.push(i);
+                run.push(post);
+            }
+            Err(e) => answers.push(Some(Err(e))),
+        }
+    }
+    let applied = apply_plain(tx, &run).await?;
+    let mut remembered = Vec::new();
+    for (i, result) in run_index.into_iter().zip(applied) {
+        if let (Ok(posted), Some(post)) = (&result, all.get(i))
+            && post.key.is_some()
+        {
+            remembered.push((*post, posted.thread_seq, posted.recipient_count));
+        }
+        if let Some(slot) = answers.get_mut(i) {
+            *slot = Some(result);
+        }
+    }
+    remember(tx, &remembered).await?;
+    for (copy, first) in copies {
+        let before = match answers.get(first) {
+            Some(Some(Ok(posted))) => Ok(Posted {
+                thread_seq: posted.thread_seq,
+                recipients: Vec::new(),
+                stored_before: true,
+                recipient_count: posted.recipient_count,
+            }),
+            Some(Some(Err(e))) => Err(StoreError::CommitFailed(format!(
+                "the first copy of this message was refused: {e}"
+            ))),
+            _ => Err(lost()),
+        };
+        if let Some(slot) = answers.get_mut(copy) {
+            *slot = Some(before);
+        }
+    }
+    Ok(answers
+        .into_iter()
+        .map(|answer| answer.unwrap_or_else(|| Err(lost())))
+        .collect())
+}
+
+fn conflict(post: &OwnedPost, key: PostKey) -> StoreError {
+    StoreError::Conflict(format!(
+        "device {} already posted another message as generation {} of epoch {} in thread {}",
+        post.sender, key.generation, key.epoch, post.thread
+    ))
+}
+
+/// Records the keys of messages just stored, with multi-row inserts.
+async fn remember(
+    tx: &mut Transaction<'static, Sqlite>,
+    posts: &[(&OwnedPost, u64, u64)],
+) -> Result<(), StoreError> {
+    let mut rows = Vec::with_capacity(posts.len());
+    for (post, thread_seq, recipients) in posts {
+        let Some(key) = post.key else { continue };
+        rows.push((
+            post.thread.to_string(),
+            to_i64(key.epoch, "epoch")?,
+            post.sender.to_string(),
+            to_i64(key.generation, "generation")?,
+            key.digest,
+            to_i64(*thread_seq, "thread sequence")?,
+            to_i64(*recipients, "recipients")?,
+        ));
+    }
+    for chunk in rows.chunks(CHUNK) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO posted_messages \
+             (thread_id, epoch, sender, generation, digest, thread_seq, recipients) ",
+        );
+        insert.push_values(chunk, |mut row, r| {
+            row.push_bind(r.0.as_str())
+                .push_bind(r.1)
+                .push_bind(r.2.as_str())
+                .push_bind(r.3)
+                .push_bind(r.4.as_slice())
+                .push_bind(r.5)
+                .push_bind(r.6);
+        });
+        insert.build().persistent(false).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Applies posts that are new, without roster changes.
+async fn apply_plain(
     tx: &mut Transaction<'static, Sqlite>,
     run: &[&OwnedPost],
 ) -> Result<Vec<Result<Posted, StoreError>>, StoreError> {
@@ -250,10 +376,7 @@ async fn plain_posts(
             *next = next.saturating_add(1);
         }
         thread_next.insert(thread, thread_seq.saturating_add(1));
-        results.push(Ok(Posted {
-            thread_seq: to_u64(thread_seq, "thread sequence")?,
-            recipients: to,
-        }));
+        results.push(Ok(Posted::new(to_u64(thread_seq, "thread sequence")?, to)));
     }
 
     for chunk in rows.chunks(CHUNK) {
