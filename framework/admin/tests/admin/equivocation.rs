@@ -1,10 +1,14 @@
 //! Issue 8 item 5 through the admin: a member that signs two different messages under one
-//! generation is reported and audited, not dropped silently as a redelivery.
+//! generation is reported and audited, not dropped silently as a redelivery. The honest relay
+//! refuses the second message (409: another message under a generation it stored); a hostile
+//! relay delivers it anyway, and the admin must still notice.
 
 use switchboard_admin::audit::{AuditEvent, AuditLog};
 use switchboard_admin::{Admin, Outcome};
-use switchboard_client::{Device, Event, NewDevice, NewRole};
+use switchboard_client::{ClientError, Device, Event, NewDevice, NewRole};
+use switchboard_protocol::api::{ErrorCode, InboxItem, ItemKind};
 use switchboard_protocol::{Content, EntityId, ThreadState};
+use switchboard_testkit::hostile::{HostileRelay, Slip};
 use switchboard_testkit::scratch_dir;
 
 use super::{config, secret, step_until};
@@ -16,7 +20,9 @@ async fn a_member_equivocating_is_audited_and_the_first_message_stands() {
         .unwrap();
     let url = relay.url();
     let dir = scratch_dir("admin-equivocation");
-    let mut admin = Admin::init(config(&dir, &url)).await.unwrap();
+    // The admin talks to the relay through a proxy that will slip the second message in.
+    let hostile = HostileRelay::start(&url).await;
+    let mut admin = Admin::init(config(&dir, &hostile.url())).await.unwrap();
     let mut customer = Device::create(
         &dir.join("customer.keystore"),
         &secret(),
@@ -43,11 +49,34 @@ async fn a_member_equivocating_is_audited_and_the_first_message_stands() {
         )
         .unwrap();
     assert_eq!(first.header.generation, second.header.generation);
-    customer
+    let refused = customer
         .relay()
         .post_message(thread, &second)
         .await
-        .unwrap();
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            ClientError::Refused {
+                code: ErrorCode::Conflict,
+                ..
+            }
+        ),
+        "the relay must refuse another message under a stored generation: {refused}"
+    );
+    // Delivered after the first message, in the admin's first inbox answer.
+    hostile.inject(
+        admin.device().id(),
+        InboxItem {
+            seq: 0,
+            thread,
+            thread_seq: 0,
+            sender: customer.id(),
+            kind: ItemKind::Message,
+            payload: serde_json::to_value(&second).unwrap(),
+        },
+        Slip::After,
+    );
 
     let outcome = step_until(&mut admin, |o| {
         matches!(o, Outcome::Event(Event::Equivocation { .. }))
