@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use switchboard_client::{Device, DeviceRole, Event, ExpectedKey, NewDevice, NewRole, now};
 use switchboard_protocol::{
     AgentCredential, AgentKind, CommitAction, Content, CredentialRequest, DeviceId, Epoch, Floor,
-    HandoffTarget, KeyBundle, Member, ReceivedMessage, Sender, ThreadId, Timestamp,
+    HandoffTarget, KeyBundle, Member, ReceivedMessage, ReplayPolicy, Sender, ThreadId, Timestamp,
 };
 
 use crate::audit::{AuditEvent, AuditLog};
@@ -158,7 +158,7 @@ impl Admin {
         Self::with_device(config, device)
     }
 
-    fn with_device(config: Config, device: Device) -> Result<Self, AdminError> {
+    fn with_device(config: Config, mut device: Device) -> Result<Self, AdminError> {
         match device.role() {
             DeviceRole::Admin { entity } if *entity == config.entity => {}
             other => {
@@ -176,6 +176,10 @@ impl Admin {
             value => serde_json::from_value(value.clone())
                 .map_err(|e| AdminError::State(e.to_string()))?,
         };
+        device.set_replay_policy(ReplayPolicy {
+            old_epoch_grace_secs: config.old_epoch_grace_secs,
+            ..ReplayPolicy::default()
+        })?;
         let audit = AuditLog::open(&config.audit_log)?;
         let history = HistoryLog::open(&config.history.dir)?;
         Ok(Self {

@@ -8,6 +8,7 @@
 //! key_file = "acme-admin.key"        # or: passphrase_env = "ACME_PASSPHRASE"
 //! audit_log = "acme-audit.jsonl"
 //! credential_days = 30
+//! old_epoch_grace_secs = 600         # old-epoch messages accepted this long after a new epoch
 //!
 //! [routing]
 //! bot_first = true                   # a bot takes new threads when one fits; humans after
@@ -63,6 +64,10 @@ pub struct Config {
     pub policy: Policy,
     /// When agents get the earlier messages of a thread.
     pub history: History,
+    /// How long, in seconds after the admin installed a thread's next epoch, it still accepts
+    /// messages of the older epoch (late deliveries); later ones are refused and audited as
+    /// `late_message`. Default 600.
+    pub old_epoch_grace_secs: u64,
 }
 
 /// History grants: when an agent joining a thread gets its earlier messages (off by default:
@@ -193,6 +198,8 @@ struct File {
     rules: Vec<RuleFile>,
     #[serde(default)]
     history: HistoryFile,
+    #[serde(default = "default_old_epoch_grace_secs")]
+    old_epoch_grace_secs: u64,
 }
 
 #[derive(Default, Deserialize)]
@@ -209,6 +216,14 @@ struct HistoryFile {
 const fn default_credential_days() -> u64 {
     30
 }
+
+const fn default_old_epoch_grace_secs() -> u64 {
+    switchboard_protocol::DEFAULT_OLD_EPOCH_GRACE_SECS
+}
+
+/// The longest grace for old-epoch messages: one day (a withheld commit must not keep an old
+/// epoch alive for long).
+const MAX_OLD_EPOCH_GRACE_SECS: u64 = 86_400;
 
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -283,6 +298,11 @@ impl Config {
         if file.credential_days == 0 || file.credential_days > 366 {
             return Err("credential_days must be between 1 and 366".to_owned());
         }
+        if file.old_epoch_grace_secs > MAX_OLD_EPOCH_GRACE_SECS {
+            return Err(format!(
+                "old_epoch_grace_secs must be at most {MAX_OLD_EPOCH_GRACE_SECS} (one day)"
+            ));
+        }
         let mut rules = Vec::with_capacity(file.rules.len());
         for (i, rule) in file.rules.into_iter().enumerate() {
             let keywords: Vec<String> = rule
@@ -343,6 +363,7 @@ impl Config {
                 hours,
             },
             history,
+            old_epoch_grace_secs: file.old_epoch_grace_secs,
         })
     }
 }

@@ -11,8 +11,8 @@ use switchboard_protocol::api::{InboxItem, ItemKind};
 use switchboard_protocol::{
     CipherSuite, Commit, CommitAction, CommitError, Content, Csprng, DeviceId, DeviceKeys,
     DeviceMemory, EntityId, Epoch, Fingerprint, HistoryGrant, IdentityPublicKey, KemKeySecrets,
-    KeyBundle, MessageDigest, MessageError, MessageId, ReceivedMessage, SealedMessage, SeenWraps,
-    ThreadId, ThreadOpen, ThreadSnapshot, ThreadState, WireType, decode,
+    KeyBundle, MessageDigest, MessageError, MessageId, ReceivedMessage, ReplayPolicy,
+    SealedMessage, SeenWraps, ThreadId, ThreadOpen, ThreadSnapshot, ThreadState, WireType, decode,
 };
 use zeroize::Zeroizing;
 
@@ -283,6 +283,8 @@ pub struct Device {
     threads: BTreeMap<ThreadId, ThreadState>,
     app: serde_json::Value,
     memory: DeviceMemory,
+    /// Replay limits for threads this device creates or joins from now on.
+    replay: ReplayPolicy,
     rotation: RotationState,
     rotation_policy: KemRotation,
     rng: Csprng,
@@ -379,6 +381,7 @@ impl Device {
             threads: BTreeMap::new(),
             app: serde_json::Value::Null,
             memory: DeviceMemory::new(),
+            replay: ReplayPolicy::default(),
             rotation,
             rotation_policy: KemRotation::default(),
             rng,
@@ -433,6 +436,7 @@ impl Device {
             threads,
             app: contents.app,
             memory,
+            replay: ReplayPolicy::default(),
             rotation: contents.kem_rotation,
             rotation_policy: KemRotation::default(),
             rng: Csprng::from_os().map_err(|e| ClientError::Protocol(e.into()))?,
@@ -452,6 +456,22 @@ impl Device {
     pub async fn register(&self) -> Result<(), ClientError> {
         self.relay.publish_bundle(&self.bundle()).await?;
         Ok(())
+    }
+
+    /// Sets the replay limits ([`ReplayPolicy`]: how far generations may jump, how long
+    /// old-epoch messages are accepted after a new epoch) of every thread this device holds and
+    /// of those it opens, accepts or joins from now on, and saves the keystore (each thread keeps
+    /// its limits in it). Threads start with [`ReplayPolicy::default`]; the setting itself is
+    /// not kept, so set it again after [`Device::open`] (the admin does, from `entity.toml`).
+    ///
+    /// # Errors
+    /// Keystore errors.
+    pub fn set_replay_policy(&mut self, policy: ReplayPolicy) -> Result<(), ClientError> {
+        self.replay = policy;
+        for state in self.threads.values_mut() {
+            state.set_replay_policy(policy);
+        }
+        self.save()
     }
 
     /// This device's id.
@@ -572,6 +592,7 @@ impl Device {
         let at = now();
         let (state, open) =
             ThreadState::open(&self.keys, entity.clone(), &record.admin, at, &mut self.rng)?;
+        let state = state.with_replay_policy(self.replay);
         // The thread's roster holds a bundle signed at `at`: the next rotation publishes later.
         self.rotation.signed(at);
         let thread = state.thread();
@@ -822,7 +843,8 @@ impl Device {
                 }
                 match ThreadState::accept(&self.keys, entity, &open, at, &mut self.seen_opens) {
                     Ok(state) => {
-                        self.threads.insert(thread, state);
+                        self.threads
+                            .insert(thread, state.with_replay_policy(self.replay));
                         Some(Event::ThreadOpened {
                             thread,
                             customer: open.customer.device,
@@ -888,7 +910,8 @@ impl Device {
                     &mut self.memory,
                 ) {
                     Ok(state) => {
-                        self.threads.insert(thread, state);
+                        self.threads
+                            .insert(thread, state.with_replay_policy(self.replay));
                         self.rotation.epoch_applied();
                         Some(Event::Joined {
                             thread,

@@ -433,6 +433,18 @@ impl ThreadState {
         self
     }
 
+    /// Changes the replay limits of this thread from now on (see [`ReplayPolicy`]); kept in the
+    /// snapshot.
+    pub fn set_replay_policy(&mut self, replay: ReplayPolicy) {
+        self.replay = replay;
+    }
+
+    /// The replay limits in force.
+    #[must_use]
+    pub fn replay_policy(&self) -> ReplayPolicy {
+        self.replay
+    }
+
     /// The thread id.
     #[must_use]
     pub fn thread(&self) -> ThreadId {

@@ -7,11 +7,11 @@ use switchboard_admin::audit::{AuditEvent, AuditLog};
 use switchboard_admin::{Admin, Outcome};
 use switchboard_client::{ClientError, Device, Event, NewDevice, NewRole};
 use switchboard_protocol::api::{ErrorCode, InboxItem, ItemKind};
-use switchboard_protocol::{Content, EntityId, ThreadState};
+use switchboard_protocol::{AgentKind, Content, EntityId, Epoch, ThreadState};
 use switchboard_testkit::hostile::{HostileRelay, Slip};
 use switchboard_testkit::scratch_dir;
 
-use super::{config, secret, step_until};
+use super::{agent, config, fingerprint_of, secret, step_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_equivocating_is_audited_and_the_first_message_stands() {
@@ -109,4 +109,92 @@ async fn a_member_equivocating_is_audited_and_the_first_message_stands() {
             }),
         "{audit:#?}"
     );
+}
+
+/// Issue 8 item 4 through the admin: a customer that never got the commit that moved the thread
+/// on (here it simply has not fetched it; a hostile relay would withhold it) keeps writing in
+/// the old epoch. Past the configured grace the admin refuses those messages and audits each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_epoch_messages_past_the_grace_are_refused_and_audited_as_late() {
+    let relay = switchboard_relay::server::start("sqlite::memory:", "127.0.0.1:0")
+        .await
+        .unwrap();
+    let url = relay.url();
+    let dir = scratch_dir("admin-late");
+    let mut config = config(&dir, &url);
+    // No grace at all: every old-epoch message after the next epoch is installed is late.
+    config.old_epoch_grace_secs = 0;
+    let mut admin = Admin::init(config).await.unwrap();
+    let bot = agent(&dir, &url, "orderbot", &admin).await;
+    admin
+        .add_agent(
+            "OrderBot",
+            AgentKind::Bot,
+            bot.id(),
+            vec!["orders".into()],
+            &fingerprint_of(&bot),
+        )
+        .await
+        .unwrap();
+    let mut customer = Device::create(
+        &dir.join("customer.keystore"),
+        &secret(),
+        NewDevice::new(&url, NewRole::Customer),
+    )
+    .await
+    .unwrap();
+    let thread = customer
+        .open_thread(&EntityId::new("acme").unwrap())
+        .await
+        .unwrap();
+    customer
+        .send(thread, &Content::text("where is my order 42?"), None)
+        .await
+        .unwrap();
+    step_until(&mut admin, |o| matches!(o, Outcome::Routed { .. })).await;
+
+    // The customer has not applied the assign commit: it still writes in epoch 0.
+    let late = customer
+        .send(thread, &Content::text("my card ends in 4242"), None)
+        .await
+        .unwrap();
+    assert_eq!(late.header.epoch, Epoch(0));
+    let outcome = step_until(&mut admin, |o| {
+        matches!(o, Outcome::Event(Event::LateMessage { .. }))
+    })
+    .await;
+    let Outcome::Event(Event::LateMessage {
+        sender, epoch, next, ..
+    }) = outcome
+    else {
+        unreachable!()
+    };
+    assert_eq!((sender, epoch, next), (customer.id(), Epoch(0), Epoch(1)));
+    let audit = AuditLog::read(&dir.join("audit.jsonl")).unwrap();
+    assert!(
+        audit.iter().any(|r| matches!(
+            r.event,
+            AuditEvent::LateMessage { thread: t, device, epoch: Epoch(0), next: Epoch(1), .. }
+                if t == thread && device == customer.id()
+        )),
+        "{audit:#?}"
+    );
+}
+
+#[test]
+fn old_epoch_grace_is_configurable_and_bounded() {
+    let dir = scratch_dir("admin-grace-config");
+    assert_eq!(
+        config(&dir, "http://127.0.0.1:1").old_epoch_grace_secs,
+        switchboard_protocol::DEFAULT_OLD_EPOCH_GRACE_SECS
+    );
+    let path = dir.join("entity.toml");
+    std::fs::write(
+        &path,
+        "entity = \"acme\"\ndisplay_name = \"Acme\"\nrelay = \"http://127.0.0.1:1\"\n\
+         keystore = \"a.keystore\"\nkey_file = \"a.key\"\nold_epoch_grace_secs = 86401\n",
+    )
+    .unwrap();
+    let err = switchboard_admin::Config::load(&path).unwrap_err();
+    assert!(err.to_string().contains("old_epoch_grace_secs"), "{err}");
 }
