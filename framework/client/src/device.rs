@@ -669,7 +669,7 @@ impl Device {
             .ok_or(ClientError::UnknownThread(thread))?;
         let commit =
             state.commit_with_updates(&self.keys, action, updates, now(), &mut self.rng)?;
-        self.rotation.epoch_applied();
+        self.rotation.epoch_applied(&commit.action);
         self.save()?;
         Ok(commit)
     }
@@ -744,7 +744,9 @@ impl Device {
             .relay
             .inbox(self.cursor, FETCH_LIMIT, wait, None)
             .await?;
+        let caught_up = items.len() < FETCH_LIMIT as usize;
         let Some(last) = items.last().map(|item| item.seq) else {
+            self.delete_expired_kem_keys()?;
             return Ok(Vec::new());
         };
         let at = now();
@@ -759,6 +761,10 @@ impl Device {
         }
         self.cursor = self.cursor.max(last);
         self.save()?;
+        if caught_up {
+            // Only now: commits queued while the device was away may be wrapped to a retired key.
+            self.delete_expired_kem_keys()?;
+        }
         // The cursor is on disk, so the ack runs in the background: a lost ack only means the
         // relay keeps the items a while longer (they are skipped by cursor and acknowledged
         // with the next ack), and no await stands between applying and returning the events.
@@ -871,7 +877,7 @@ impl Device {
                             if self.remembers_joins() {
                                 self.memory.applied(self.keys.device(), &commit, at);
                             }
-                            self.rotation.epoch_applied();
+                            self.rotation.epoch_applied(&commit.action);
                             Some(Event::RosterChanged {
                                 thread,
                                 epoch: commit.epoch,
@@ -912,7 +918,7 @@ impl Device {
                     Ok(state) => {
                         self.threads
                             .insert(thread, state.with_replay_policy(self.replay));
-                        self.rotation.epoch_applied();
+                        self.rotation.epoch_applied(&commit.action);
                         Some(Event::Joined {
                             thread,
                             epoch: commit.epoch,

@@ -164,7 +164,10 @@ async fn old_epoch_messages_past_the_grace_are_refused_and_audited_as_late() {
     })
     .await;
     let Outcome::Event(Event::LateMessage {
-        sender, epoch, next, ..
+        sender,
+        epoch,
+        next,
+        ..
     }) = outcome
     else {
         unreachable!()

@@ -26,7 +26,8 @@ pub struct KemRotation {
     /// Rotate when the current key is this old (default 7 days).
     pub interval: Duration,
     /// Rotate after this many epochs applied since the last rotation, over all threads (default
-    /// 50; an admin counts the commits it makes).
+    /// 50; an admin counts the commits it makes; rekeys are not counted, so the rekeys that follow
+    /// a rotation do not cause the next one).
     pub after_epochs: u64,
     /// Keep a replaced key this long, so wraps sealed to it before the senders learned the new
     /// key still open (default 7 days); then it is deleted.
@@ -56,6 +57,10 @@ pub(super) struct RotationState {
     pub(super) epochs: u64,
     /// The current bundle still has to be published (a publish failed or was interrupted).
     pub(super) unpublished: bool,
+    /// When the current bundle was published: retired keys are kept for the grace period from
+    /// here (senders keep wrapping to the old key until they can fetch the new one).
+    #[serde(default)]
+    pub(super) published_at: Timestamp,
 }
 
 impl RotationState {
@@ -65,6 +70,7 @@ impl RotationState {
             rotated_at: at,
             epochs: 0,
             unpublished: false,
+            published_at: at,
         }
     }
 
@@ -73,8 +79,12 @@ impl RotationState {
         self.signed_at = self.signed_at.max(at);
     }
 
-    pub(super) fn epoch_applied(&mut self) {
-        self.epochs = self.epochs.saturating_add(1);
+    /// A commit was applied (or, for an admin, made). Rekeys are not counted: a sweep that
+    /// rekeys every thread of a rotated member must not make it rotate again.
+    pub(super) fn epoch_applied(&mut self, action: &CommitAction) {
+        if !matches!(action, CommitAction::Rekey) {
+            self.epochs = self.epochs.saturating_add(1);
+        }
     }
 
     fn due(&self, policy: &KemRotation, at: Timestamp) -> bool {
@@ -115,6 +125,7 @@ impl Device {
             rotated_at: current,
             epochs: 0,
             unpublished: true,
+            published_at: self.rotation.published_at,
         };
         self.save()?;
         tracing::info!(device = %self.id(), key = %self.keys.kem_key_id(), "KEM key rotated");
@@ -124,19 +135,46 @@ impl Device {
 
     /// Key upkeep: deletes retired KEM keys whose grace period ended, publishes a bundle whose
     /// publication failed before, and rotates when the policy says so. Returns the bundle
-    /// published, if any. [`Device::receive`] runs it before every fetch.
+    /// published, if any. [`Device::receive`] runs the same upkeep, deleting keys only once its
+    /// inbox has caught up (commits queued while it was offline may be wrapped to a retired key).
     ///
     /// # Errors
     /// Keystore errors; relay errors from publishing.
     pub async fn maintain_keys(&mut self) -> Result<Option<KeyBundle>, ClientError> {
+        self.delete_expired_kem_keys()?;
+        self.publish_or_rotate().await
+    }
+
+    /// Deletes retired KEM keys whose grace period ended, counted from the publication of the
+    /// key that replaced them; never while that key is unpublished (senders still wrap to the
+    /// old key, which is all the relay serves). Returns how many were deleted.
+    pub(super) fn delete_expired_kem_keys(&mut self) -> Result<usize, ClientError> {
+        if self.rotation.unpublished {
+            return Ok(0);
+        }
         let at = now();
+        let waited_for_publication = self
+            .rotation
+            .published_at
+            .0
+            .saturating_sub(self.rotation.rotated_at.0);
+        let grace = self
+            .rotation_policy
+            .grace
+            .as_secs()
+            .saturating_add(waited_for_publication);
         let mut keys = (*self.keys).clone();
-        let deleted = keys.delete_retired_kem_keys(at, self.rotation_policy.grace.as_secs());
+        let deleted = keys.delete_retired_kem_keys(at, grace);
         if deleted > 0 {
             self.replace_keys(keys);
             self.save()?;
             tracing::info!(device = %self.id(), deleted, "retired KEM keys deleted");
         }
+        Ok(deleted)
+    }
+
+    async fn publish_or_rotate(&mut self) -> Result<Option<KeyBundle>, ClientError> {
+        let at = now();
         if self.rotation.due(&self.rotation_policy, at) {
             return self.rotate_kem().await.map(Some);
         }
@@ -150,7 +188,7 @@ impl Device {
     /// [`Device::maintain_keys`] for [`Device::receive`]: a relay that refuses or cannot take
     /// the bundle now does not stop the inbox (the publication is retried next time).
     pub(super) async fn maintain_keys_in_background(&mut self) -> Result<(), ClientError> {
-        match self.maintain_keys().await {
+        match self.publish_or_rotate().await {
             Ok(_) => Ok(()),
             Err(e @ (ClientError::Keystore(_) | ClientError::KeystoreContents(_))) => Err(e),
             Err(e) => {
@@ -170,6 +208,7 @@ impl Device {
     async fn publish(&mut self) -> Result<(), ClientError> {
         self.relay.publish_bundle(&self.bundle()).await?;
         self.rotation.unpublished = false;
+        self.rotation.published_at = now();
         self.save()
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use switchboard_client::{Device, Event, KemRotation};
 use switchboard_protocol::{
-    CommitAction, Content, ExpectedWrap, SeenWraps, ThreadState, WrapError,
+    CommitAction, Content, ExpectedWrap, Floor, SeenWraps, ThreadState, WrapError,
 };
 
 use crate::{Cast, events, secret};
@@ -156,13 +156,24 @@ async fn device_rotates_after_the_configured_number_of_epochs_and_stays_reachabl
         ..KemRotation::default()
     });
     let first = cast.customer.bundle();
+    // Rekeys do not count (a sweep rekeying every thread of a rotated member must not make it
+    // rotate again); other roster commits do.
+    cast.admin
+        .commit(thread, CommitAction::Rekey)
+        .await
+        .unwrap();
     for _ in 0..2 {
         cast.admin
-            .commit(thread, CommitAction::Rekey)
+            .commit(
+                thread,
+                CommitAction::SetFloor {
+                    floor: Floor::Admin,
+                },
+            )
             .await
             .unwrap();
     }
-    events(&mut cast.customer, 2).await;
+    events(&mut cast.customer, 3).await;
     // The next receive runs the upkeep: two epochs applied, so it rotates and publishes.
     cast.customer.receive(Duration::from_secs(0)).await.unwrap();
     let published = cast
@@ -192,4 +203,27 @@ async fn device_rotates_after_the_configured_number_of_epochs_and_stays_reachabl
         .await
         .unwrap();
     assert_eq!(reopened.bundle(), key);
+}
+
+/// A rotation whose bundle never reached the relay: senders still wrap to the old key (all the
+/// relay serves), so the device must keep it past the grace period until the new bundle is
+/// published (and count the grace from then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_key_is_kept_while_its_successor_is_unpublished() {
+    let cast = Cast::new().await;
+    let mut customer = cast.customer;
+    customer.set_kem_rotation(KemRotation {
+        grace: Duration::ZERO,
+        ..KemRotation::default()
+    });
+    let old = customer.bundle().kem_key;
+    // The relay goes away before the rotation can be published.
+    drop(cast.server);
+    assert!(customer.rotate_kem().await.is_err(), "publishing must fail");
+    assert_ne!(customer.keys().kem_public(), &old, "the rotation stands");
+    assert!(customer.maintain_keys().await.is_err());
+    assert!(
+        customer.keys().holds_kem_key(&old),
+        "the old key was deleted although the relay still serves it"
+    );
 }
