@@ -242,8 +242,20 @@ impl Device {
         Ok(state.key_updates(fetched))
     }
 
+    /// A member's bundle as the relay serves it; `None` for an unknown device or a bundle dated
+    /// in the future (beyond the allowed clock skew): such a bundle would make the member's
+    /// genuine later rotations look older, so it is never taken as an update.
     async fn current_bundle(&self, device: DeviceId) -> Result<Option<KeyBundle>, ClientError> {
         match self.relay.device_bundle(device).await {
+            Ok(bundle)
+                if bundle.created_at.0
+                    > now()
+                        .0
+                        .saturating_add(switchboard_protocol::request::MAX_CLOCK_SKEW_SECS) =>
+            {
+                tracing::warn!(%device, created_at = bundle.created_at.0, "ignoring a key bundle dated in the future");
+                Ok(None)
+            }
             Ok(bundle) => Ok(Some(bundle)),
             Err(ClientError::Refused { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),

@@ -364,12 +364,17 @@ async fn register_device(
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
-    if let Some(ConnectInfo(from)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+    let auth = fresh_auth(&state, &parts.headers)?;
+    // A device already registered publishing a newer bundle (KEM key rotation) spends its own
+    // budget, not its address's: many devices behind one proxy or NAT must still rotate. New
+    // devices are limited per source address. (The signature is checked below either way.)
+    if state.store.device(auth.device).await?.is_some() {
+        admit(&state, auth.device).await?;
+    } else if let Some(ConnectInfo(from)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
         state
             .limiter
             .admit_registration(from.ip(), (state.clock)())?;
     }
-    let auth = fresh_auth(&state, &parts.headers)?;
     let raw = read_body(&state, &parts.headers, body, MAX_BUNDLE_BYTES).await?;
     let bundle: KeyBundle = wire(&raw)?;
     bundle
@@ -391,6 +396,15 @@ async fn register_device(
         &raw,
     )
     .await?;
+    // A bundle dated in the future would make every genuine later rotation "older" (409), so a
+    // thief of the identity key could pin its own KEM key for good.
+    let now = (state.clock)();
+    if bundle.created_at.0 > now.0.saturating_add(MAX_CLOCK_SKEW_SECS) {
+        return Err(ApiError::Malformed(format!(
+            "key bundle created_at {} is in the future (relay clock {}, allowed skew {MAX_CLOCK_SKEW_SECS} s)",
+            bundle.created_at.0, now.0
+        )));
+    }
     refuse_older_bundle(&state, &bundle).await?;
     let record = DeviceRecord {
         device: bundle.device,

@@ -15,7 +15,7 @@ use tower::ServiceExt as _;
 use super::{Relay, code, with_auth};
 
 /// `request` as if it came from `addr`.
-fn from(addr: &str, mut request: Request<Body>) -> Request<Body> {
+pub(super) fn from(addr: &str, mut request: Request<Body>) -> Request<Body> {
     let addr: SocketAddr = addr.parse().unwrap();
     request.extensions_mut().insert(ConnectInfo(addr));
     request
