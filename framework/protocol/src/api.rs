@@ -118,7 +118,8 @@ impl ItemKind {
         match self {
             Self::ThreadOpen => 256 * 1024,
             Self::Commit => crate::wire::MAX_WIRE_BYTES,
-            Self::Message => 256 * 1024,
+            // 64 KiB of text that JSON escapes six-fold (control characters), then base64.
+            Self::Message => 768 * 1024,
             Self::History => crate::wire::MAX_WIRE_BYTES,
         }
     }

@@ -458,3 +458,18 @@ fn snapshot_with_an_inconsistent_receive_window_is_refused() {
     )
     .unwrap();
 }
+
+/// The relay's cap for a message item must hold the largest message the protocol accepts: 64 KiB
+/// of text that JSON escapes six-fold (control characters), then base64 on top.
+#[test]
+fn the_largest_valid_message_fits_the_relays_message_cap() {
+    let mut w = World::new(CipherSuite::default(), 1);
+    let (mut customer, _, _, _) = w.assigned_thread();
+    let text = "\u{1}".repeat(MAX_TEXT_BYTES);
+    let sealed = customer
+        .seal(&w.customer, &Content::text(text), None)
+        .unwrap();
+    let bytes = encode(&sealed).unwrap().len();
+    let cap = api::ItemKind::Message.max_payload_bytes();
+    assert!(bytes <= cap, "{bytes} bytes > cap {cap}");
+}
