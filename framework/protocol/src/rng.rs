@@ -26,6 +26,9 @@ use crate::error::RandomnessError;
 /// ```
 pub struct Csprng {
     source: Source,
+    /// Test vectors only: every `fill` request in order, when recording.
+    #[cfg(any(test, feature = "test-util"))]
+    draws: Option<Vec<Vec<u8>>>,
 }
 
 enum Source {
@@ -67,6 +70,8 @@ impl Csprng {
         key.zeroize();
         Ok(Self {
             source: Source::Os { fallback },
+            #[cfg(any(test, feature = "test-util"))]
+            draws: None,
         })
     }
 
@@ -82,7 +87,26 @@ impl Csprng {
                 block: [0u8; 32],
                 used: 32,
             }),
+            draws: None,
         }
+    }
+
+    /// Like [`Csprng::from_seed`], and records every request (its bytes, in order) so that test
+    /// vectors can give each random value explicitly; [`Csprng::take_draws`] returns them. For
+    /// test vectors only (the `test-util` feature).
+    #[cfg(any(test, feature = "test-util"))]
+    #[must_use]
+    pub fn recording(seed: [u8; 32]) -> Self {
+        let mut rng = Self::from_seed(seed);
+        rng.draws = Some(Vec::new());
+        rng
+    }
+
+    /// The requests recorded since the last call (empty unless made by [`Csprng::recording`]),
+    /// each the bytes one `fill` returned, in order. For test vectors only.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn take_draws(&mut self) -> Vec<Vec<u8>> {
+        self.draws.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Fills `dest` with random bytes.
@@ -95,6 +119,10 @@ impl Csprng {
             }
             #[cfg(any(test, feature = "test-util"))]
             Source::Seeded(seeded) => seeded.fill(dest),
+        }
+        #[cfg(any(test, feature = "test-util"))]
+        if let Some(draws) = &mut self.draws {
+            draws.push(dest.to_vec());
         }
     }
 
@@ -206,6 +234,18 @@ mod tests {
     }
 
     #[test]
+    fn a_recording_generator_returns_each_request_in_order_and_the_same_stream() {
+        let mut plain = Csprng::from_seed([9; 32]);
+        let mut rec = Csprng::recording([9; 32]);
+        let (a, b) = (rec.array::<16>(), rec.array::<40>());
+        let both = plain.array::<56>();
+        assert_eq!(rec.take_draws(), vec![a.to_vec(), b.to_vec()]);
+        assert_eq!(&both[..16], &a);
+        assert_eq!(&both[16..], &b);
+        assert!(rec.take_draws().is_empty(), "taken draws are cleared");
+    }
+
+    #[test]
     fn stream_does_not_repeat_across_blocks() {
         let mut a = Csprng::from_seed([1; 32]);
         let first = a.array::<32>();
@@ -226,6 +266,7 @@ mod tests {
                 source: Source::Os {
                     fallback: Ratchet { key: fallback.key },
                 },
+                draws: None,
             },
             Source::Seeded(_) => panic!("from_os must not be seeded"),
         };

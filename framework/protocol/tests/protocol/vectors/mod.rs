@@ -6,12 +6,66 @@
 //! use the files alone). Regenerate after an intended change with
 //! `SWITCHBOARD_REGENERATE_VECTORS=1 cargo test -p switchboard-protocol --test protocol vectors`.
 
+mod commits;
+
 use std::path::PathBuf;
 
+use hkdf::Hkdf;
 use serde_json::{Value, json};
+use sha2::Sha256;
 use switchboard_protocol::*;
 
 use crate::support::{NOW, World, hex, spec_aad, spec_key_nonce, to_hex};
+
+/// X25519 `DeriveKeyPair(ikmE)` of RFC 9180 §7.1.3 and the public key `pkE`, which is `enc`:
+/// written from the RFC, independently of the crate, so the vectors also check docs/protocol.md.
+fn spec_x25519_enc(ikm: &[u8]) -> [u8; 32] {
+    let suite_id = b"KEM\x00\x20";
+    let mut labeled_ikm = b"HPKE-v1".to_vec();
+    labeled_ikm.extend_from_slice(suite_id);
+    labeled_ikm.extend_from_slice(b"dkp_prk");
+    labeled_ikm.extend_from_slice(ikm);
+    let (_, dkp_prk) = Hkdf::<Sha256>::extract(Some(&[]), &labeled_ikm);
+    let mut info = 32u16.to_be_bytes().to_vec();
+    info.extend_from_slice(b"HPKE-v1");
+    info.extend_from_slice(suite_id);
+    info.extend_from_slice(b"sk");
+    let mut sk = [0u8; 32];
+    dkp_prk.expand(&info, &mut sk).unwrap();
+    x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(sk)).to_bytes()
+}
+
+/// The two draws one wrap makes (its wrap id, then its HPKE encapsulation randomness), checked
+/// against the wrap and labelled for the vector. X25519: `ikmE`, 32 bytes, `skE =
+/// DeriveKeyPair(ikmE)` and `enc = pkE`. X-Wing: 64 bytes, the first 32 the ML-KEM-768 message
+/// `m`, the last 32 the X25519 ephemeral secret, whose public key is `enc`'s last 32 bytes.
+fn wrap_draws(wrap: &KeyWrap, draws: &[Vec<u8>]) -> Vec<Value> {
+    assert_eq!(draws.len(), 2, "a wrap draws twice");
+    assert_eq!(
+        draws[0],
+        wrap.wrap_id.as_bytes(),
+        "the wrap id is drawn first"
+    );
+    let to = wrap.recipient;
+    let eph = match wrap.suite {
+        CipherSuite::X25519Sha256ChaCha20Poly1305 => {
+            assert_eq!(draws[1].len(), 32);
+            assert_eq!(wrap.enc, spec_x25519_enc(&draws[1]), "enc = pkE of ikmE");
+            format!("HPKE X25519 ikmE (skE = DeriveKeyPair(ikmE)) for {to}")
+        }
+        CipherSuite::XWingSha256ChaCha20Poly1305 => {
+            assert_eq!(draws[1].len(), 64);
+            let sk: [u8; 32] = draws[1][32..].try_into().unwrap();
+            let ct_x = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(sk));
+            assert_eq!(&wrap.enc[1088..], ct_x.as_bytes(), "enc ends with ct_X");
+            format!("HPKE X-Wing encapsulation randomness (m || ek_X) for {to}")
+        }
+    };
+    vec![
+        json!({ "purpose": format!("wrap_id for {to}"), "bytes": to_hex(&draws[0]) }),
+        json!({ "purpose": eph, "bytes": to_hex(&draws[1]) }),
+    ]
+}
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test_vectors")
@@ -50,6 +104,7 @@ fn key_bundles() -> Value {
 }
 
 fn wraps() -> Value {
+    // `rng_seed` fed `Csprng::from_seed`; `rng_draws` gives what it returned, in order.
     let cases: Vec<Value> = CipherSuite::ALL
         .iter()
         .map(|&suite| {
@@ -63,20 +118,17 @@ fn wraps() -> Value {
                 expires_at: NOW.plus(3600),
             };
             let secret = EpochSecret::from_bytes([seed + 5; 32]);
-            let wrap = KeyWrap::seal(
-                &sender,
-                &recipient.bundle(NOW),
-                &context,
-                &secret,
-                &mut Csprng::from_seed(rng_seed),
-            )
-            .unwrap();
+            let mut rng = Csprng::recording(rng_seed);
+            let wrap = KeyWrap::seal(&sender, &recipient.bundle(NOW), &context, &secret, &mut rng)
+                .unwrap();
+            let rng_draws = wrap_draws(&wrap, &rng.take_draws());
             json!({
                 "description": format!("epoch secret wrapped with {suite}"),
                 "suite": suite,
                 "sender": { "device": sender.device(), "seed": to_hex(&[seed; 32]) },
                 "recipient": { "device": recipient.device(), "seed": to_hex(&[seed + 1; 32]) },
                 "rng_seed": to_hex(&rng_seed),
+                "rng_draws": rng_draws,
                 "epoch_secret": to_hex(secret.as_bytes()),
                 "now": NOW,
                 "wrap": wrap,
@@ -195,10 +247,11 @@ fn build() -> Vec<(&'static str, Value)> {
         ("key_bundles.json", key_bundles()),
         ("wraps.json", wraps()),
         ("messages.json", thread_flow()),
+        ("commits.json", commits::commits()),
     ]
 }
 
-fn load(name: &str) -> Value {
+pub(super) fn load(name: &str) -> Value {
     let path = dir().join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
@@ -222,7 +275,7 @@ fn stored_vectors_equal_what_this_build_produces() {
     }
 }
 
-fn keys_of(v: &Value, suite: CipherSuite) -> DeviceKeys {
+pub(super) fn keys_of(v: &Value, suite: CipherSuite) -> DeviceKeys {
     let device: DeviceId = serde_json::from_value(v["device"].clone()).unwrap();
     let seed: [u8; 32] = hex(v["seed"].as_str().unwrap()).try_into().unwrap();
     DeviceKeys::from_seed(device, suite, &seed)

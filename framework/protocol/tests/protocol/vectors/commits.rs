@@ -1,0 +1,277 @@
+//! `commits.json`: a thread open and one commit of every action (assign, add_to_group, three
+//! set_floor encodings, remove, transfer, rekey, and a rekey carrying a member's rotated bundle in
+//! `updates`), each with every random value the sealer drew, in order, and the customer's
+//! snapshot after the open. The check rebuilds the customer from that snapshot and the agents
+//! from their seeds, and applies every stored commit.
+
+use serde_json::{Value, json};
+use switchboard_protocol::*;
+
+use super::{keys_of, load, wrap_draws};
+use crate::support::{NOW, World, hex, to_hex};
+
+/// The seed of the recording generator the commits are sealed with.
+const RNG_SEED: [u8; 32] = [0x5c; 32];
+
+fn draw(purpose: &str, bytes: &[u8]) -> Value {
+    json!({ "purpose": purpose, "bytes": to_hex(bytes) })
+}
+
+/// One commit by the admin, with the draws it made: the epoch secret, then per wrap (in the
+/// `wraps` array's order) its wrap id and its HPKE encapsulation randomness.
+fn step(
+    w: &mut World,
+    admin_view: &mut ThreadState,
+    name: &str,
+    action: CommitAction,
+    updates: Vec<KeyBundle>,
+    now: Timestamp,
+) -> Value {
+    let commit = admin_view
+        .commit_with_updates(&w.admin, action, updates, now, &mut w.rng)
+        .unwrap();
+    let draws = w.rng.take_draws();
+    let secret = admin_view.epoch_secret(commit.epoch).unwrap();
+    assert_eq!(draws.len(), 1 + 2 * commit.wraps.len(), "{name}: draws");
+    assert_eq!(
+        draws[0],
+        secret.as_bytes(),
+        "{name}: the secret is drawn first"
+    );
+    let mut labelled = vec![draw("epoch secret", &draws[0])];
+    for (wrap, pair) in commit.wraps.iter().zip(draws[1..].chunks(2)) {
+        labelled.extend(wrap_draws(wrap, pair));
+    }
+    json!({
+        "action": name,
+        "now": now,
+        "commit": commit,
+        "epoch_secret": to_hex(secret.as_bytes()),
+        "rng_draws": labelled,
+    })
+}
+
+pub(super) fn commits() -> Value {
+    let mut w = World::new(CipherSuite::default(), 3);
+    w.rng = Csprng::recording(RNG_SEED);
+    let (customer_view, mut admin_view, open) = w.open_thread();
+    let draws = w.rng.take_draws();
+    assert_eq!(draws.len(), 4, "thread id, secret, wrap id, encapsulation");
+    assert_eq!(draws[0], open.thread.as_bytes());
+    assert_eq!(
+        draws[1],
+        customer_view.epoch_secret(Epoch(0)).unwrap().as_bytes()
+    );
+    let mut open_draws = vec![
+        draw("thread id", &draws[0]),
+        draw("epoch secret", &draws[1]),
+    ];
+    open_draws.extend(wrap_draws(&open.wrap, &draws[2..]));
+    let snapshot = customer_view.snapshot();
+
+    let (bot, human, other) = (
+        w.member(0, AgentKind::Bot),
+        w.member(1, AgentKind::Human),
+        w.member(2, AgentKind::Human),
+    );
+    let (a0, a2) = (w.agents[0].device(), w.agents[2].device());
+    let mut steps = Vec::new();
+    let none = Vec::new;
+    for (name, action) in [
+        (
+            "assign",
+            CommitAction::Assign {
+                agent: Box::new(bot),
+            },
+        ),
+        (
+            "add_to_group",
+            CommitAction::AddToGroup {
+                agent: Box::new(human),
+            },
+        ),
+        (
+            "set_floor agent",
+            CommitAction::SetFloor {
+                floor: Floor::Agent(a0),
+            },
+        ),
+        (
+            "set_floor admin",
+            CommitAction::SetFloor {
+                floor: Floor::Admin,
+            },
+        ),
+        (
+            "set_floor group",
+            CommitAction::SetFloor {
+                floor: Floor::Group,
+            },
+        ),
+        (
+            "remove",
+            CommitAction::Remove {
+                device: w.agents[1].device(),
+            },
+        ),
+        (
+            "transfer",
+            CommitAction::Transfer {
+                from: a0,
+                to: Box::new(other),
+            },
+        ),
+        ("rekey", CommitAction::Rekey),
+    ] {
+        steps.push(step(&mut w, &mut admin_view, name, action, none(), NOW));
+    }
+    // Agent 2 rotates its KEM key; the admin's next commit carries its newer bundle.
+    let later = NOW.plus(60);
+    w.agents[2].rotate_kem(later, &mut w.rng);
+    let rotation = w.rng.take_draws();
+    assert_eq!(rotation.len(), 1);
+    let rotated = w.agents[2].bundle(later);
+    assert_eq!(rotated.device, a2);
+    steps.push(step(
+        &mut w,
+        &mut admin_view,
+        "rekey with updates",
+        CommitAction::Rekey,
+        vec![rotated],
+        later,
+    ));
+
+    let agents: Vec<Value> = w
+        .agents
+        .iter()
+        .enumerate()
+        .map(|(i, keys)| {
+            let mut v = json!({ "device": keys.device(), "seed": to_hex(keys.seed()) });
+            if i == 2 {
+                v["kem_ikm_drawn_at_rotation"] = json!(to_hex(&rotation[0]));
+                v["kem_secrets_after_rotation"] = serde_json::to_value(keys.kem_secrets()).unwrap();
+            }
+            v
+        })
+        .collect();
+    json!({
+        "description": "switchboard/1 commits: a thread open, then one commit of every action (x25519 suite); devices from World::new seeds; every random value drawn is listed in rng_draws in the order drawn (from Csprng::recording of rng_seed)",
+        "suite": CipherSuite::default(),
+        "entity": w.entity,
+        "now": NOW,
+        "rng_seed": to_hex(&RNG_SEED),
+        "devices": {
+            "customer": { "device": w.customer.device(), "seed": to_hex(&[1; 32]) },
+            "admin": { "device": w.admin.device(), "seed": to_hex(&[2; 32]) },
+            "agents": agents,
+        },
+        "thread_open": open,
+        "thread_open_rng_draws": open_draws,
+        "customer_snapshot": snapshot,
+        "commits": steps,
+    })
+}
+
+#[test]
+fn stored_commits_apply_for_every_member() {
+    let v = load("commits.json");
+    let suite: CipherSuite = serde_json::from_value(v["suite"].clone()).unwrap();
+    let entity: EntityId = serde_json::from_value(v["entity"].clone()).unwrap();
+    let now: Timestamp = serde_json::from_value(v["now"].clone()).unwrap();
+    let devices = &v["devices"];
+    let (customer, admin) = (
+        keys_of(&devices["customer"], suite),
+        keys_of(&devices["admin"], suite),
+    );
+    let agents: Vec<DeviceKeys> = devices["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| match a.get("kem_secrets_after_rotation") {
+            Some(kem) => DeviceKeys::from_parts(
+                serde_json::from_value(a["device"].clone()).unwrap(),
+                suite,
+                &hex(a["seed"].as_str().unwrap()).try_into().unwrap(),
+                &serde_json::from_value(kem.clone()).unwrap(),
+            ),
+            None => keys_of(a, suite),
+        })
+        .collect();
+    // The admin accepts the stored open; the customer is restored from its stored snapshot.
+    let open: ThreadOpen = decode(v["thread_open"].to_string().as_bytes()).unwrap();
+    let admin_view =
+        ThreadState::accept(&admin, &entity, &open, now, &mut SeenWraps::new()).unwrap();
+    let snapshot: ThreadSnapshot = decode(v["customer_snapshot"].to_string().as_bytes()).unwrap();
+    let mut customer_view = ThreadState::restore(&customer, snapshot).unwrap();
+    assert_eq!(
+        admin_view.epoch_secret(Epoch(0)).unwrap().as_bytes(),
+        customer_view.epoch_secret(Epoch(0)).unwrap().as_bytes()
+    );
+    let mut views: Vec<Option<ThreadState>> = agents.iter().map(|_| None).collect();
+    let mut memories: Vec<DeviceMemory> = agents.iter().map(|_| DeviceMemory::new()).collect();
+    let mut actions = Vec::new();
+    for step in v["commits"].as_array().unwrap() {
+        let name = step["action"].as_str().unwrap();
+        actions.push(name.to_owned());
+        let commit: Commit = decode(step["commit"].to_string().as_bytes()).unwrap();
+        let at: Timestamp = serde_json::from_value(step["now"].clone()).unwrap();
+        let secret = step["epoch_secret"].as_str().unwrap();
+        customer_view.apply_commit(&customer, &commit, at).unwrap();
+        let mut holders = vec![&customer_view];
+        for (i, keys) in agents.iter().enumerate() {
+            let member = commit.roster.contains(keys.device());
+            match views[i].take() {
+                None if member => {
+                    views[i] = Some(
+                        ThreadState::join(
+                            keys,
+                            &entity,
+                            admin.device(),
+                            admin.identity_public(),
+                            &commit,
+                            at,
+                            &mut memories[i],
+                        )
+                        .unwrap(),
+                    );
+                }
+                Some(mut view) => {
+                    let applied = view.apply_commit(keys, &commit, at);
+                    if member {
+                        applied.unwrap();
+                        views[i] = Some(view);
+                    } else {
+                        assert!(
+                            matches!(applied, Err(CommitError::Removed { .. })),
+                            "{name}: agent {i}"
+                        );
+                    }
+                }
+                None => {}
+            }
+        }
+        holders.extend(views.iter().flatten());
+        assert!(holders.len() >= 2, "{name}: an agent holds the epoch");
+        for view in holders {
+            assert_eq!(
+                to_hex(view.epoch_secret(commit.epoch).unwrap().as_bytes()),
+                secret,
+                "{name}"
+            );
+        }
+    }
+    assert_eq!(
+        actions,
+        [
+            "assign",
+            "add_to_group",
+            "set_floor agent",
+            "set_floor admin",
+            "set_floor group",
+            "remove",
+            "transfer",
+            "rekey",
+            "rekey with updates"
+        ]
+    );
+}
