@@ -7,6 +7,7 @@
 //! `SWITCHBOARD_REGENERATE_VECTORS=1 cargo test -p switchboard-protocol --test protocol vectors`.
 
 mod commits;
+mod negative;
 
 use std::path::PathBuf;
 
@@ -248,6 +249,7 @@ fn build() -> Vec<(&'static str, Value)> {
         ("wraps.json", wraps()),
         ("messages.json", thread_flow()),
         ("commits.json", commits::commits()),
+        ("negative.json", negative::negatives()),
     ]
 }
 
