@@ -8,10 +8,43 @@ use serde_json::{Value, json};
 use switchboard_protocol::*;
 
 use super::{keys_of, load, wrap_draws};
-use crate::support::{NOW, World, hex, to_hex};
+use crate::support::{NOW, World, hex, spec_aad, spec_key_nonce, to_hex};
 
 /// The seed of the recording generator the commits are sealed with.
 const RNG_SEED: [u8; 32] = [0x5c; 32];
+
+/// Seals `content` with `view`, drawing the reuse guard from `rng`; the message with its draw,
+/// intermediate values (docs/protocol.md §5) and expected content.
+fn seal(
+    view: &mut ThreadState,
+    keys: &DeviceKeys,
+    rng: &mut Csprng,
+    sender: &str,
+    content: &Content,
+    quoted: Option<MessageId>,
+) -> (SealedMessage, Value) {
+    let m = view.seal_with(keys, content, quoted, rng).unwrap();
+    let draws = rng.take_draws();
+    assert_eq!(
+        draws,
+        [m.header.reuse_guard.to_vec()],
+        "one draw: the reuse guard"
+    );
+    let secret = view.epoch_secret(m.header.epoch).unwrap();
+    let okm = spec_key_nonce(secret, &m.header);
+    let value = json!({
+        "sender": sender,
+        "sealed": m,
+        "message_id": m.header.message_id(),
+        "rng_draws": [draw("reuse_guard", &draws[0])],
+        "epoch_secret": to_hex(secret.as_bytes()),
+        "aad": to_hex(&spec_aad(&m.header)),
+        "key": to_hex(&okm[..32]),
+        "nonce": to_hex(&okm[32..]),
+        "content": content,
+    });
+    (m, value)
+}
 
 fn draw(purpose: &str, bytes: &[u8]) -> Value {
     json!({ "purpose": purpose, "bytes": to_hex(bytes) })
@@ -54,7 +87,7 @@ fn step(
 pub(super) fn commits() -> Value {
     let mut w = World::new(CipherSuite::default(), 3);
     w.rng = Csprng::recording(RNG_SEED);
-    let (customer_view, mut admin_view, open) = w.open_thread();
+    let (mut customer_view, mut admin_view, open) = w.open_thread();
     let draws = w.rng.take_draws();
     assert_eq!(draws.len(), 4, "thread id, secret, wrap id, encapsulation");
     assert_eq!(draws[0], open.thread.as_bytes());
@@ -67,6 +100,17 @@ pub(super) fn commits() -> Value {
         draw("epoch secret", &draws[1]),
     ];
     open_draws.extend(wrap_draws(&open.wrap, &draws[2..]));
+    // The customer writes in epoch 0 (the history grant below carries it); its snapshot is taken
+    // after sealing, as a device persists it.
+    let (hello, hello_json) = seal(
+        &mut customer_view,
+        &w.customer,
+        &mut w.rng,
+        "customer",
+        &Content::text("where is order 42?"),
+        None,
+    );
+    admin_view.open_message(&hello, NOW).unwrap();
     let snapshot = customer_view.snapshot();
 
     let (bot, human, other) = (
@@ -141,6 +185,134 @@ pub(super) fn commits() -> Value {
         later,
     ));
 
+    // The members bring their views to the last epoch, then every content type is sealed.
+    let mut agent2_view: Option<ThreadState> = None;
+    for st in &steps {
+        let c: Commit = decode(st["commit"].to_string().as_bytes()).unwrap();
+        let at: Timestamp = serde_json::from_value(st["now"].clone()).unwrap();
+        customer_view.apply_commit(&w.customer, &c, at).unwrap();
+        match &mut agent2_view {
+            Some(view) => view.apply_commit(&w.agents[2], &c, at).unwrap(),
+            None if c.roster.contains(a2) => {
+                agent2_view = Some(
+                    ThreadState::join(
+                        &w.agents[2],
+                        &w.entity,
+                        w.admin.device(),
+                        w.admin.identity_public(),
+                        &c,
+                        at,
+                        &mut DeviceMemory::new(),
+                    )
+                    .unwrap(),
+                );
+            }
+            None => {}
+        }
+    }
+    let mut agent2_view = agent2_view.unwrap();
+    let (question, q_json) = seal(
+        &mut customer_view,
+        &w.customer,
+        &mut w.rng,
+        "customer",
+        &Content::text("can I get a refund?"),
+        None,
+    );
+    let q = question.header.message_id();
+    let mut messages = vec![q_json];
+    for (content, quoted) in [
+        (
+            Content::Receipt {
+                kind: ReceiptKind::Delivered,
+                messages: vec![q],
+            },
+            None,
+        ),
+        (
+            Content::Receipt {
+                kind: ReceiptKind::Read,
+                messages: vec![q],
+            },
+            None,
+        ),
+        (Content::Typing { active: true }, None),
+        (
+            Content::Reply {
+                text: "Yes, within 30 days".into(),
+            },
+            Some(q),
+        ),
+        (
+            Content::HandoffRequest {
+                target: HandoffTarget::Team("billing".into()),
+                note: "refund".into(),
+            },
+            None,
+        ),
+        (
+            Content::HandoffRequest {
+                target: HandoffTarget::Agent(a0),
+                note: "knows the order".into(),
+            },
+            None,
+        ),
+        (
+            Content::HandoffRequest {
+                target: HandoffTarget::AnyHuman,
+                note: "".into(),
+            },
+            None,
+        ),
+    ] {
+        messages.push(
+            seal(
+                &mut agent2_view,
+                &w.agents[2],
+                &mut w.rng,
+                "Agent2",
+                &content,
+                quoted,
+            )
+            .1,
+        );
+    }
+    messages.push(
+        seal(
+            &mut admin_view,
+            &w.admin,
+            &mut w.rng,
+            "admin",
+            &Content::SystemNotice {
+                text: "Dana joined".into(),
+            },
+            None,
+        )
+        .1,
+    );
+    // The admin grants agent 2 the epochs before it joined, with the customer's first message.
+    let grant = admin_view
+        .grant_history(
+            &w.admin,
+            &w.agents[2].bundle(later),
+            vec![hello],
+            later,
+            &mut w.rng,
+        )
+        .unwrap();
+    let draws = w.rng.take_draws();
+    assert_eq!(
+        draws.len(),
+        2 * grant.epochs.len(),
+        "a wrap id and an encapsulation per epoch"
+    );
+    let grant_draws: Vec<Value> = grant
+        .epochs
+        .iter()
+        .zip(draws.chunks(2))
+        .flat_map(|(e, pair)| wrap_draws(&e.wrap, pair))
+        .collect();
+
     let agents: Vec<Value> = w
         .agents
         .iter()
@@ -169,6 +341,13 @@ pub(super) fn commits() -> Value {
         "thread_open_rng_draws": open_draws,
         "customer_snapshot": snapshot,
         "commits": steps,
+        "epoch_0_message": hello_json,
+        "messages": messages,
+        "history_grant": {
+            "now": later,
+            "grant": grant,
+            "rng_draws": grant_draws,
+        },
     })
 }
 
@@ -260,6 +439,64 @@ fn stored_commits_apply_for_every_member() {
             );
         }
     }
+    // Every content type: the customer's message read by agent 2, the others by the customer.
+    let mut agent2_view = views[2].take().unwrap();
+    let mut types = Vec::new();
+    for m in v["messages"].as_array().unwrap() {
+        let sealed: SealedMessage = decode(m["sealed"].to_string().as_bytes()).unwrap();
+        assert_eq!(
+            to_hex(&sealed.header.reuse_guard),
+            m["rng_draws"][0]["bytes"].as_str().unwrap()
+        );
+        let secret =
+            EpochSecret::from_bytes(hex(m["epoch_secret"].as_str().unwrap()).try_into().unwrap());
+        let okm = spec_key_nonce(&secret, &sealed.header);
+        assert_eq!(to_hex(&okm[..32]), m["key"].as_str().unwrap());
+        assert_eq!(to_hex(&okm[32..]), m["nonce"].as_str().unwrap());
+        assert_eq!(
+            to_hex(&spec_aad(&sealed.header)),
+            m["aad"].as_str().unwrap()
+        );
+        let at = NOW.plus(60);
+        let got = match m["sender"].as_str().unwrap() {
+            "customer" => agent2_view.open_message(&sealed, at),
+            _ => customer_view.open_message(&sealed, at),
+        }
+        .unwrap();
+        let sender = match got.sender_info {
+            Sender::Customer => "customer".to_owned(),
+            Sender::Admin => "admin".to_owned(),
+            Sender::Agent { display_name, .. } => display_name,
+        };
+        assert_eq!(sender, m["sender"].as_str().unwrap());
+        assert_eq!(serde_json::to_value(&got.content).unwrap(), m["content"]);
+        types.push(got.content.content_type());
+    }
+    for t in [
+        ContentType::Text,
+        ContentType::Reply,
+        ContentType::Receipt,
+        ContentType::Typing,
+        ContentType::HandoffRequest,
+        ContentType::SystemNotice,
+    ] {
+        assert!(types.contains(&t), "{t:?}");
+    }
+    // The history grant opens for agent 2 and carries the customer's epoch-0 message.
+    let g = &v["history_grant"];
+    let grant: HistoryGrant = decode(g["grant"].to_string().as_bytes()).unwrap();
+    let at: Timestamp = serde_json::from_value(g["now"].clone()).unwrap();
+    let got = agent2_view.accept_history(&agents[2], &grant, at).unwrap();
+    assert_eq!(
+        grant.epochs.len(),
+        7,
+        "epochs 0 to 6, before agent 2 joined in epoch 7"
+    );
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        serde_json::to_value(&got[0].content).unwrap(),
+        v["epoch_0_message"]["content"]
+    );
     assert_eq!(
         actions,
         [
