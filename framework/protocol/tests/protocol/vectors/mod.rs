@@ -143,7 +143,15 @@ fn wraps() -> Value {
 /// indicator and a handoff request.
 fn thread_flow() -> Value {
     let mut w = World::new(CipherSuite::default(), 1);
+    // The same stream as World::new's generator, recorded.
+    w.rng = Csprng::recording([0x5b; 32]);
     let (mut customer_view, mut admin_view, open) = w.open_thread();
+    let draws = w.rng.take_draws();
+    let mut open_draws = vec![
+        json!({ "purpose": "thread id", "bytes": to_hex(&draws[0]) }),
+        json!({ "purpose": "epoch secret", "bytes": to_hex(&draws[1]) }),
+    ];
+    open_draws.extend(wrap_draws(&open.wrap, &draws[2..]));
     let hello = customer_view
         .seal_with(
             &w.customer,
@@ -153,12 +161,19 @@ fn thread_flow() -> Value {
         )
         .unwrap();
     admin_view.open_message(&hello, NOW).unwrap();
+    let _reuse_guard = w.rng.take_draws();
     let assign = w.commit(
         &mut admin_view,
         CommitAction::Assign {
             agent: Box::new(w.member(0, AgentKind::Bot)),
         },
     );
+    let draws = w.rng.take_draws();
+    assert_eq!(draws.len(), 1 + 2 * assign.wraps.len());
+    let mut assign_draws = vec![json!({ "purpose": "epoch secret", "bytes": to_hex(&draws[0]) })];
+    for (wrap, pair) in assign.wraps.iter().zip(draws[1..].chunks(2)) {
+        assign_draws.extend(wrap_draws(wrap, pair));
+    }
     customer_view
         .apply_commit(&w.customer, &assign, NOW)
         .unwrap();
@@ -212,6 +227,7 @@ fn thread_flow() -> Value {
         json!({
             "sealed": m,
             "message_id": m.header.message_id(),
+            "rng_draws": [{ "purpose": "reuse_guard", "bytes": to_hex(&m.header.reuse_guard) }],
             "epoch_secret": to_hex(secret.as_bytes()),
             "aad": to_hex(&spec_aad(&m.header)),
             "key": to_hex(&okm[..32]),
@@ -228,7 +244,7 @@ fn thread_flow() -> Value {
     ]
     .into();
     json!({
-        "description": "switchboard/1 thread: open, assign to a bot, messages; devices from World::new seeds (customer [1;32], admin [2;32], bot [10;32]; rng [0x5b;32])",
+        "description": "switchboard/1 thread: open, assign to a bot, messages; devices from World::new seeds (customer [1;32], admin [2;32], bot [10;32]); every random value drawn is in rng_draws (thread_open_rng_draws, assign_rng_draws, per message), in the order drawn",
         "entity": w.entity,
         "now": NOW,
         "devices": {
@@ -237,7 +253,9 @@ fn thread_flow() -> Value {
             "bot": { "device": w.agents[0].device(), "seed": to_hex(&[10; 32]) },
         },
         "thread_open": open,
+        "thread_open_rng_draws": open_draws,
         "assign": assign,
+        "assign_rng_draws": assign_draws,
         "messages": messages,
         "expected": expected,
     })
