@@ -7,7 +7,7 @@
 use serde_json::{Value, json};
 use switchboard_protocol::*;
 
-use super::{keys_of, load, wrap_draws};
+use super::{agent_keys, keys_of, load, wrap_draws};
 use crate::support::{NOW, World, hex, spec_aad, spec_key_nonce, to_hex};
 
 /// The seed of the recording generator the commits are sealed with.
@@ -366,15 +366,7 @@ fn stored_commits_apply_for_every_member() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| match a.get("kem_secrets_after_rotation") {
-            Some(kem) => DeviceKeys::from_parts(
-                serde_json::from_value(a["device"].clone()).unwrap(),
-                suite,
-                &hex(a["seed"].as_str().unwrap()).try_into().unwrap(),
-                &serde_json::from_value(kem.clone()).unwrap(),
-            ),
-            None => keys_of(a, suite),
-        })
+        .map(|a| agent_keys(a, suite))
         .collect();
     // The admin accepts the stored open; the customer is restored from its stored snapshot.
     let open: ThreadOpen = decode(v["thread_open"].to_string().as_bytes()).unwrap();

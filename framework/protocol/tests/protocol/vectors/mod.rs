@@ -295,6 +295,20 @@ fn stored_vectors_equal_what_this_build_produces() {
     }
 }
 
+/// An agent of `commits.json`: from its seed, or, for the one that rotated, from its keystore
+/// form (current and retired KEM keys).
+pub(super) fn agent_keys(a: &Value, suite: CipherSuite) -> DeviceKeys {
+    match a.get("kem_secrets_after_rotation") {
+        Some(kem) => DeviceKeys::from_parts(
+            serde_json::from_value(a["device"].clone()).unwrap(),
+            suite,
+            &hex(a["seed"].as_str().unwrap()).try_into().unwrap(),
+            &serde_json::from_value(kem.clone()).unwrap(),
+        ),
+        None => keys_of(a, suite),
+    }
+}
+
 pub(super) fn keys_of(v: &Value, suite: CipherSuite) -> DeviceKeys {
     let device: DeviceId = serde_json::from_value(v["device"].clone()).unwrap();
     let seed: [u8; 32] = hex(v["seed"].as_str().unwrap()).try_into().unwrap();

@@ -340,6 +340,7 @@ pub(super) fn negatives() -> Value {
     open_cases(&base, &other_open, &mut out);
     threads::commit_cases(&base, &other, &mut out);
     threads::message_cases(&base, &mut out);
+    threads::grant_cases(&base, &mut out);
     let mut snap = case(
         "S1",
         "Error::Snapshot",

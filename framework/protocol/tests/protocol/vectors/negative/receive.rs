@@ -6,7 +6,7 @@ use switchboard_protocol::*;
 
 use super::{case, customer_at};
 use crate::support::{NOW, hex};
-use crate::vectors::{keys_of, load};
+use crate::vectors::{agent_keys, keys_of, load};
 
 struct Devices {
     suite: CipherSuite,
@@ -31,7 +31,7 @@ impl Devices {
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|a| keys_of(a, suite))
+                .map(|a| agent_keys(a, suite))
                 .collect(),
             commits: v,
         }
@@ -44,6 +44,35 @@ impl Devices {
             "agent0" => &self.agents[0],
             other => panic!("unknown device {other}"),
         }
+    }
+
+    /// Agent 2 (rotated keys) joined through the transfer (epoch 7) and at the last epoch.
+    fn agent2_at_end(&self) -> ThreadState {
+        let mut view: Option<ThreadState> = None;
+        let me = &self.agents[2];
+        for step in self.commits["commits"].as_array().unwrap() {
+            let commit: Commit = decode(step["commit"].to_string().as_bytes()).unwrap();
+            let at: Timestamp = serde_json::from_value(step["now"].clone()).unwrap();
+            match &mut view {
+                Some(v) => v.apply_commit(me, &commit, at).unwrap(),
+                None if commit.roster.contains(me.device()) => {
+                    view = Some(
+                        ThreadState::join(
+                            me,
+                            &self.entity,
+                            self.admin.device(),
+                            self.admin.identity_public(),
+                            &commit,
+                            at,
+                            &mut DeviceMemory::new(),
+                        )
+                        .unwrap(),
+                    );
+                }
+                None => {}
+            }
+        }
+        view.unwrap()
     }
 
     /// The customer restored from its snapshot, with the stored commits up to `epoch` applied.
@@ -176,6 +205,12 @@ fn receive(d: &Devices, case: &Value) -> Result<(), Error> {
             }
             open(last)
         }
+        "history_grant" => {
+            let mut view = d.agent2_at_end();
+            let grant: HistoryGrant = decode(text(last).as_bytes())?;
+            view.accept_history(&d.agents[2], &grant, now)?;
+            Ok(())
+        }
         "snapshot" => {
             let snapshot: ThreadSnapshot = decode(text(last).as_bytes())?;
             ThreadState::restore(d.named(r["device"].as_str().unwrap()), snapshot).map(|_| ())
@@ -188,6 +223,7 @@ fn receive(d: &Devices, case: &Value) -> Result<(), Error> {
 fn is_rows_error(row: &str, err: &Error) -> bool {
     use CommitError as C;
     use CredentialError as Cr;
+    use HistoryError as H;
     use KeyError as K;
     use MessageError as M;
     use WireError as V;
@@ -263,6 +299,22 @@ fn is_rows_error(row: &str, err: &Error) -> bool {
         "M10" => matches!(err, Error::Message(M::Decrypt)),
         "M11" => matches!(err, Error::Message(M::InvalidContent(_))),
         "S1" | "S2" | "S4" => matches!(err, Error::Snapshot(_)),
+        "H1" => matches!(err, Error::History(H::WrongThread { .. })),
+        "H2" => matches!(
+            err,
+            Error::History(H::NotForMe { .. } | H::NotAMember { .. } | H::NotAdmin)
+        ),
+        "H3" => matches!(err, Error::History(H::BadSignature)),
+        "H4" => matches!(
+            err,
+            Error::History(H::NotEarlier { .. } | H::RosterMismatch { .. } | H::Wrap(_))
+        ),
+        "H5" => matches!(
+            err,
+            Error::History(H::Message { .. } | H::NotEarlier { .. })
+        ),
+        "H6" => matches!(err, Error::History(H::InvalidRoster { .. })),
+        "H7" => matches!(err, Error::History(H::BrokenChain { .. })),
         other => panic!("no error listed for row {other}"),
     }
 }
@@ -328,7 +380,8 @@ fn every_negative_vector_is_refused_with_its_rows_error() {
         "V1", "V2", "V4", "K1", "K2", "K3", "K4", "K5", "C1", "C2", "C3", "C4", "C5", "W1", "W2",
         "W3", "W4", "W5", "W6", "W7", "W7a", "W8", "O1", "O2", "O3", "O4", "R1", "R2", "R3", "R4",
         "R5", "R5a", "R6", "R7", "R8", "R9", "R10", "R11", "M1", "M2", "M3", "M4", "M5", "M6",
-        "M7", "M7a", "M8", "M8a", "M9", "M9a", "M9b", "M10", "M11", "S1",
+        "M7", "M7a", "M8", "M8a", "M9", "M9a", "M9b", "M10", "M11", "S1", "H1", "H2", "H3", "H4",
+        "H5", "H6", "H7",
     ] {
         assert!(
             rows.iter().any(|r| r == row),

@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 use switchboard_protocol::*;
 
 use super::{case, customer_at, val, world};
-use crate::support::{NOW, hex, spec_seal};
+use crate::support::{NOW, hex, spec_seal, spec_sign_grant};
 
 pub(super) fn message_cases(base: &Value, out: &mut Vec<Value>) {
     let w = world();
@@ -306,4 +306,89 @@ pub(super) fn commit_cases(base: &Value, other: &Commit, out: &mut Vec<Value>) {
     );
     again["first"] = json!([val(&c0)]);
     out.push(again);
+}
+
+/// History grants to agent 2 (which joined in epoch 7) at its last epoch, each signed again by
+/// the admin unless said otherwise.
+pub(super) fn grant_cases(base: &Value, out: &mut Vec<Value>) {
+    let w = world();
+    let g = &base["history_grant"];
+    let grant: HistoryGrant = decode(g["grant"].to_string().as_bytes()).unwrap();
+    let now: Timestamp = serde_json::from_value(g["now"].clone()).unwrap();
+    let admin = w.admin.identity();
+    let changed = |f: &dyn Fn(&mut HistoryGrant), signer: &IdentityKeyPair| {
+        let mut x = grant.clone();
+        f(&mut x);
+        spec_sign_grant(&mut x, signer);
+        val(&x)
+    };
+    let r = json!({ "device": "agent2", "at_epoch": 9 });
+    let mut c = |row: &str, error: &str, value: Value, what: &str| {
+        let mut case = case(row, error, "history_grant", r.clone(), value, what);
+        case["now"] = json!(now);
+        out.push(case);
+    };
+    c(
+        "H1",
+        "HistoryError::WrongThread",
+        changed(&|x| x.thread = ThreadId::from_bytes([0x99; 16]), admin),
+        "a grant for another thread",
+    );
+    c(
+        "H2",
+        "HistoryError::NotForMe",
+        changed(&|x| x.to = w.agents[0].device(), admin),
+        "a grant addressed to agent 0",
+    );
+    c(
+        "H3",
+        "HistoryError::BadSignature",
+        changed(&|_| {}, w.customer.identity()),
+        "a grant signed by the customer",
+    );
+    c(
+        "H4",
+        "HistoryError::NotEarlier",
+        changed(
+            &|x| {
+                let last = x.epochs[x.epochs.len() - 1].clone();
+                x.epochs.push(last);
+            },
+            admin,
+        ),
+        "a grant giving epoch 6 twice",
+    );
+    c(
+        "H5",
+        "HistoryError::Message",
+        changed(&|x| x.messages[0].ciphertext[0] ^= 1, admin),
+        "a grant whose message has a flipped ciphertext bit",
+    );
+    c(
+        "H6",
+        "HistoryError::InvalidRoster",
+        changed(
+            &|x| {
+                let customer = w.customer.device();
+                let other = w.agents[1].bundle(NOW);
+                let roster = &mut x.epochs[0].roster;
+                let mut member = roster.members.remove(&customer).unwrap();
+                member.bundle = other;
+                roster.members.insert(member.bundle.device, member);
+            },
+            admin,
+        ),
+        "a grant whose epoch-0 roster has agent 1 as its customer",
+    );
+    c(
+        "H7",
+        "HistoryError::BrokenChain",
+        changed(
+            &|x| {
+                x.epochs.pop();
+            },
+            admin,
+        ),
+        "a grant without epoch 6, so that its epochs do not reach the join",
+    );
 }
