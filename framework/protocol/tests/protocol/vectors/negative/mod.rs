@@ -351,6 +351,16 @@ pub(super) fn negatives() -> Value {
     );
     snap["first"] = json!([]);
     out.push(snap);
+    let mut ahead = base["customer_snapshot"].clone();
+    ahead["current"] = json!(3);
+    out.push(case(
+        "S2",
+        "Error::Snapshot",
+        "snapshot",
+        json!({ "device": "customer" }),
+        ahead,
+        "the customer's snapshot claiming current epoch 3, which it does not hold",
+    ));
     json!({
         "description": "switchboard/1 negative vectors: each a value a receiver must refuse, with the validation-table row (docs/protocol.md §8) it breaks and the error; receivers as docs/protocol.md §11 describes",
         "cases": out,

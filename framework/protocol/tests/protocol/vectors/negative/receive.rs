@@ -283,6 +283,7 @@ fn is_rows_error(row: &str, err: &Error) -> bool {
         "R9" => matches!(err, Error::Commit(C::ConfirmationMismatch { .. })),
         "R10" => matches!(err, Error::Commit(C::WrongEntity { .. })),
         "R11" => matches!(err, Error::Commit(C::StaleJoin { .. })),
+        "R12" => matches!(err, Error::Commit(C::Wrap(W::Replayed { .. }))),
         "M1" => matches!(err, Error::Message(M::WrongThread { .. })),
         "M2" => matches!(err, Error::Message(M::SenderRemoved { .. })),
         "M3" => matches!(err, Error::Message(M::UnknownEpoch { .. })),
@@ -379,9 +380,9 @@ fn every_negative_vector_is_refused_with_its_rows_error() {
     for row in [
         "V1", "V2", "V4", "K1", "K2", "K3", "K4", "K5", "C1", "C2", "C3", "C4", "C5", "W1", "W2",
         "W3", "W4", "W5", "W6", "W7", "W7a", "W8", "O1", "O2", "O3", "O4", "R1", "R2", "R3", "R4",
-        "R5", "R5a", "R6", "R7", "R8", "R9", "R10", "R11", "M1", "M2", "M3", "M4", "M5", "M6",
-        "M7", "M7a", "M8", "M8a", "M9", "M9a", "M9b", "M10", "M11", "S1", "H1", "H2", "H3", "H4",
-        "H5", "H6", "H7",
+        "R5", "R5a", "R6", "R7", "R8", "R9", "R10", "R11", "R12", "M1", "M2", "M3", "M4", "M5",
+        "M6", "M7", "M7a", "M8", "M8a", "M9", "M9a", "M9b", "M10", "M11", "S1", "S2", "H1", "H2",
+        "H3", "H4", "H5", "H6", "H7",
     ] {
         assert!(
             rows.iter().any(|r| r == row),

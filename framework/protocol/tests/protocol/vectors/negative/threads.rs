@@ -300,12 +300,41 @@ pub(super) fn commit_cases(base: &Value, other: &Commit, out: &mut Vec<Value>) {
         "R11",
         "CommitError::StaleJoin",
         "join",
-        agent0,
+        agent0.clone(),
         val(&c0),
         "agent 0 joins twice through the same commit",
     );
     again["first"] = json!([val(&c0)]);
     out.push(again);
+    // Another acme thread whose wrap to agent 0 reuses the wrap id agent 0 opened in c0.
+    let mut y = world();
+    y.rng = Csprng::from_seed([0x5f; 32]);
+    let (_, mut admin_y, _) = y.open_thread();
+    let mut reused = y.commit(
+        &mut admin_y,
+        CommitAction::Assign {
+            agent: Box::new(y.member(0, AgentKind::Bot)),
+        },
+    );
+    let a0 = w.agents[0].device();
+    let opened = c0.wrap_for(a0).unwrap().wrap_id;
+    for x in &mut reused.wraps {
+        if x.recipient == a0 {
+            x.wrap_id = opened;
+            x.sign_as(w.admin.identity());
+        }
+    }
+    reused.sign_as(w.admin.identity());
+    let mut replay = case(
+        "R12",
+        "CommitError::Wrap(WrapError::Replayed)",
+        "join",
+        agent0,
+        val(&reused),
+        "after joining through the assign commit, agent 0 joins another thread through a commit whose wrap reuses that wrap id, signed by the admin",
+    );
+    replay["first"] = json!([val(&c0)]);
+    out.push(replay);
 }
 
 /// History grants to agent 2 (which joined in epoch 7) at its last epoch, each signed again by
