@@ -351,6 +351,27 @@ pub(super) fn negatives() -> Value {
     );
     snap["first"] = json!([]);
     out.push(snap);
+    // The admin's snapshot after reading the customer's first message, with the recorded digest
+    // moved to a generation the window has not seen.
+    let mut w = world();
+    let (mut customer_view, mut admin_view, _) = w.open_thread();
+    let hello = customer_view
+        .seal_with(&w.customer, &Content::text("hi"), None, &mut w.rng)
+        .unwrap();
+    admin_view.open_message(&hello, NOW).unwrap();
+    let mut window = val(&admin_view.snapshot());
+    let customer = to_hex(w.customer.device().as_bytes());
+    let digests = &mut window["epochs"][0]["windows"][&customer]["digests"];
+    assert_eq!(digests.as_array().unwrap().len(), 1, "{window}");
+    digests[0]["generation"] = json!(5);
+    out.push(case(
+        "S4",
+        "Error::Snapshot",
+        "snapshot",
+        json!({ "device": "admin" }),
+        window,
+        "the admin's snapshot whose receive window keeps a digest for generation 5, which it has not seen",
+    ));
     let mut ahead = base["customer_snapshot"].clone();
     ahead["current"] = json!(3);
     out.push(case(
