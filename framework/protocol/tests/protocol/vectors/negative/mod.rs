@@ -158,6 +158,15 @@ fn wrap_cases(out: &mut Vec<Value>) {
         upper,
         "a wrap whose wrap id is uppercase hex",
     ));
+    // Too large to store: the value is given by a rule, `pad` spaces after the stored wrap.
+    out.push(case(
+        "V3",
+        "WireError::Malformed",
+        "oversized_wrap",
+        json!({}),
+        json!({ "wrap": val(&wrap), "pad": 4 * 1024 * 1024 }),
+        "the wrap of wraps.json case 0 followed by 4 MiB of spaces (4 MiB + the wrap's length in all)",
+    ));
 }
 
 fn open_cases(base: &Value, other_open: &ThreadOpen, out: &mut Vec<Value>) {
