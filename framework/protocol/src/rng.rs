@@ -40,6 +40,9 @@ enum Source {
     /// A fixed seed: test vectors and benchmarks only.
     #[cfg(any(test, feature = "test-util"))]
     Seeded(Seeded),
+    /// Given bytes, served in order (zeros once they run out): test vectors only.
+    #[cfg(any(test, feature = "test-util"))]
+    Replay { bytes: Vec<u8>, at: usize },
 }
 
 impl std::fmt::Debug for Csprng {
@@ -48,6 +51,8 @@ impl std::fmt::Debug for Csprng {
             Source::Os { .. } => f.write_str("Csprng { source: os }"),
             #[cfg(any(test, feature = "test-util"))]
             Source::Seeded(_) => f.write_str("Csprng { source: fixed seed (tests only) }"),
+            #[cfg(any(test, feature = "test-util"))]
+            Source::Replay { .. } => f.write_str("Csprng { source: given bytes (tests only) }"),
         }
     }
 }
@@ -102,6 +107,29 @@ impl Csprng {
         rng
     }
 
+    /// A generator that returns `bytes` in order, then zeros: to reproduce a value from the
+    /// random values a test vector lists (`rng_draws`, concatenated). For test vectors only (the
+    /// `test-util` feature); [`Csprng::unused`] says how many given bytes were not drawn.
+    #[cfg(any(test, feature = "test-util"))]
+    #[must_use]
+    pub fn replaying(bytes: Vec<u8>) -> Self {
+        Self {
+            source: Source::Replay { bytes, at: 0 },
+            draws: None,
+        }
+    }
+
+    /// How many of the bytes given to [`Csprng::replaying`] were not drawn yet (0 for other
+    /// generators). For test vectors only.
+    #[cfg(any(test, feature = "test-util"))]
+    #[must_use]
+    pub fn unused(&self) -> usize {
+        match &self.source {
+            Source::Replay { bytes, at } => bytes.len().saturating_sub(*at),
+            _ => 0,
+        }
+    }
+
     /// The requests recorded since the last call (empty unless made by [`Csprng::recording`]),
     /// each the bytes one `fill` returned, in order. For test vectors only.
     #[cfg(any(test, feature = "test-util"))]
@@ -119,6 +147,13 @@ impl Csprng {
             }
             #[cfg(any(test, feature = "test-util"))]
             Source::Seeded(seeded) => seeded.fill(dest),
+            #[cfg(any(test, feature = "test-util"))]
+            Source::Replay { bytes, at } => {
+                for d in dest.iter_mut() {
+                    *d = bytes.get(*at).copied().unwrap_or(0);
+                    *at = at.saturating_add(1);
+                }
+            }
         }
         #[cfg(any(test, feature = "test-util"))]
         if let Some(draws) = &mut self.draws {
@@ -234,6 +269,15 @@ mod tests {
     }
 
     #[test]
+    fn a_replaying_generator_returns_the_given_bytes_then_zeros() {
+        let mut rng = Csprng::replaying(vec![1, 2, 3]);
+        assert_eq!(rng.unused(), 3);
+        assert_eq!(rng.array::<2>(), [1, 2]);
+        assert_eq!(rng.array::<3>(), [3, 0, 0]);
+        assert_eq!(rng.unused(), 0);
+    }
+
+    #[test]
     fn a_recording_generator_returns_each_request_in_order_and_the_same_stream() {
         let mut plain = Csprng::from_seed([9; 32]);
         let mut rec = Csprng::recording([9; 32]);
@@ -268,7 +312,7 @@ mod tests {
                 },
                 draws: None,
             },
-            Source::Seeded(_) => panic!("from_os must not be seeded"),
+            Source::Seeded(_) | Source::Replay { .. } => panic!("from_os must not be seeded"),
         };
         let secret = rng.array::<32>();
         let predicted = copy.array::<32>();

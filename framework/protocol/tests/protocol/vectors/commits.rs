@@ -504,3 +504,95 @@ fn stored_commits_apply_for_every_member() {
         ]
     );
 }
+
+/// The bytes of a vector's `rng_draws`, concatenated in order.
+pub(super) fn replay(draws: &Value) -> Csprng {
+    Csprng::replaying(
+        draws
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|d| hex(d["bytes"].as_str().unwrap()))
+            .collect(),
+    )
+}
+
+/// The seal side from the files alone: the customer's open and first message, and the admin's
+/// every commit, system notice and history grant, made again with the listed random values
+/// instead of a generator, equal the stored values byte for byte.
+#[test]
+fn stored_commits_are_reproduced_from_their_rng_draws() {
+    let v = load("commits.json");
+    let suite: CipherSuite = serde_json::from_value(v["suite"].clone()).unwrap();
+    let entity: EntityId = serde_json::from_value(v["entity"].clone()).unwrap();
+    let now: Timestamp = serde_json::from_value(v["now"].clone()).unwrap();
+    let (customer, admin) = (
+        keys_of(&v["devices"]["customer"], suite),
+        keys_of(&v["devices"]["admin"], suite),
+    );
+    let mut rng = replay(&v["thread_open_rng_draws"]);
+    let (mut customer_view, open) =
+        ThreadState::open(&customer, entity.clone(), &admin.bundle(now), now, &mut rng).unwrap();
+    assert_eq!(rng.unused(), 0);
+    assert_eq!(serde_json::to_value(&open).unwrap(), v["thread_open"]);
+    let first = &v["epoch_0_message"];
+    let content: Content = serde_json::from_value(first["content"].clone()).unwrap();
+    let hello = customer_view
+        .seal_with(&customer, &content, None, &mut replay(&first["rng_draws"]))
+        .unwrap();
+    assert_eq!(serde_json::to_value(&hello).unwrap(), first["sealed"]);
+    let mut admin_view =
+        ThreadState::accept(&admin, &entity, &open, now, &mut SeenWraps::new()).unwrap();
+    admin_view.open_message(&hello, now).unwrap();
+    for step in v["commits"].as_array().unwrap() {
+        let stored: Commit = decode(step["commit"].to_string().as_bytes()).unwrap();
+        let at: Timestamp = serde_json::from_value(step["now"].clone()).unwrap();
+        let mut rng = replay(&step["rng_draws"]);
+        let commit = admin_view
+            .commit_with_updates(
+                &admin,
+                stored.action.clone(),
+                stored.updates.clone(),
+                at,
+                &mut rng,
+            )
+            .unwrap();
+        assert_eq!(rng.unused(), 0, "{}", step["action"]);
+        assert_eq!(
+            serde_json::to_value(&commit).unwrap(),
+            step["commit"],
+            "{}",
+            step["action"]
+        );
+    }
+    let notice = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["sender"] == "admin")
+        .unwrap();
+    let content: Content = serde_json::from_value(notice["content"].clone()).unwrap();
+    let sealed = admin_view
+        .seal_with(&admin, &content, None, &mut replay(&notice["rng_draws"]))
+        .unwrap();
+    assert_eq!(serde_json::to_value(&sealed).unwrap(), notice["sealed"]);
+    let g = &v["history_grant"];
+    let stored: HistoryGrant = decode(g["grant"].to_string().as_bytes()).unwrap();
+    let at: Timestamp = serde_json::from_value(g["now"].clone()).unwrap();
+    let to = stored.epochs[0].roster.get(stored.to);
+    assert!(to.is_none(), "agent 2 was not in epoch 0");
+    let agent2 = stored_commit_member(&v, stored.to);
+    let mut rng = replay(&g["rng_draws"]);
+    let grant = admin_view
+        .grant_history(&admin, &agent2, stored.messages.clone(), at, &mut rng)
+        .unwrap();
+    assert_eq!(rng.unused(), 0);
+    assert_eq!(serde_json::to_value(&grant).unwrap(), g["grant"]);
+}
+
+/// The bundle of `device` in the last stored commit's roster.
+fn stored_commit_member(v: &Value, device: DeviceId) -> KeyBundle {
+    let last = v["commits"].as_array().unwrap().last().unwrap();
+    let commit: Commit = decode(last["commit"].to_string().as_bytes()).unwrap();
+    commit.roster.get(device).unwrap().bundle.clone()
+}
