@@ -309,6 +309,14 @@ impl Commit {
         tbs
     }
 
+    /// Signs the commit again, as it now is (over its roster's hash), with `admin`'s identity
+    /// key: for negative test vectors (a value whose signature is valid but which a receiver
+    /// must still refuse). Test vectors only (the `test-util` feature).
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn sign_as(&mut self, admin: &crate::IdentityKeyPair) {
+        self.signature = admin.sign(self.tbs(&self.roster.hash()).as_slice());
+    }
+
     /// Verifies the admin's signature (given the hash of `self.roster`).
     pub(crate) fn verify_signature(
         &self,

@@ -113,6 +113,14 @@ impl AgentCredential {
         Ok(credential)
     }
 
+    /// Signs the credential again, as it now is, with `admin`'s identity key: for negative test
+    /// vectors (a value whose signature is valid but which a receiver must still refuse). Test
+    /// vectors only (the `test-util` feature).
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn sign_as(&mut self, admin: &crate::IdentityKeyPair) {
+        self.signature = admin.sign(self.tbs().as_slice());
+    }
+
     fn tbs(&self) -> Tbs {
         let mut tbs = Tbs::new("switchboard/1 agent-credential");
         tbs.bytes(self.entity.as_str().as_bytes())

@@ -26,6 +26,9 @@ use crate::error::RandomnessError;
 /// ```
 pub struct Csprng {
     source: Source,
+    /// Test vectors only: every `fill` request in order, when recording.
+    #[cfg(any(test, feature = "test-util"))]
+    draws: Option<Vec<Vec<u8>>>,
 }
 
 enum Source {
@@ -37,6 +40,9 @@ enum Source {
     /// A fixed seed: test vectors and benchmarks only.
     #[cfg(any(test, feature = "test-util"))]
     Seeded(Seeded),
+    /// Given bytes, served in order (zeros once they run out): test vectors only.
+    #[cfg(any(test, feature = "test-util"))]
+    Replay { bytes: Vec<u8>, at: usize },
 }
 
 impl std::fmt::Debug for Csprng {
@@ -45,6 +51,8 @@ impl std::fmt::Debug for Csprng {
             Source::Os { .. } => f.write_str("Csprng { source: os }"),
             #[cfg(any(test, feature = "test-util"))]
             Source::Seeded(_) => f.write_str("Csprng { source: fixed seed (tests only) }"),
+            #[cfg(any(test, feature = "test-util"))]
+            Source::Replay { .. } => f.write_str("Csprng { source: given bytes (tests only) }"),
         }
     }
 }
@@ -67,6 +75,8 @@ impl Csprng {
         key.zeroize();
         Ok(Self {
             source: Source::Os { fallback },
+            #[cfg(any(test, feature = "test-util"))]
+            draws: None,
         })
     }
 
@@ -82,7 +92,49 @@ impl Csprng {
                 block: [0u8; 32],
                 used: 32,
             }),
+            draws: None,
         }
+    }
+
+    /// Like [`Csprng::from_seed`], and records every request (its bytes, in order) so that test
+    /// vectors can give each random value explicitly; [`Csprng::take_draws`] returns them. For
+    /// test vectors only (the `test-util` feature).
+    #[cfg(any(test, feature = "test-util"))]
+    #[must_use]
+    pub fn recording(seed: [u8; 32]) -> Self {
+        let mut rng = Self::from_seed(seed);
+        rng.draws = Some(Vec::new());
+        rng
+    }
+
+    /// A generator that returns `bytes` in order, then zeros: to reproduce a value from the
+    /// random values a test vector lists (`rng_draws`, concatenated). For test vectors only (the
+    /// `test-util` feature); [`Csprng::unused`] says how many given bytes were not drawn.
+    #[cfg(any(test, feature = "test-util"))]
+    #[must_use]
+    pub fn replaying(bytes: Vec<u8>) -> Self {
+        Self {
+            source: Source::Replay { bytes, at: 0 },
+            draws: None,
+        }
+    }
+
+    /// How many of the bytes given to [`Csprng::replaying`] were not drawn yet (0 for other
+    /// generators). For test vectors only.
+    #[cfg(any(test, feature = "test-util"))]
+    #[must_use]
+    pub fn unused(&self) -> usize {
+        match &self.source {
+            Source::Replay { bytes, at } => bytes.len().saturating_sub(*at),
+            _ => 0,
+        }
+    }
+
+    /// The requests recorded since the last call (empty unless made by [`Csprng::recording`]),
+    /// each the bytes one `fill` returned, in order. For test vectors only.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn take_draws(&mut self) -> Vec<Vec<u8>> {
+        self.draws.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Fills `dest` with random bytes.
@@ -95,6 +147,17 @@ impl Csprng {
             }
             #[cfg(any(test, feature = "test-util"))]
             Source::Seeded(seeded) => seeded.fill(dest),
+            #[cfg(any(test, feature = "test-util"))]
+            Source::Replay { bytes, at } => {
+                for d in dest.iter_mut() {
+                    *d = bytes.get(*at).copied().unwrap_or(0);
+                    *at = at.saturating_add(1);
+                }
+            }
+        }
+        #[cfg(any(test, feature = "test-util"))]
+        if let Some(draws) = &mut self.draws {
+            draws.push(dest.to_vec());
         }
     }
 
@@ -206,6 +269,27 @@ mod tests {
     }
 
     #[test]
+    fn a_replaying_generator_returns_the_given_bytes_then_zeros() {
+        let mut rng = Csprng::replaying(vec![1, 2, 3]);
+        assert_eq!(rng.unused(), 3);
+        assert_eq!(rng.array::<2>(), [1, 2]);
+        assert_eq!(rng.array::<3>(), [3, 0, 0]);
+        assert_eq!(rng.unused(), 0);
+    }
+
+    #[test]
+    fn a_recording_generator_returns_each_request_in_order_and_the_same_stream() {
+        let mut plain = Csprng::from_seed([9; 32]);
+        let mut rec = Csprng::recording([9; 32]);
+        let (a, b) = (rec.array::<16>(), rec.array::<40>());
+        let both = plain.array::<56>();
+        assert_eq!(rec.take_draws(), vec![a.to_vec(), b.to_vec()]);
+        assert_eq!(&both[..16], &a);
+        assert_eq!(&both[16..], &b);
+        assert!(rec.take_draws().is_empty(), "taken draws are cleared");
+    }
+
+    #[test]
     fn stream_does_not_repeat_across_blocks() {
         let mut a = Csprng::from_seed([1; 32]);
         let first = a.array::<32>();
@@ -226,8 +310,9 @@ mod tests {
                 source: Source::Os {
                     fallback: Ratchet { key: fallback.key },
                 },
+                draws: None,
             },
-            Source::Seeded(_) => panic!("from_os must not be seeded"),
+            Source::Seeded(_) | Source::Replay { .. } => panic!("from_os must not be seeded"),
         };
         let secret = rng.array::<32>();
         let predicted = copy.array::<32>();

@@ -146,6 +146,14 @@ impl KeyWrap {
         info.into_vec()
     }
 
+    /// Signs the wrap again, as it now is, with `sender`'s identity key: for negative test
+    /// vectors (a value whose signature is valid but which a receiver must still refuse). Test
+    /// vectors only (the `test-util` feature).
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn sign_as(&mut self, sender: &crate::IdentityKeyPair) {
+        self.signature = sender.sign(&self.signed_bytes(&self.info()));
+    }
+
     fn signed_bytes(&self, info: &[u8]) -> Vec<u8> {
         let mut tbs = Tbs::new("switchboard/1 wrap-signature");
         tbs.bytes(info).bytes(&self.enc).bytes(&self.ciphertext);

@@ -6,12 +6,67 @@
 //! use the files alone). Regenerate after an intended change with
 //! `SWITCHBOARD_REGENERATE_VECTORS=1 cargo test -p switchboard-protocol --test protocol vectors`.
 
+mod commits;
+mod negative;
+
 use std::path::PathBuf;
 
+use hkdf::Hkdf;
 use serde_json::{Value, json};
+use sha2::Sha256;
 use switchboard_protocol::*;
 
 use crate::support::{NOW, World, hex, spec_aad, spec_key_nonce, to_hex};
+
+/// X25519 `DeriveKeyPair(ikmE)` of RFC 9180 §7.1.3 and the public key `pkE`, which is `enc`:
+/// written from the RFC, independently of the crate, so the vectors also check docs/protocol.md.
+fn spec_x25519_enc(ikm: &[u8]) -> [u8; 32] {
+    let suite_id = b"KEM\x00\x20";
+    let mut labeled_ikm = b"HPKE-v1".to_vec();
+    labeled_ikm.extend_from_slice(suite_id);
+    labeled_ikm.extend_from_slice(b"dkp_prk");
+    labeled_ikm.extend_from_slice(ikm);
+    let (_, dkp_prk) = Hkdf::<Sha256>::extract(Some(&[]), &labeled_ikm);
+    let mut info = 32u16.to_be_bytes().to_vec();
+    info.extend_from_slice(b"HPKE-v1");
+    info.extend_from_slice(suite_id);
+    info.extend_from_slice(b"sk");
+    let mut sk = [0u8; 32];
+    dkp_prk.expand(&info, &mut sk).unwrap();
+    x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(sk)).to_bytes()
+}
+
+/// The two draws one wrap makes (its wrap id, then its HPKE encapsulation randomness), checked
+/// against the wrap and labelled for the vector. X25519: `ikmE`, 32 bytes, `skE =
+/// DeriveKeyPair(ikmE)` and `enc = pkE`. X-Wing: 64 bytes, the first 32 the ML-KEM-768 message
+/// `m`, the last 32 the X25519 ephemeral secret, whose public key is `enc`'s last 32 bytes.
+fn wrap_draws(wrap: &KeyWrap, draws: &[Vec<u8>]) -> Vec<Value> {
+    assert_eq!(draws.len(), 2, "a wrap draws twice");
+    assert_eq!(
+        draws[0],
+        wrap.wrap_id.as_bytes(),
+        "the wrap id is drawn first"
+    );
+    let to = wrap.recipient;
+    let eph = match wrap.suite {
+        CipherSuite::X25519Sha256ChaCha20Poly1305 => {
+            assert_eq!(draws[1].len(), 32);
+            assert_eq!(wrap.enc, spec_x25519_enc(&draws[1]), "enc = pkE of ikmE");
+            format!("HPKE X25519 ikmE (skE = DeriveKeyPair(ikmE)) for {to}")
+        }
+        CipherSuite::XWingSha256ChaCha20Poly1305 => {
+            assert_eq!(draws[1].len(), 64);
+            let sk: [u8; 32] = draws[1][32..].try_into().unwrap();
+            let ct_x = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(sk));
+            assert_eq!(&wrap.enc[1088..], ct_x.as_bytes(), "enc ends with ct_X");
+            format!("HPKE X-Wing encapsulation randomness (m || ek_X) for {to}")
+        }
+    };
+    vec![
+        json!({ "purpose": format!("wrap_id for {to}"), "bytes": to_hex(&draws[0]) }),
+        json!({ "purpose": eph, "bytes": to_hex(&draws[1]) }),
+    ]
+}
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test_vectors")
@@ -50,6 +105,7 @@ fn key_bundles() -> Value {
 }
 
 fn wraps() -> Value {
+    // `rng_seed` fed `Csprng::from_seed`; `rng_draws` gives what it returned, in order.
     let cases: Vec<Value> = CipherSuite::ALL
         .iter()
         .map(|&suite| {
@@ -63,20 +119,17 @@ fn wraps() -> Value {
                 expires_at: NOW.plus(3600),
             };
             let secret = EpochSecret::from_bytes([seed + 5; 32]);
-            let wrap = KeyWrap::seal(
-                &sender,
-                &recipient.bundle(NOW),
-                &context,
-                &secret,
-                &mut Csprng::from_seed(rng_seed),
-            )
-            .unwrap();
+            let mut rng = Csprng::recording(rng_seed);
+            let wrap = KeyWrap::seal(&sender, &recipient.bundle(NOW), &context, &secret, &mut rng)
+                .unwrap();
+            let rng_draws = wrap_draws(&wrap, &rng.take_draws());
             json!({
                 "description": format!("epoch secret wrapped with {suite}"),
                 "suite": suite,
                 "sender": { "device": sender.device(), "seed": to_hex(&[seed; 32]) },
                 "recipient": { "device": recipient.device(), "seed": to_hex(&[seed + 1; 32]) },
                 "rng_seed": to_hex(&rng_seed),
+                "rng_draws": rng_draws,
                 "epoch_secret": to_hex(secret.as_bytes()),
                 "now": NOW,
                 "wrap": wrap,
@@ -90,7 +143,15 @@ fn wraps() -> Value {
 /// indicator and a handoff request.
 fn thread_flow() -> Value {
     let mut w = World::new(CipherSuite::default(), 1);
+    // The same stream as World::new's generator, recorded.
+    w.rng = Csprng::recording([0x5b; 32]);
     let (mut customer_view, mut admin_view, open) = w.open_thread();
+    let draws = w.rng.take_draws();
+    let mut open_draws = vec![
+        json!({ "purpose": "thread id", "bytes": to_hex(&draws[0]) }),
+        json!({ "purpose": "epoch secret", "bytes": to_hex(&draws[1]) }),
+    ];
+    open_draws.extend(wrap_draws(&open.wrap, &draws[2..]));
     let hello = customer_view
         .seal_with(
             &w.customer,
@@ -100,12 +161,19 @@ fn thread_flow() -> Value {
         )
         .unwrap();
     admin_view.open_message(&hello, NOW).unwrap();
+    let _reuse_guard = w.rng.take_draws();
     let assign = w.commit(
         &mut admin_view,
         CommitAction::Assign {
             agent: Box::new(w.member(0, AgentKind::Bot)),
         },
     );
+    let draws = w.rng.take_draws();
+    assert_eq!(draws.len(), 1 + 2 * assign.wraps.len());
+    let mut assign_draws = vec![json!({ "purpose": "epoch secret", "bytes": to_hex(&draws[0]) })];
+    for (wrap, pair) in assign.wraps.iter().zip(draws[1..].chunks(2)) {
+        assign_draws.extend(wrap_draws(wrap, pair));
+    }
     customer_view
         .apply_commit(&w.customer, &assign, NOW)
         .unwrap();
@@ -159,6 +227,7 @@ fn thread_flow() -> Value {
         json!({
             "sealed": m,
             "message_id": m.header.message_id(),
+            "rng_draws": [{ "purpose": "reuse_guard", "bytes": to_hex(&m.header.reuse_guard) }],
             "epoch_secret": to_hex(secret.as_bytes()),
             "aad": to_hex(&spec_aad(&m.header)),
             "key": to_hex(&okm[..32]),
@@ -175,7 +244,7 @@ fn thread_flow() -> Value {
     ]
     .into();
     json!({
-        "description": "switchboard/1 thread: open, assign to a bot, messages; devices from World::new seeds (customer [1;32], admin [2;32], bot [10;32]; rng [0x5b;32])",
+        "description": "switchboard/1 thread: open, assign to a bot, messages; devices from World::new seeds (customer [1;32], admin [2;32], bot [10;32]); every random value drawn is in rng_draws (thread_open_rng_draws, assign_rng_draws, per message), in the order drawn",
         "entity": w.entity,
         "now": NOW,
         "devices": {
@@ -184,7 +253,9 @@ fn thread_flow() -> Value {
             "bot": { "device": w.agents[0].device(), "seed": to_hex(&[10; 32]) },
         },
         "thread_open": open,
+        "thread_open_rng_draws": open_draws,
         "assign": assign,
+        "assign_rng_draws": assign_draws,
         "messages": messages,
         "expected": expected,
     })
@@ -195,10 +266,12 @@ fn build() -> Vec<(&'static str, Value)> {
         ("key_bundles.json", key_bundles()),
         ("wraps.json", wraps()),
         ("messages.json", thread_flow()),
+        ("commits.json", commits::commits()),
+        ("negative.json", negative::negatives()),
     ]
 }
 
-fn load(name: &str) -> Value {
+pub(super) fn load(name: &str) -> Value {
     let path = dir().join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
@@ -222,7 +295,21 @@ fn stored_vectors_equal_what_this_build_produces() {
     }
 }
 
-fn keys_of(v: &Value, suite: CipherSuite) -> DeviceKeys {
+/// An agent of `commits.json`: from its seed, or, for the one that rotated, from its keystore
+/// form (current and retired KEM keys).
+pub(super) fn agent_keys(a: &Value, suite: CipherSuite) -> DeviceKeys {
+    match a.get("kem_secrets_after_rotation") {
+        Some(kem) => DeviceKeys::from_parts(
+            serde_json::from_value(a["device"].clone()).unwrap(),
+            suite,
+            &hex(a["seed"].as_str().unwrap()).try_into().unwrap(),
+            &serde_json::from_value(kem.clone()).unwrap(),
+        ),
+        None => keys_of(a, suite),
+    }
+}
+
+pub(super) fn keys_of(v: &Value, suite: CipherSuite) -> DeviceKeys {
     let device: DeviceId = serde_json::from_value(v["device"].clone()).unwrap();
     let seed: [u8; 32] = hex(v["seed"].as_str().unwrap()).try_into().unwrap();
     DeviceKeys::from_seed(device, suite, &seed)
@@ -343,6 +430,41 @@ fn stored_thread_opens_end_to_end() {
         assert!(
             matches!(again, Err(MessageError::Duplicate { .. })),
             "message {i}"
+        );
+    }
+}
+
+/// Each stored wrap, sealed again with its listed random values instead of a generator, equals
+/// the stored wrap byte for byte (X25519 and X-Wing).
+#[test]
+fn stored_wraps_are_reproduced_from_their_rng_draws() {
+    for case in load("wraps.json")["cases"].as_array().unwrap() {
+        let suite: CipherSuite = serde_json::from_value(case["suite"].clone()).unwrap();
+        let stored: KeyWrap = decode(case["wrap"].to_string().as_bytes()).unwrap();
+        let now: Timestamp = serde_json::from_value(case["now"].clone()).unwrap();
+        let (sender, recipient) = (
+            keys_of(&case["sender"], suite),
+            keys_of(&case["recipient"], suite),
+        );
+        let secret = EpochSecret::from_bytes(
+            hex(case["epoch_secret"].as_str().unwrap())
+                .try_into()
+                .unwrap(),
+        );
+        let context = WrapContext {
+            thread: stored.thread,
+            epoch: stored.epoch,
+            roster_hash: stored.roster_hash,
+            expires_at: stored.expires_at,
+        };
+        let mut rng = commits::replay(&case["rng_draws"]);
+        let wrap =
+            KeyWrap::seal(&sender, &recipient.bundle(now), &context, &secret, &mut rng).unwrap();
+        assert_eq!(rng.unused(), 0, "{suite}");
+        assert_eq!(
+            serde_json::to_value(&wrap).unwrap(),
+            case["wrap"],
+            "{suite}"
         );
     }
 }
