@@ -740,12 +740,12 @@ impl Device {
     /// from disk).
     pub async fn receive(&mut self, wait: Duration) -> Result<Vec<Event>, ClientError> {
         self.maintain_keys_in_background().await?;
-        let items = self
+        let (items, highest) = self
             .relay
-            .inbox(self.cursor, FETCH_LIMIT, wait, None)
+            .inbox_page(self.cursor, FETCH_LIMIT, wait, None)
             .await?;
         let caught_up = items.len() < FETCH_LIMIT as usize;
-        let Some(last) = items.last().map(|item| item.seq) else {
+        let Some(last) = items.last().map(|item| item.seq).max(highest) else {
             self.delete_expired_kem_keys()?;
             return Ok(Vec::new());
         };

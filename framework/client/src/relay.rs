@@ -373,6 +373,22 @@ impl RelayClient {
         wait: Duration,
         instance: Option<&str>,
     ) -> Result<Vec<InboxItem>, ClientError> {
+        Ok(self.inbox_page(after, limit, wait, instance).await?.0)
+    }
+
+    /// [`RelayClient::inbox`], with the highest position in the answer, also of items that were
+    /// left out as unreadable: a device moves its cursor past those too, so an item it cannot
+    /// read (e.g. of a kind a newer relay added) never holds its inbox.
+    ///
+    /// # Errors
+    /// As [`RelayClient::inbox`].
+    pub async fn inbox_page(
+        &self,
+        after: u64,
+        limit: u32,
+        wait: Duration,
+        instance: Option<&str>,
+    ) -> Result<(Vec<InboxItem>, Option<u64>), ClientError> {
         // The relay waits in whole seconds: round up, so that a short wait long-polls for a
         // second instead of turning into a busy loop of immediate answers.
         let wait_secs = wait.as_nanos().div_ceil(1_000_000_000).min(30);
@@ -421,7 +437,7 @@ struct LenientInbox {
 }
 
 /// Reads an inbox answer item by item (see [`RelayClient::inbox`]).
-fn inbox_items(bytes: &[u8]) -> Result<Vec<InboxItem>, ClientError> {
+fn inbox_items(bytes: &[u8]) -> Result<(Vec<InboxItem>, Option<u64>), ClientError> {
     let bad = |detail: String| ClientError::BadAnswer {
         what: "inbox",
         detail,
@@ -431,6 +447,11 @@ fn inbox_items(bytes: &[u8]) -> Result<Vec<InboxItem>, ClientError> {
         return Err(bad(format!("unsupported version {}", answer.v)));
     }
     let mut items = Vec::with_capacity(answer.items.len());
+    let highest = answer
+        .items
+        .iter()
+        .filter_map(|value| value.get("seq").and_then(serde_json::Value::as_u64))
+        .max();
     for value in answer.items {
         match serde_json::from_value::<InboxItem>(value.clone()) {
             Ok(item) => items.push(item),
@@ -445,7 +466,7 @@ fn inbox_items(bytes: &[u8]) -> Result<Vec<InboxItem>, ClientError> {
             },
         }
     }
-    Ok(items)
+    Ok((items, highest))
 }
 
 /// An item whose position, thread, sender and kind read, with a `null` payload.
@@ -515,14 +536,29 @@ mod tests {
         let last = good.replace(r#""seq":1"#, r#""seq":5"#);
         let answer =
             format!(r#"{{"v":1,"items":[{good},{extra_field},{unknown_kind},{no_seq},{last}]}}"#);
-        let items = inbox_items(answer.as_bytes()).unwrap();
+        let (items, highest) = inbox_items(answer.as_bytes()).unwrap();
         let seqs: Vec<u64> = items.iter().map(|i| i.seq).collect();
         assert_eq!(seqs, [1, 2, 5]);
+        assert_eq!(highest, Some(5));
         assert!(
             items[1].payload.is_null(),
             "the bad item comes without its payload"
         );
         assert!(inbox_items(br#"{"v":2,"items":[]}"#).is_err());
+    }
+
+    /// An answer whose only item cannot be read (a kind a newer relay added): the device must
+    /// still learn its position and move past it, or it fetches the same item forever.
+    #[test]
+    fn an_unreadable_last_item_still_moves_the_cursor() {
+        let thread = "00112233445566778899aabbccddeeff";
+        let sender = "ffeeddccbbaa99887766554433221100";
+        let unknown_kind = format!(
+            r#"{{"v":1,"items":[{{"seq":7,"thread":"{thread}","thread_seq":3,"sender":"{sender}","kind":"poll","payload":{{}}}}]}}"#
+        );
+        let (items, highest) = inbox_items(unknown_kind.as_bytes()).unwrap();
+        assert!(items.is_empty());
+        assert_eq!(highest, Some(7));
     }
 
     #[test]
