@@ -239,6 +239,9 @@ struct Contents {
     /// What the device remembers of threads it left: refuses replayed joins.
     #[serde(default)]
     memory: DeviceMemory,
+    /// Admin: commits made (their epoch installed here) but not yet posted to the relay.
+    #[serde(default)]
+    unposted: Vec<Commit>,
 }
 
 /// A 32-byte secret as base64url that is zeroized when dropped.
@@ -283,6 +286,8 @@ pub struct Device {
     threads: BTreeMap<ThreadId, ThreadState>,
     app: serde_json::Value,
     memory: DeviceMemory,
+    /// Admin: commits made but not posted yet (kept in the keystore, posted again by `receive`).
+    unposted: Vec<Commit>,
     /// Replay limits for threads this device creates or joins from now on.
     replay: ReplayPolicy,
     rotation: RotationState,
@@ -368,6 +373,7 @@ impl Device {
             &BTreeMap::new(),
             &serde_json::Value::Null,
             &DeviceMemory::new(),
+            &[],
         )?;
         let keystore = Keystore::create(path, secret, new.kdf, &contents).await?;
         Ok(Self {
@@ -381,6 +387,7 @@ impl Device {
             threads: BTreeMap::new(),
             app: serde_json::Value::Null,
             memory: DeviceMemory::new(),
+            unposted: Vec::new(),
             replay: ReplayPolicy::default(),
             rotation,
             rotation_policy: KemRotation::default(),
@@ -436,6 +443,7 @@ impl Device {
             threads,
             app: contents.app,
             memory,
+            unposted: contents.unposted,
             replay: ReplayPolicy::default(),
             rotation: contents.kem_rotation,
             rotation_policy: KemRotation::default(),
@@ -662,6 +670,9 @@ impl Device {
                 "only the entity's admin device commits roster changes".to_owned(),
             ));
         }
+        if self.unposted.iter().any(|c| c.thread == thread) {
+            self.post_unposted().await?;
+        }
         let updates = self.key_updates(thread).await?;
         let state = self
             .threads
@@ -670,6 +681,8 @@ impl Device {
         let commit =
             state.commit_with_updates(&self.keys, action, updates, now(), &mut self.rng)?;
         self.rotation.epoch_applied(&commit.action);
+        // Installed here and kept until posted: one save holds both.
+        self.unposted.push(commit.clone());
         self.save()?;
         Ok(commit)
     }
@@ -679,8 +692,60 @@ impl Device {
     ///
     /// # Errors
     /// Relay errors.
-    pub async fn post_commit(&self, commit: &Commit) -> Result<(), ClientError> {
+    pub async fn post_commit(&mut self, commit: &Commit) -> Result<(), ClientError> {
         self.relay.post_commit(commit.thread, commit).await?;
+        self.posted(commit)
+    }
+
+    /// Admin: the commits made but not yet posted (see [`Device::post_unposted`]).
+    #[must_use]
+    pub fn unposted_commits(&self) -> &[Commit] {
+        &self.unposted
+    }
+
+    /// Admin: posts again, in order, the commits this device made but could not post (the
+    /// relay was unreachable, busy, or the answer was lost). [`Device::receive`] calls it first.
+    /// A commit the relay answers as a conflict was stored by an earlier attempt whose answer
+    /// was lost (only this device commits to its threads): it counts as posted.
+    ///
+    /// # Errors
+    /// [`ClientError::CommitPending`] naming the first commit that still cannot be posted (the
+    /// later ones wait behind it); keystore errors.
+    pub async fn post_unposted(&mut self) -> Result<(), ClientError> {
+        while let Some(commit) = self.unposted.first().cloned() {
+            match self.relay.post_commit(commit.thread, &commit).await {
+                Ok(_) => {}
+                Err(ClientError::Refused {
+                    code: switchboard_protocol::api::ErrorCode::Conflict,
+                    ..
+                }) => {
+                    tracing::warn!(thread = %commit.thread, epoch = commit.epoch.0, "commit posted again was already stored (its answer was lost)");
+                }
+                Err(e) if e.is_transient() => {
+                    return Err(ClientError::CommitPending {
+                        thread: commit.thread,
+                        epoch: commit.epoch,
+                        reason: e.to_string(),
+                    });
+                }
+                Err(e) => {
+                    // Refused for good (e.g. a member no longer registered): keeping it would
+                    // block the thread forever; the admin's state is ahead of the relay's.
+                    tracing::error!(thread = %commit.thread, epoch = commit.epoch.0, error = %e, "commit refused by the relay; dropped");
+                }
+            }
+            self.posted(&commit)?;
+        }
+        Ok(())
+    }
+
+    fn posted(&mut self, commit: &Commit) -> Result<(), ClientError> {
+        let before = self.unposted.len();
+        self.unposted
+            .retain(|c| !(c.thread == commit.thread && c.epoch == commit.epoch));
+        if self.unposted.len() != before {
+            self.save()?;
+        }
         Ok(())
     }
 
@@ -740,6 +805,12 @@ impl Device {
     /// from disk).
     pub async fn receive(&mut self, wait: Duration) -> Result<Vec<Event>, ClientError> {
         self.maintain_keys_in_background().await?;
+        if !self.unposted.is_empty() {
+            match self.post_unposted().await {
+                Ok(()) | Err(ClientError::CommitPending { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let (items, highest) = self
             .relay
             .inbox_page(self.cursor, FETCH_LIMIT, wait, None)
@@ -1010,6 +1081,7 @@ impl Device {
             &self.threads,
             &self.app,
             &self.memory,
+            &self.unposted,
         )?;
         self.keystore.save(&contents)?;
         Ok(())
@@ -1029,6 +1101,7 @@ fn contents_of(
     threads: &BTreeMap<ThreadId, ThreadState>,
     app: &serde_json::Value,
     memory: &DeviceMemory,
+    unposted: &[Commit],
 ) -> Result<Zeroizing<Vec<u8>>, ClientError> {
     let contents = Contents {
         v: 1,
@@ -1045,6 +1118,7 @@ fn contents_of(
         threads: threads.values().map(ThreadState::snapshot).collect(),
         app: app.clone(),
         memory: memory.clone(),
+        unposted: unposted.to_vec(),
     };
     serde_json::to_vec(&contents)
         .map(Zeroizing::new)

@@ -1,7 +1,7 @@
 //! Errors of the client.
 
 use switchboard_protocol::api::ErrorCode;
-use switchboard_protocol::{EntityId, Fingerprint, ThreadId};
+use switchboard_protocol::{EntityId, Epoch, Fingerprint, ThreadId};
 
 use crate::keystore::KeystoreError;
 
@@ -94,6 +94,20 @@ pub enum ClientError {
     /// device).
     #[error("{0}")]
     WrongRole(String),
+    /// A commit of this thread that the admin made earlier is not posted yet (the relay was
+    /// unreachable or refused it for now); a new commit would skip an epoch. It is posted again
+    /// at every [`Device::receive`](crate::Device::receive); try again after that.
+    #[error(
+        "commit for epoch {epoch} of thread {thread} is not posted yet ({reason}); it is retried at the next receive"
+    )]
+    CommitPending {
+        /// The thread.
+        thread: ThreadId,
+        /// The epoch the unposted commit starts.
+        epoch: Epoch,
+        /// Why the last attempt failed.
+        reason: String,
+    },
 }
 
 impl ClientError {

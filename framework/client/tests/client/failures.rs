@@ -87,3 +87,80 @@ async fn an_unreachable_relay_is_a_transient_error_retried_with_backoff() {
         .unwrap();
     customer.receive(Duration::from_millis(10)).await.unwrap();
 }
+
+/// The admin installs a commit, then the relay is away when it posts it. The commit is kept
+/// (in the keystore) and posted again once the relay is back, so the thread does not stay an
+/// epoch ahead of the relay and its members: the customer follows, and the next commit works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_the_relay_missed_is_posted_again_and_the_thread_moves_on() {
+    let dir = crate::scratch();
+    let db = format!("sqlite://{}", dir.join("relay.db").display());
+    let server = switchboard_relay::server::start(&db, "127.0.0.1:0")
+        .await
+        .unwrap();
+    let url = server.url();
+    let entity = switchboard_protocol::EntityId::new("acme").unwrap();
+    let admin_path = dir.join("admin.keystore");
+    let customer_path = dir.join("customer.keystore");
+    let mut admin = Device::create(
+        &admin_path,
+        &secret(),
+        NewDevice::new(
+            &url,
+            NewRole::Admin {
+                entity: entity.clone(),
+                display_name: "Acme".into(),
+            },
+        ),
+    )
+    .await
+    .unwrap();
+    let mut customer = Device::create(
+        &customer_path,
+        &secret(),
+        NewDevice::new(&url, NewRole::Customer),
+    )
+    .await
+    .unwrap();
+    let thread = customer.open_thread(&entity).await.unwrap();
+    crate::events(&mut admin, 1).await;
+
+    // The relay goes away; the rekey is installed at the admin but cannot be posted.
+    drop(server);
+    assert!(
+        admin
+            .commit(thread, switchboard_protocol::CommitAction::Rekey)
+            .await
+            .is_err()
+    );
+    assert_eq!(admin.thread(thread).unwrap().epoch().0, 1);
+    assert_eq!(admin.unposted_commits().len(), 1);
+    drop(admin);
+    drop(customer);
+
+    // The relay is back (same database, another port); the admin restarts from its keystore.
+    let server = switchboard_relay::server::start(&db, "127.0.0.1:0")
+        .await
+        .unwrap();
+    let url = server.url();
+    let mut admin = Device::open(&admin_path, &secret(), Some(&url))
+        .await
+        .unwrap();
+    assert_eq!(admin.unposted_commits().len(), 1, "kept in the keystore");
+    admin.receive(Duration::from_secs(0)).await.unwrap();
+    assert!(admin.unposted_commits().is_empty());
+    let mut customer = Device::open(&customer_path, &secret(), Some(&url))
+        .await
+        .unwrap();
+    let got = crate::events(&mut customer, 1).await;
+    assert!(
+        matches!(got[0], switchboard_client::Event::RosterChanged { epoch, .. } if epoch.0 == 1),
+        "{got:?}"
+    );
+    // The thread moves on: the next commit is epoch 2, accepted by the relay.
+    let next = admin
+        .commit(thread, switchboard_protocol::CommitAction::Rekey)
+        .await
+        .unwrap();
+    assert_eq!(next.epoch.0, 2);
+}
