@@ -54,7 +54,8 @@ pub struct Limits {
     pub agent: Rate,
     /// Per admin device (in every thread of its entity).
     pub admin: Rate,
-    /// Shared by an entity's admin and agents, on top of their own.
+    /// Shared by an entity's admin and agents, on top of their own (the admin counts toward it
+    /// but is never refused by it, so agents cannot starve the device that removes them).
     pub entity: Rate,
     /// Registrations per source address.
     pub registration: Rate,
@@ -342,7 +343,9 @@ impl Limiter {
             }
         }
         // The entity's quota, shared by its admin and agents (never a strike: no one device is
-        // at fault).
+        // at fault). The admin's requests count toward it but are never refused by it (its own
+        // limit above applies): agents that use up the quota must not stop the admin, which is
+        // the device that can remove them.
         if let Some(entity) = entity_of(role) {
             let entity_rate = limits.entity;
             let bucket =
@@ -350,7 +353,9 @@ impl Limiter {
                     .entities
                     .get_or_insert(entity, || Bucket::full(entity_rate, now), |_| false);
             if let Err(retry_after) = bucket.take(entity_rate, now) {
-                return Err(ApiError::RateLimited { retry_after });
+                if !matches!(role, Role::Admin(_)) {
+                    return Err(ApiError::RateLimited { retry_after });
+                }
             }
         }
         Ok(())
@@ -392,5 +397,33 @@ mod tests {
         }
         let tracked = limiter.lock().devices.len();
         assert!(tracked <= max, "{tracked} devices tracked");
+    }
+
+    #[test]
+    fn agents_that_use_up_the_entity_quota_do_not_stop_the_admin() {
+        let limits = Limits {
+            entity: super::Rate::new(1, 20),
+            ..Limits::default()
+        };
+        let limiter = Limiter::new(limits);
+        let acme = switchboard_protocol::EntityId::new("acme").unwrap();
+        let now = Timestamp(1_000);
+        let mut refused = 0;
+        for i in 0u8..40 {
+            let agent = DeviceId::from_bytes([i; 16]);
+            if limiter
+                .admit(agent, &Role::Agent(acme.clone()), now)
+                .is_err()
+            {
+                refused += 1;
+            }
+        }
+        assert!(refused > 0, "the agents never reached the entity quota");
+        let admin = DeviceId::from_bytes([0xad; 16]);
+        for _ in 0..10 {
+            limiter
+                .admit(admin, &Role::Admin(acme.clone()), now)
+                .unwrap();
+        }
     }
 }
