@@ -12,7 +12,7 @@ use switchboard_protocol::{AgentKind, Content, EntityId};
 use switchboard_testkit::hostile::{HostileRelay, Method, Slip};
 use switchboard_testkit::{gather, scratch_dir, until};
 
-use crate::{agent, config, fingerprint_of, secret, step_until};
+use crate::{agent, config, enrol, fingerprint_of, new_customer, secret, step_until};
 
 /// Receives once on `device` (up to 1 s).
 async fn receive(device: &mut Device) -> Vec<Event> {
@@ -35,23 +35,15 @@ async fn removed_agent_refuses_a_replayed_add_commit_through_the_client() {
     let mut admin = Admin::init(config(&dir, &url)).await.unwrap();
     // The bot talks to the relay through the hostile proxy.
     let mut bot = agent(&dir, &hostile.url(), "orderbot", &admin).await;
-    admin
-        .add_agent(
-            "OrderBot",
-            AgentKind::Bot,
-            bot.id(),
-            vec!["orders".into()],
-            &fingerprint_of(&bot),
-        )
-        .await
-        .unwrap();
-    let mut customer = Device::create(
-        &dir.join("customer.keystore"),
-        &secret(),
-        NewDevice::new(&url, NewRole::Customer),
+    enrol(
+        &mut admin,
+        &bot,
+        "OrderBot",
+        AgentKind::Bot,
+        vec!["orders".into()],
     )
-    .await
-    .unwrap();
+    .await;
+    let mut customer = new_customer(&dir, &url).await;
     let thread = customer
         .open_thread(&EntityId::new("acme").unwrap())
         .await
@@ -185,23 +177,15 @@ async fn the_audit_line_is_on_disk_before_the_commit_it_records_is_posted() {
         }));
     }
     let mut bot = agent(&dir, &url, "orderbot", &admin).await;
-    admin
-        .add_agent(
-            "OrderBot",
-            AgentKind::Bot,
-            bot.id(),
-            vec!["orders".into()],
-            &fingerprint_of(&bot),
-        )
-        .await
-        .unwrap();
-    let mut customer = Device::create(
-        &dir.join("customer.keystore"),
-        &secret(),
-        NewDevice::new(&url, NewRole::Customer),
+    enrol(
+        &mut admin,
+        &bot,
+        "OrderBot",
+        AgentKind::Bot,
+        vec!["orders".into()],
     )
-    .await
-    .unwrap();
+    .await;
+    let mut customer = new_customer(&dir, &url).await;
     let thread = customer
         .open_thread(&EntityId::new("acme").unwrap())
         .await

@@ -5,13 +5,13 @@
 
 use switchboard_admin::audit::{AuditEvent, AuditLog};
 use switchboard_admin::{Admin, Outcome};
-use switchboard_client::{ClientError, Device, Event, NewDevice, NewRole};
+use switchboard_client::{ClientError, Event};
 use switchboard_protocol::api::{ErrorCode, InboxItem, ItemKind};
 use switchboard_protocol::{AgentKind, Content, EntityId, Epoch, ThreadState};
 use switchboard_testkit::hostile::{HostileRelay, Slip};
 use switchboard_testkit::scratch_dir;
 
-use super::{agent, config, fingerprint_of, secret, step_until};
+use super::{agent, config, enrol, new_customer, step_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_equivocating_is_audited_and_the_first_message_stands() {
@@ -23,13 +23,7 @@ async fn a_member_equivocating_is_audited_and_the_first_message_stands() {
     // The admin talks to the relay through a proxy that will slip the second message in.
     let hostile = HostileRelay::start(&url).await;
     let mut admin = Admin::init(config(&dir, &hostile.url())).await.unwrap();
-    let mut customer = Device::create(
-        &dir.join("customer.keystore"),
-        &secret(),
-        NewDevice::new(&url, NewRole::Customer),
-    )
-    .await
-    .unwrap();
+    let mut customer = new_customer(&dir, &url).await;
     let thread = customer
         .open_thread(&EntityId::new("acme").unwrap())
         .await
@@ -126,23 +120,15 @@ async fn old_epoch_messages_past_the_grace_are_refused_and_audited_as_late() {
     config.old_epoch_grace_secs = 0;
     let mut admin = Admin::init(config).await.unwrap();
     let bot = agent(&dir, &url, "orderbot", &admin).await;
-    admin
-        .add_agent(
-            "OrderBot",
-            AgentKind::Bot,
-            bot.id(),
-            vec!["orders".into()],
-            &fingerprint_of(&bot),
-        )
-        .await
-        .unwrap();
-    let mut customer = Device::create(
-        &dir.join("customer.keystore"),
-        &secret(),
-        NewDevice::new(&url, NewRole::Customer),
+    enrol(
+        &mut admin,
+        &bot,
+        "OrderBot",
+        AgentKind::Bot,
+        vec!["orders".into()],
     )
-    .await
-    .unwrap();
+    .await;
+    let mut customer = new_customer(&dir, &url).await;
     let thread = customer
         .open_thread(&EntityId::new("acme").unwrap())
         .await

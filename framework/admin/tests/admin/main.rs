@@ -77,6 +77,25 @@ fn fingerprint_of(agent: &Device) -> ExpectedKey {
     ExpectedKey::Fingerprint(agent.fingerprint())
 }
 
+/// Enrols `agent` with the admin under `name`, bound to the agent's own fingerprint.
+async fn enrol(admin: &mut Admin, agent: &Device, name: &str, kind: AgentKind, teams: Vec<String>) {
+    admin
+        .add_agent(name, kind, agent.id(), teams, &fingerprint_of(agent))
+        .await
+        .unwrap();
+}
+
+/// A new customer device at `relay`, its keystore in `dir`.
+async fn new_customer(dir: &Path, relay: &str) -> Device {
+    Device::create(
+        &dir.join("customer.keystore"),
+        &secret(),
+        NewDevice::new(relay, NewRole::Customer),
+    )
+    .await
+    .unwrap()
+}
+
 /// Steps the admin until an outcome matches (bounded).
 async fn step_until(admin: &mut Admin, want: impl Fn(&Outcome) -> bool) -> Outcome {
     for _ in 0..20 {
@@ -100,36 +119,30 @@ async fn routes_by_rule_arbitrates_handoff_and_audits_every_grant() {
     let mut order_bot = agent(&dir, &url, "orderbot", &admin).await;
     let mut dana = agent(&dir, &url, "dana", &admin).await;
     let faq_bot = agent(&dir, &url, "faqbot", &admin).await;
-    admin
-        .add_agent(
-            "OrderBot",
-            AgentKind::Bot,
-            order_bot.id(),
-            vec!["orders".into()],
-            &fingerprint_of(&order_bot),
-        )
-        .await
-        .unwrap();
-    admin
-        .add_agent(
-            "Dana",
-            AgentKind::Human,
-            dana.id(),
-            vec!["orders".into(), "billing".into()],
-            &fingerprint_of(&dana),
-        )
-        .await
-        .unwrap();
-    admin
-        .add_agent(
-            "FaqBot",
-            AgentKind::Bot,
-            faq_bot.id(),
-            vec!["support".into()],
-            &fingerprint_of(&faq_bot),
-        )
-        .await
-        .unwrap();
+    enrol(
+        &mut admin,
+        &order_bot,
+        "OrderBot",
+        AgentKind::Bot,
+        vec!["orders".into()],
+    )
+    .await;
+    enrol(
+        &mut admin,
+        &dana,
+        "Dana",
+        AgentKind::Human,
+        vec!["orders".into(), "billing".into()],
+    )
+    .await;
+    enrol(
+        &mut admin,
+        &faq_bot,
+        "FaqBot",
+        AgentKind::Bot,
+        vec!["support".into()],
+    )
+    .await;
     // Names and devices are unique.
     assert!(
         admin
@@ -144,13 +157,7 @@ async fn routes_by_rule_arbitrates_handoff_and_audits_every_grant() {
             .is_err()
     );
 
-    let mut customer = Device::create(
-        &dir.join("customer.keystore"),
-        &secret(),
-        NewDevice::new(&url, NewRole::Customer),
-    )
-    .await
-    .unwrap();
+    let mut customer = new_customer(&dir, &url).await;
     let acme = EntityId::new("acme").unwrap();
     let thread = customer.open_thread(&acme).await.unwrap();
     customer

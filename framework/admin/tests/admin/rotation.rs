@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use switchboard_admin::Outcome;
 use switchboard_admin::audit::{AuditEvent, AuditLog};
-use switchboard_client::{Device, Event, KemRotation, NewDevice, NewRole};
+use switchboard_client::{Event, KemRotation};
 use switchboard_protocol::{AgentKind, Content, EntityId};
 use switchboard_testkit::{scratch_dir, until};
 
-use super::{agent, config, fingerprint_of, secret, step_until};
+use super::{agent, config, enrol, new_customer, step_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_wrap_to_rotated_keys_and_rotations_trigger_an_audited_rekey() {
@@ -23,16 +23,14 @@ async fn commits_wrap_to_rotated_keys_and_rotations_trigger_an_audited_rekey() {
         .unwrap();
     admin.set_key_sweep(Duration::ZERO);
     let mut bot = agent(&dir, &url, "orderbot", &admin).await;
-    admin
-        .add_agent(
-            "OrderBot",
-            AgentKind::Bot,
-            bot.id(),
-            vec!["orders".into()],
-            &fingerprint_of(&bot),
-        )
-        .await
-        .unwrap();
+    enrol(
+        &mut admin,
+        &bot,
+        "OrderBot",
+        AgentKind::Bot,
+        vec!["orders".into()],
+    )
+    .await;
 
     // The bot rotates after it was enrolled and deletes its old key at once (no grace): the
     // admin must wrap to the bundle the bot publishes now, not the one on record.
@@ -45,13 +43,7 @@ async fn commits_wrap_to_rotated_keys_and_rotations_trigger_an_audited_rekey() {
     bot.maintain_keys().await.unwrap();
     assert!(!bot.keys().holds_kem_key(&enrolled.kem_key));
 
-    let mut customer = Device::create(
-        &dir.join("customer.keystore"),
-        &secret(),
-        NewDevice::new(&url, NewRole::Customer),
-    )
-    .await
-    .unwrap();
+    let mut customer = new_customer(&dir, &url).await;
     let acme = EntityId::new("acme").unwrap();
     let thread = customer.open_thread(&acme).await.unwrap();
     customer

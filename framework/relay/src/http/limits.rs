@@ -352,10 +352,10 @@ impl Limiter {
                 tables
                     .entities
                     .get_or_insert(entity, || Bucket::full(entity_rate, now), |_| false);
-            if let Err(retry_after) = bucket.take(entity_rate, now) {
-                if !matches!(role, Role::Admin(_)) {
-                    return Err(ApiError::RateLimited { retry_after });
-                }
+            if let Err(retry_after) = bucket.take(entity_rate, now)
+                && !matches!(role, Role::Admin(_))
+            {
+                return Err(ApiError::RateLimited { retry_after });
             }
         }
         Ok(())
