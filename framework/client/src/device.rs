@@ -12,7 +12,8 @@ use switchboard_protocol::{
     CipherSuite, Commit, CommitAction, CommitError, Content, Csprng, DeviceId, DeviceKeys,
     DeviceMemory, EntityId, Epoch, Fingerprint, HistoryGrant, IdentityPublicKey, KemKeySecrets,
     KeyBundle, MessageDigest, MessageError, MessageId, ReceivedMessage, ReplayPolicy,
-    SealedMessage, SeenWraps, ThreadId, ThreadOpen, ThreadSnapshot, ThreadState, WireType, decode,
+    SealedMessage, SeenWraps, ThreadId, ThreadOpen, ThreadSnapshot, ThreadState, Timestamp,
+    WireType, decode,
 };
 use zeroize::Zeroizing;
 
@@ -148,7 +149,7 @@ pub enum Event {
         /// The epoch this device had installed after it.
         next: Epoch,
         /// When it was installed.
-        next_installed_at: switchboard_protocol::Timestamp,
+        next_installed_at: Timestamp,
     },
     /// An inbox item failed verification and was dropped (it is never shown).
     Refused {
@@ -288,6 +289,8 @@ pub struct Device {
     memory: DeviceMemory,
     /// Admin: commits made but not posted yet (kept in the keystore, posted again by `receive`).
     unposted: Vec<Commit>,
+    /// When the device memory was last pruned (at open, then at most hourly by `receive`).
+    memory_pruned_at: Timestamp,
     /// Replay limits for threads this device creates or joins from now on.
     replay: ReplayPolicy,
     rotation: RotationState,
@@ -388,6 +391,7 @@ impl Device {
             app: serde_json::Value::Null,
             memory: DeviceMemory::new(),
             unposted: Vec::new(),
+            memory_pruned_at: now(),
             replay: ReplayPolicy::default(),
             rotation,
             rotation_policy: KemRotation::default(),
@@ -444,6 +448,7 @@ impl Device {
             app: contents.app,
             memory,
             unposted: contents.unposted,
+            memory_pruned_at: now(),
             replay: ReplayPolicy::default(),
             rotation: contents.kem_rotation,
             rotation_policy: KemRotation::default(),
@@ -739,6 +744,21 @@ impl Device {
         Ok(())
     }
 
+    /// Forgets, at most once an hour, marks and wrap ids that can no longer be replayed (a
+    /// long-running device would otherwise keep them until it restarts).
+    fn prune_memory_hourly(&mut self, at: Timestamp) -> Result<(), ClientError> {
+        if at < self.memory_pruned_at.plus(3600) {
+            return Ok(());
+        }
+        self.memory_pruned_at = at;
+        let before = (self.memory.threads(), self.memory.wraps().len());
+        self.memory.prune(at);
+        if (self.memory.threads(), self.memory.wraps().len()) != before {
+            self.save()?;
+        }
+        Ok(())
+    }
+
     fn posted(&mut self, commit: &Commit) -> Result<(), ClientError> {
         let before = self.unposted.len();
         self.unposted
@@ -836,6 +856,7 @@ impl Device {
             // Only now: commits queued while the device was away may be wrapped to a retired key.
             self.delete_expired_kem_keys()?;
         }
+        self.prune_memory_hourly(at)?;
         // The cursor is on disk, so the ack runs in the background: a lost ack only means the
         // relay keeps the items a while longer (they are skipped by cursor and acknowledged
         // with the next ack), and no await stands between applying and returning the events.
@@ -893,7 +914,7 @@ impl Device {
     }
 
     /// Applies one inbox item; `None` for items with nothing to report (redeliveries).
-    fn apply(&mut self, item: &InboxItem, at: switchboard_protocol::Timestamp) -> Option<Event> {
+    fn apply(&mut self, item: &InboxItem, at: Timestamp) -> Option<Event> {
         let thread = item.thread;
         let refused = |reason: String| {
             Some(Event::Refused {
