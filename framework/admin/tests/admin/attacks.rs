@@ -5,14 +5,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use switchboard_admin::audit::AuditEvent;
-use switchboard_admin::{Admin, AdminError, Outcome};
+use switchboard_admin::{Admin, AdminError};
 use switchboard_client::{ClientError, Device, Event, ExpectedKey, NewDevice, NewRole};
 use switchboard_protocol::api::ItemKind;
 use switchboard_protocol::{AgentKind, Content, EntityId};
 use switchboard_testkit::hostile::{HostileRelay, Method, Slip};
 use switchboard_testkit::{gather, scratch_dir, until};
 
-use crate::{agent, config, enrol, fingerprint_of, new_customer, secret, step_until};
+use crate::{agent, config, fingerprint_of, order_bot, order_thread, secret};
 
 /// Receives once on `device` (up to 1 s).
 async fn receive(device: &mut Device) -> Vec<Event> {
@@ -34,25 +34,8 @@ async fn removed_agent_refuses_a_replayed_add_commit_through_the_client() {
     let dir = scratch_dir("admin-replay");
     let mut admin = Admin::init(config(&dir, &url)).await.unwrap();
     // The bot talks to the relay through the hostile proxy.
-    let mut bot = agent(&dir, &hostile.url(), "orderbot", &admin).await;
-    enrol(
-        &mut admin,
-        &bot,
-        "OrderBot",
-        AgentKind::Bot,
-        vec!["orders".into()],
-    )
-    .await;
-    let mut customer = new_customer(&dir, &url).await;
-    let thread = customer
-        .open_thread(&EntityId::new("acme").unwrap())
-        .await
-        .unwrap();
-    customer
-        .send(thread, &Content::text("where is my order 42?"), None)
-        .await
-        .unwrap();
-    step_until(&mut admin, |o| matches!(o, Outcome::Routed { .. })).await;
+    let mut bot = order_bot(&mut admin, &dir, &hostile.url()).await;
+    let (_customer, thread) = order_thread(&mut admin, &dir, &url).await;
     until(&mut bot, |e| matches!(e, Event::Joined { .. })).await;
     bot.send(thread, &Content::text("Order 42 ships today"), None)
         .await
@@ -176,25 +159,8 @@ async fn the_audit_line_is_on_disk_before_the_commit_it_records_is_posted() {
             }
         }));
     }
-    let mut bot = agent(&dir, &url, "orderbot", &admin).await;
-    enrol(
-        &mut admin,
-        &bot,
-        "OrderBot",
-        AgentKind::Bot,
-        vec!["orders".into()],
-    )
-    .await;
-    let mut customer = new_customer(&dir, &url).await;
-    let thread = customer
-        .open_thread(&EntityId::new("acme").unwrap())
-        .await
-        .unwrap();
-    customer
-        .send(thread, &Content::text("where is my order 42?"), None)
-        .await
-        .unwrap();
-    step_until(&mut admin, |o| matches!(o, Outcome::Routed { .. })).await;
+    let mut bot = order_bot(&mut admin, &dir, &url).await;
+    let (_customer, thread) = order_thread(&mut admin, &dir, &url).await;
     until(&mut bot, |e| matches!(e, Event::Joined { .. })).await;
     admin.remove_from_thread(thread, "OrderBot").await.unwrap();
 

@@ -7,11 +7,11 @@ use switchboard_admin::audit::{AuditEvent, AuditLog};
 use switchboard_admin::{Admin, Outcome};
 use switchboard_client::{ClientError, Event};
 use switchboard_protocol::api::{ErrorCode, InboxItem, ItemKind};
-use switchboard_protocol::{AgentKind, Content, EntityId, Epoch, ThreadState};
+use switchboard_protocol::{Content, EntityId, Epoch, ThreadState};
 use switchboard_testkit::hostile::{HostileRelay, Slip};
 use switchboard_testkit::scratch_dir;
 
-use super::{agent, config, enrol, new_customer, step_until};
+use super::{config, new_customer, order_bot, order_thread, step_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_equivocating_is_audited_and_the_first_message_stands() {
@@ -119,25 +119,8 @@ async fn old_epoch_messages_past_the_grace_are_refused_and_audited_as_late() {
     // No grace at all: every old-epoch message after the next epoch is installed is late.
     config.old_epoch_grace_secs = 0;
     let mut admin = Admin::init(config).await.unwrap();
-    let bot = agent(&dir, &url, "orderbot", &admin).await;
-    enrol(
-        &mut admin,
-        &bot,
-        "OrderBot",
-        AgentKind::Bot,
-        vec!["orders".into()],
-    )
-    .await;
-    let mut customer = new_customer(&dir, &url).await;
-    let thread = customer
-        .open_thread(&EntityId::new("acme").unwrap())
-        .await
-        .unwrap();
-    customer
-        .send(thread, &Content::text("where is my order 42?"), None)
-        .await
-        .unwrap();
-    step_until(&mut admin, |o| matches!(o, Outcome::Routed { .. })).await;
+    let _bot = order_bot(&mut admin, &dir, &url).await;
+    let (mut customer, thread) = order_thread(&mut admin, &dir, &url).await;
 
     // The customer has not applied the assign commit: it still writes in epoch 0.
     let late = customer

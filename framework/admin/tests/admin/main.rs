@@ -85,6 +85,35 @@ async fn enrol(admin: &mut Admin, agent: &Device, name: &str, kind: AgentKind, t
         .unwrap();
 }
 
+/// OrderBot (team "orders"), a bot device at `relay` enrolled with the admin.
+async fn order_bot(admin: &mut Admin, dir: &Path, relay: &str) -> Device {
+    let bot = agent(dir, relay, "orderbot", admin).await;
+    enrol(
+        admin,
+        &bot,
+        "OrderBot",
+        AgentKind::Bot,
+        vec!["orders".into()],
+    )
+    .await;
+    bot
+}
+
+/// A customer at `relay` opens a thread with "where is my order 42?", and the admin routes it.
+async fn order_thread(admin: &mut Admin, dir: &Path, relay: &str) -> (Device, ThreadId) {
+    let mut customer = new_customer(dir, relay).await;
+    let thread = customer
+        .open_thread(&EntityId::new("acme").unwrap())
+        .await
+        .unwrap();
+    customer
+        .send(thread, &Content::text("where is my order 42?"), None)
+        .await
+        .unwrap();
+    step_until(admin, |o| matches!(o, Outcome::Routed { .. })).await;
+    (customer, thread)
+}
+
 /// A new customer device at `relay`, its keystore in `dir`.
 async fn new_customer(dir: &Path, relay: &str) -> Device {
     Device::create(

@@ -6,10 +6,10 @@ use std::time::Duration;
 use switchboard_admin::Outcome;
 use switchboard_admin::audit::{AuditEvent, AuditLog};
 use switchboard_client::{Event, KemRotation};
-use switchboard_protocol::{AgentKind, Content, EntityId};
+use switchboard_protocol::{Content, EntityId};
 use switchboard_testkit::{scratch_dir, until};
 
-use super::{agent, config, enrol, new_customer, step_until};
+use super::{config, new_customer, order_bot, step_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_wrap_to_rotated_keys_and_rotations_trigger_an_audited_rekey() {
@@ -22,15 +22,7 @@ async fn commits_wrap_to_rotated_keys_and_rotations_trigger_an_audited_rekey() {
         .await
         .unwrap();
     admin.set_key_sweep(Duration::ZERO);
-    let mut bot = agent(&dir, &url, "orderbot", &admin).await;
-    enrol(
-        &mut admin,
-        &bot,
-        "OrderBot",
-        AgentKind::Bot,
-        vec!["orders".into()],
-    )
-    .await;
+    let mut bot = order_bot(&mut admin, &dir, &url).await;
 
     // The bot rotates after it was enrolled and deletes its old key at once (no grace): the
     // admin must wrap to the bundle the bot publishes now, not the one on record.
