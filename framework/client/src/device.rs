@@ -9,14 +9,14 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use switchboard_protocol::api::{InboxItem, ItemKind};
 use switchboard_protocol::{
-    CipherSuite, Commit, CommitAction, CommitError, Content, Csprng, DeviceId, DeviceKeys,
-    DeviceMemory, EntityId, Epoch, Fingerprint, HistoryGrant, IdentityPublicKey, KemKeySecrets,
-    KeyBundle, MessageDigest, MessageError, MessageId, ReceivedMessage, ReplayPolicy,
-    SealedMessage, SeenWraps, ThreadId, ThreadOpen, ThreadSnapshot, ThreadState, Timestamp,
-    WireType, decode,
+    CipherSuite, Commit, CommitAction, Content, Csprng, DeviceId, DeviceKeys, DeviceMemory,
+    EntityId, Epoch, Fingerprint, IdentityPublicKey, KemKeySecrets, KeyBundle, MessageDigest,
+    MessageId, ReceivedMessage, ReplayPolicy, SealedMessage, SeenWraps, ThreadId, ThreadSnapshot,
+    ThreadState, Timestamp,
 };
 use zeroize::Zeroizing;
 
+use crate::engine::{ItemContext, apply_item};
 use crate::enrol::ExpectedKey;
 use crate::error::ClientError;
 use crate::keystore::{KdfCost, Keystore, KeystoreSecret};
@@ -499,6 +499,13 @@ impl Device {
         &self.keys
     }
 
+    /// This device's keys, shared (for tasks that seal and open on its behalf, such as the bot
+    /// runtime's workers). After a KEM rotation ([`Device::maintain_keys`]) fetch them again.
+    #[must_use]
+    pub fn shared_keys(&self) -> Arc<DeviceKeys> {
+        Arc::clone(&self.keys)
+    }
+
     /// This device's key bundle: its current KEM key, as published.
     #[must_use]
     pub fn bundle(&self) -> KeyBundle {
@@ -913,180 +920,24 @@ impl Device {
         }
     }
 
-    /// Applies one inbox item; `None` for items with nothing to report (redeliveries).
+    /// Applies one inbox item to the thread it names ([`crate::engine::apply_item`]); `None`
+    /// for items with nothing to report (redeliveries).
     fn apply(&mut self, item: &InboxItem, at: Timestamp) -> Option<Event> {
-        let thread = item.thread;
-        let refused = |reason: String| {
-            Some(Event::Refused {
-                thread,
-                seq: item.seq,
-                kind: item.kind,
-                reason,
-            })
+        let cx = ItemContext {
+            keys: &self.keys,
+            role: &self.role,
+            replay: self.replay,
+            at,
         };
-        match item.kind {
-            ItemKind::ThreadOpen => {
-                let open: ThreadOpen = match payload(item) {
-                    Ok(open) => open,
-                    Err(e) => return refused(e),
-                };
-                let DeviceRole::Admin { entity } = &self.role else {
-                    return refused("a thread open reached a device that is not an admin".into());
-                };
-                if open.thread != thread {
-                    return refused("the thread open names another thread".into());
-                }
-                if self.threads.contains_key(&thread) {
-                    return None;
-                }
-                match ThreadState::accept(&self.keys, entity, &open, at, &mut self.seen_opens) {
-                    Ok(state) => {
-                        self.threads
-                            .insert(thread, state.with_replay_policy(self.replay));
-                        Some(Event::ThreadOpened {
-                            thread,
-                            customer: open.customer.device,
-                        })
-                    }
-                    Err(e) => refused(e.to_string()),
-                }
-            }
-            ItemKind::Commit => {
-                let commit: Commit = match payload(item) {
-                    Ok(commit) => commit,
-                    Err(e) => return refused(e),
-                };
-                if commit.thread != thread {
-                    return refused("the commit names another thread".into());
-                }
-                if let Some(state) = self.threads.get_mut(&thread) {
-                    if commit.epoch <= state.epoch() {
-                        // Already applied (a redelivery).
-                        return None;
-                    }
-                    return match state.apply_commit(&self.keys, &commit, at) {
-                        Ok(()) => {
-                            if self.remembers_joins() {
-                                self.memory.applied(self.keys.device(), &commit, at);
-                            }
-                            self.rotation.epoch_applied(&commit.action);
-                            Some(Event::RosterChanged {
-                                thread,
-                                epoch: commit.epoch,
-                            })
-                        }
-                        Err(CommitError::Removed { .. }) => {
-                            // Dropping the state zeroizes its epoch secrets; the memory keeps
-                            // the removal, so a replay of the commit that added this device
-                            // is refused.
-                            self.threads.remove(&thread);
-                            self.memory.removed(thread, commit.epoch, at);
-                            Some(Event::Removed { thread })
-                        }
-                        Err(e) => refused(e.to_string()),
-                    };
-                }
-                let DeviceRole::Agent {
-                    entity,
-                    admin,
-                    admin_key,
-                } = &self.role
-                else {
-                    return refused("a commit for a thread this device is not in".into());
-                };
-                if !commit.roster.members.contains_key(&self.keys.device()) {
-                    // A commit that removed this device from a thread it had already left.
-                    return None;
-                }
-                match ThreadState::join(
-                    &self.keys,
-                    entity,
-                    *admin,
-                    *admin_key,
-                    &commit,
-                    at,
-                    &mut self.memory,
-                ) {
-                    Ok(state) => {
-                        self.threads
-                            .insert(thread, state.with_replay_policy(self.replay));
-                        self.rotation.epoch_applied(&commit.action);
-                        Some(Event::Joined {
-                            thread,
-                            epoch: commit.epoch,
-                        })
-                    }
-                    Err(e) => refused(e.to_string()),
-                }
-            }
-            ItemKind::History => {
-                let grant: HistoryGrant = match payload(item) {
-                    Ok(grant) => grant,
-                    Err(e) => return refused(e),
-                };
-                let Some(state) = self.threads.get_mut(&thread) else {
-                    return refused("a history grant for a thread this device is not in".into());
-                };
-                match state.accept_history(&self.keys, &grant, at) {
-                    Ok(messages) => Some(Event::History { thread, messages }),
-                    Err(e) => refused(e.to_string()),
-                }
-            }
-            ItemKind::Message => {
-                let message: SealedMessage = match payload(item) {
-                    Ok(message) => message,
-                    Err(e) => return refused(e),
-                };
-                let Some(state) = self.threads.get_mut(&thread) else {
-                    return refused("a message for a thread this device is not in".into());
-                };
-                if message.header.thread != thread {
-                    return refused("the message names another thread".into());
-                }
-                match state.open_message(&message, at) {
-                    Ok(received) => Some(Event::Message {
-                        thread,
-                        message: received,
-                        sealed: Box::new(message),
-                    }),
-                    Err(MessageError::Duplicate { .. }) => None,
-                    Err(MessageError::Equivocation {
-                        sender,
-                        epoch,
-                        generation,
-                        first,
-                        second,
-                    }) => Some(Event::Equivocation {
-                        thread,
-                        sender,
-                        epoch,
-                        generation,
-                        first,
-                        second,
-                    }),
-                    Err(MessageError::StaleEpoch {
-                        sender,
-                        epoch,
-                        next,
-                        next_installed_at,
-                        ..
-                    }) => Some(Event::LateMessage {
-                        thread,
-                        sender,
-                        epoch,
-                        next,
-                        next_installed_at,
-                    }),
-                    Err(e) => refused(e.to_string()),
-                }
-            }
+        let mut slot = self.threads.remove(&item.thread);
+        let applied = apply_item(&cx, &mut slot, &mut self.memory, &mut self.seen_opens, item);
+        if let Some(state) = slot {
+            self.threads.insert(item.thread, state);
         }
-    }
-
-    /// Whether this device joins threads from commits (agents), and so keeps a memory of the
-    /// threads it was in.
-    fn remembers_joins(&self) -> bool {
-        matches!(self.role, DeviceRole::Agent { .. })
+        if let Some(action) = &applied.commit_action {
+            self.rotation.epoch_applied(action);
+        }
+        applied.event
     }
 
     /// Writes the whole device state to the keystore.
@@ -1144,10 +995,4 @@ fn contents_of(
     serde_json::to_vec(&contents)
         .map(Zeroizing::new)
         .map_err(|e| ClientError::KeystoreContents(e.to_string()))
-}
-
-/// Decodes an inbox item's payload as `T`.
-fn payload<T: WireType>(item: &InboxItem) -> Result<T, String> {
-    let bytes = serde_json::to_vec(&item.payload).map_err(|e| e.to_string())?;
-    decode(&bytes).map_err(|e| e.to_string())
 }

@@ -31,6 +31,7 @@
 //! ```
 
 mod device;
+pub mod engine;
 mod enrol;
 mod error;
 pub mod keystore;
