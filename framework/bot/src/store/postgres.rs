@@ -1,0 +1,69 @@
+//! The PostgreSQL backend: several instances of one bot (on several machines) share it.
+
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use switchboard_protocol::DeviceId;
+
+use super::group::GroupCommit;
+use super::sql::{impl_bot_store, migrator};
+use super::{StoreError, StoreKey, redact};
+
+/// A [`BotStore`](super::BotStore) on PostgreSQL.
+///
+/// Commits of one process are group-committed by one writer task (one transaction per group);
+/// instances in other processes are kept apart by the per-thread compare-and-swap. Tables live in
+/// the connection's `search_path` (a URL option such as `?options[search_path]=bots` picks a
+/// schema).
+#[derive(Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+    device: DeviceId,
+    device_hex: String,
+    key: StoreKey,
+    group: GroupCommit,
+}
+
+/// The batch writer behind [`PostgresStore`].
+#[derive(Debug)]
+struct PostgresWriter {
+    pool: PgPool,
+    device: String,
+}
+
+impl PostgresStore {
+    /// Connects to `postgres://...` and brings the schema up to date (under PostgreSQL's
+    /// advisory lock, so instances starting at once migrate once).
+    ///
+    /// # Errors
+    /// [`StoreError::Config`] for a bad URL or a newer schema, [`StoreError::Database`] if the
+    /// database cannot be reached.
+    pub async fn open(url: &str, device: DeviceId, key: StoreKey) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url).map_err(|e| {
+            StoreError::Config(format!("bad PostgreSQL URL {:?}: {e}", redact(url)))
+        })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        migrator(include_str!("migrations/postgres/0001_init.sql"))
+            .run(&pool)
+            .await?;
+        let device_hex = device.to_string();
+        let group = GroupCommit::start(PostgresWriter {
+            pool: pool.clone(),
+            device: device_hex.clone(),
+        });
+        Ok(Self {
+            pool,
+            device,
+            device_hex,
+            key,
+            group,
+        })
+    }
+}
+
+impl_bot_store!(PostgresStore, PostgresWriter, sqlx::Postgres, "BEGIN");

@@ -1,0 +1,324 @@
+//! The SQL both backends share. SQLite (3.35+) and PostgreSQL accept the same statements here
+//! (`$N` parameters, `ON CONFLICT`), so one macro implements [`BotStore`](super::BotStore) for
+//! both; only the column types (migrations) and the transaction start differ.
+//!
+//! A commit's compare-and-swap is an `UPDATE ... WHERE version = $expected` (or an `INSERT ...
+//! ON CONFLICT DO NOTHING` for a new thread) whose row count decides; journal and outbox rows go
+//! in with `ON CONFLICT DO NOTHING` too, so a conflict is a row count, never a database error
+//! that would abort a PostgreSQL transaction. Each event of a batch runs under its own
+//! savepoint: a conflicting event is rolled back alone and the others commit.
+
+use std::borrow::Cow;
+use std::str::FromStr as _;
+
+use sqlx::SqlSafeStr as _;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use switchboard_protocol::{DeviceId, ThreadId};
+
+use super::{OutboxEntry, StoreError, StoreKey, ThreadRecord};
+
+/// Where the store records its applied migrations (not `_sqlx_migrations`: the database may be
+/// shared with a relay).
+const MIGRATIONS_TABLE: &str = "_bot_store_migrations";
+
+/// The migrator for one backend's schema.
+pub(super) fn migrator(init_sql: &'static str) -> Migrator {
+    let mut migrator = Migrator::with_migrations(vec![Migration::new(
+        1,
+        Cow::Borrowed("bot store"),
+        MigrationType::Simple,
+        init_sql.into_sql_str(),
+        false,
+    )]);
+    migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+    migrator
+}
+
+/// A thread row as read: version, nonce, ciphertext.
+pub(super) type ThreadRow = (i64, Vec<u8>, Vec<u8>);
+
+/// Opens a thread row.
+pub(super) fn open_row(
+    key: &StoreKey,
+    device: DeviceId,
+    thread: ThreadId,
+    (version, nonce, ciphertext): ThreadRow,
+) -> Result<ThreadRecord, StoreError> {
+    let version = u64::try_from(version)
+        .map_err(|_| StoreError::Corrupt(format!("thread {thread} has version {version}")))?;
+    let data = key.open(device, thread, version, &nonce, &ciphertext)?;
+    Ok(ThreadRecord { version, data })
+}
+
+/// An outbox row as read: id, thread, message id, body.
+pub(super) type OutboxRow = (i64, String, String, Vec<u8>);
+
+/// Reads an outbox row.
+pub(super) fn outbox_entry(
+    (id, thread, message_id, body): OutboxRow,
+) -> Result<OutboxEntry, StoreError> {
+    Ok(OutboxEntry {
+        id: u64::try_from(id)
+            .map_err(|_| StoreError::Corrupt(format!("outbox entry with id {id}")))?,
+        thread: ThreadId::from_str(&thread)
+            .map_err(|e| StoreError::Corrupt(format!("outbox entry {id}: {e}")))?,
+        message_id,
+        body,
+    })
+}
+
+/// Implements the backend's batch writer (`$writer`, a struct with `pool` and `device` fields)
+/// and `BotStore` for `$store` (a struct with `pool`, `device`, `device_hex`, `key` and `group`
+/// fields).
+macro_rules! impl_bot_store {
+    ($store:ty, $writer:ty, $db:ty, $begin:expr) => {
+        impl $writer {
+            /// Writes one event; `Ok(None)` if it conflicts (the caller rolls it back).
+            async fn write_event(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                device: &str,
+                p: &crate::store::group::Prepared,
+            ) -> Result<Option<u64>, crate::store::StoreError> {
+                let thread_ok = match (p.expected, &p.sealed) {
+                    (None, Some((nonce, ciphertext))) => {
+                        sqlx::query(
+                            "INSERT INTO bot_threads \
+                             (device, thread, version, nonce, ciphertext, updated_at) \
+                             VALUES ($1, $2, 1, $3, $4, $5) ON CONFLICT (device, thread) DO NOTHING",
+                        )
+                        .bind(device)
+                        .bind(p.thread_hex.as_str())
+                        .bind(nonce.as_slice())
+                        .bind(ciphertext.as_slice())
+                        .bind(p.now)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected()
+                            == 1
+                    }
+                    (None, None) => {
+                        sqlx::query_as::<_, (String,)>(
+                            "SELECT thread FROM bot_threads WHERE device = $1 AND thread = $2",
+                        )
+                        .bind(device)
+                        .bind(p.thread_hex.as_str())
+                        .fetch_optional(&mut *conn)
+                        .await?
+                        .is_none()
+                    }
+                    (Some(expected), Some((nonce, ciphertext))) => {
+                        sqlx::query(
+                            "UPDATE bot_threads SET version = version + 1, nonce = $1, \
+                             ciphertext = $2, updated_at = $3 \
+                             WHERE device = $4 AND thread = $5 AND version = $6",
+                        )
+                        .bind(nonce.as_slice())
+                        .bind(ciphertext.as_slice())
+                        .bind(p.now)
+                        .bind(device)
+                        .bind(p.thread_hex.as_str())
+                        .bind(expected)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected()
+                            == 1
+                    }
+                    // No new blob: the version stays, but the row must still be at it (the
+                    // update also holds PostgreSQL's row lock until the commit).
+                    (Some(expected), None) => {
+                        sqlx::query(
+                            "UPDATE bot_threads SET updated_at = $1 \
+                             WHERE device = $2 AND thread = $3 AND version = $4",
+                        )
+                        .bind(p.now)
+                        .bind(device)
+                        .bind(p.thread_hex.as_str())
+                        .bind(expected)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected()
+                            == 1
+                    }
+                };
+                if !thread_ok {
+                    return Ok(None);
+                }
+                for key in &p.handled {
+                    let inserted = sqlx::query(
+                        "INSERT INTO bot_journal (device, thread, key, handled_at) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(device)
+                    .bind(p.thread_hex.as_str())
+                    .bind(key.as_str())
+                    .bind(p.now)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                    if inserted != 1 {
+                        return Ok(None);
+                    }
+                }
+                for (message_id, body) in &p.outbox {
+                    let inserted = sqlx::query(
+                        "INSERT INTO bot_outbox (device, thread, message_id, body, created_at) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (device, message_id) DO NOTHING",
+                    )
+                    .bind(device)
+                    .bind(p.thread_hex.as_str())
+                    .bind(message_id.as_str())
+                    .bind(body.as_slice())
+                    .bind(p.now)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                    if inserted != 1 {
+                        return Ok(None);
+                    }
+                }
+                Ok(Some(p.new_version))
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl crate::store::group::ApplyBatch for $writer {
+            async fn apply(
+                &self,
+                batch: &[crate::store::group::Prepared],
+            ) -> Result<Vec<Result<u64, crate::store::StoreError>>, crate::store::StoreError> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                let mut outcomes = Vec::with_capacity(batch.len());
+                for p in batch {
+                    sqlx::query("SAVEPOINT bot_event").execute(&mut *tx).await?;
+                    match Self::write_event(&mut tx, &self.device, p).await? {
+                        Some(version) => outcomes.push(Ok(version)),
+                        None => {
+                            sqlx::query("ROLLBACK TO SAVEPOINT bot_event")
+                                .execute(&mut *tx)
+                                .await?;
+                            outcomes.push(Err(p.conflict()));
+                        }
+                    }
+                    sqlx::query("RELEASE SAVEPOINT bot_event")
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(outcomes)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl crate::store::BotStore for $store {
+            async fn load(
+                &self,
+                thread: switchboard_protocol::ThreadId,
+            ) -> Result<Option<crate::store::ThreadRecord>, crate::store::StoreError> {
+                let row: Option<crate::store::sql::ThreadRow> = sqlx::query_as(
+                    "SELECT version, nonce, ciphertext FROM bot_threads \
+                     WHERE device = $1 AND thread = $2",
+                )
+                .bind(self.device_hex.as_str())
+                .bind(thread.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|row| crate::store::sql::open_row(&self.key, self.device, thread, row))
+                    .transpose()
+            }
+
+            async fn handled(
+                &self,
+                thread: switchboard_protocol::ThreadId,
+                key: &str,
+            ) -> Result<bool, crate::store::StoreError> {
+                crate::store::at_most("a journal key", key.len(), crate::store::MAX_KEY_LEN)?;
+                let row: Option<(String,)> = sqlx::query_as(
+                    "SELECT key FROM bot_journal WHERE device = $1 AND thread = $2 AND key = $3",
+                )
+                .bind(self.device_hex.as_str())
+                .bind(thread.to_string())
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.is_some())
+            }
+
+            async fn commit(
+                &self,
+                effects: crate::store::Effects,
+            ) -> Result<u64, crate::store::StoreError> {
+                let prepared = crate::store::group::Prepared::new(effects, self.device, &self.key)?;
+                self.group.commit(prepared).await
+            }
+
+            async fn outbox(
+                &self,
+                limit: u32,
+            ) -> Result<Vec<crate::store::OutboxEntry>, crate::store::StoreError> {
+                let rows: Vec<crate::store::sql::OutboxRow> = sqlx::query_as(
+                    "SELECT id, thread, message_id, body FROM bot_outbox \
+                     WHERE device = $1 ORDER BY id LIMIT $2",
+                )
+                .bind(self.device_hex.as_str())
+                .bind(i64::from(limit.min(crate::store::MAX_OUTBOX_PAGE)))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(crate::store::sql::outbox_entry).collect()
+            }
+
+            async fn sent(&self, message_id: &str) -> Result<(), crate::store::StoreError> {
+                sqlx::query("DELETE FROM bot_outbox WHERE device = $1 AND message_id = $2")
+                    .bind(self.device_hex.as_str())
+                    .bind(message_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
+                crate::store::validate_meta(key, None)?;
+                let row: Option<(Vec<u8>,)> =
+                    sqlx::query_as("SELECT value FROM bot_meta WHERE device = $1 AND key = $2")
+                        .bind(self.device_hex.as_str())
+                        .bind(key)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(row.map(|(value,)| value))
+            }
+
+            async fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), crate::store::StoreError> {
+                crate::store::validate_meta(key, Some(value))?;
+                sqlx::query(
+                    "INSERT INTO bot_meta (device, key, value) VALUES ($1, $2, $3) \
+                     ON CONFLICT (device, key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(self.device_hex.as_str())
+                .bind(key)
+                .bind(value)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn prune_journal(&self, older_than: u64) -> Result<u64, crate::store::StoreError> {
+                // Times past the database's range prune everything.
+                let older_than = i64::try_from(older_than).unwrap_or(i64::MAX);
+                let pruned = sqlx::query(
+                    "DELETE FROM bot_journal WHERE device = $1 AND handled_at < $2",
+                )
+                .bind(self.device_hex.as_str())
+                .bind(older_than)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                Ok(pruned)
+            }
+
+            fn stats(&self) -> crate::store::StoreStats {
+                self.group.counters().snapshot()
+            }
+        }
+    };
+}
+
+pub(super) use impl_bot_store;
