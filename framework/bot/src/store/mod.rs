@@ -257,9 +257,13 @@ pub async fn open(
     }
 }
 
-/// The URL up to its first `@` or `?`, so that a password does not end up in a log.
-fn redact(url: &str) -> &str {
-    url.split(['@', '?']).next().unwrap_or_default()
+/// The URL without its user, password and query, so that no secret ends up in a log.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.split('?').next().unwrap_or_default().to_owned();
+    };
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{}", host.split('?').next().unwrap_or_default())
 }
 
 /// Checks an event's effects against the store's limits.

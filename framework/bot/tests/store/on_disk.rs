@@ -1,0 +1,115 @@
+//! What only a SQLite file can show: its mode and its bytes on disk.
+
+use std::path::{Path, PathBuf};
+
+use switchboard::store::{self, Effects, OutboxEntry, StoreKey};
+
+use super::{SEED, random_device, random_thread, temp_db};
+
+/// The database file and the WAL and shared-memory files beside it, those that exist.
+fn files(db: &Path) -> Vec<PathBuf> {
+    let mut files = vec![db.to_owned()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let path = PathBuf::from(name);
+        if path.exists() {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_store_file_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let db = temp_db();
+    let url = format!("sqlite://{}", db.display());
+    let store = store::open(&url, random_device(), StoreKey::derive(&SEED))
+        .await
+        .unwrap();
+    let thread = random_thread();
+    store
+        .commit(Effects {
+            thread,
+            expected_version: None,
+            data: Some(b"x".to_vec()),
+            handled: vec!["k".to_owned()],
+            outbox: vec![],
+        })
+        .await
+        .unwrap();
+    let files = files(&db);
+    assert!(files.len() >= 2, "no WAL file beside {}", db.display());
+    for file in files {
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} has mode {mode:o}", file.display());
+    }
+}
+
+#[tokio::test]
+async fn the_file_never_holds_plaintext_thread_state() {
+    const SECRET: &[u8] = b"PLAINTEXT-THREAD-STATE-MARKER";
+    const JOURNAL_KEY: &str = "JOURNAL-KEY-MARKER";
+    let db = temp_db();
+    let url = format!("sqlite://{}", db.display());
+    let store = store::open(&url, random_device(), StoreKey::derive(&SEED))
+        .await
+        .unwrap();
+    let thread = random_thread();
+    let mut state = SECRET.to_vec();
+    let version = store
+        .commit(Effects {
+            thread,
+            expected_version: None,
+            data: Some(state.clone()),
+            handled: vec![JOURNAL_KEY.to_owned()],
+            outbox: vec![OutboxEntry {
+                id: 0,
+                thread,
+                message_id: "m1".to_owned(),
+                body: b"sealed".to_vec(),
+            }],
+        })
+        .await
+        .unwrap();
+    state.extend_from_slice(b" and more");
+    store
+        .commit(Effects {
+            thread,
+            expected_version: Some(version),
+            data: Some(state.clone()),
+            handled: vec![],
+            outbox: vec![],
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.load(thread).await.unwrap().unwrap().data, state);
+    let bytes: Vec<u8> = files(&db)
+        .iter()
+        .flat_map(|file| std::fs::read(file).unwrap())
+        .collect();
+    // The scan finds what is stored as it is (journal keys), so it would find the state too.
+    assert!(
+        bytes
+            .windows(JOURNAL_KEY.len())
+            .any(|w| w == JOURNAL_KEY.as_bytes()),
+        "the scan does not see the journal key"
+    );
+    assert!(
+        !bytes.windows(SECRET.len()).any(|w| w == SECRET),
+        "plaintext thread state in {}",
+        db.display()
+    );
+}
+
+#[tokio::test]
+async fn a_missing_directory_is_a_clear_error() {
+    let db = temp_db().with_file_name("no-such-dir").join("bot.db");
+    let url = format!("sqlite://{}", db.display());
+    let err = store::open(&url, random_device(), StoreKey::derive(&SEED))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no-such-dir"), "{err}");
+}
