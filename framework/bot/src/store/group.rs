@@ -78,6 +78,15 @@ impl Prepared {
     }
 }
 
+/// The batch in the order to write it: by thread (queue order within a thread), so that two
+/// processes writing batches to one PostgreSQL database take row locks in the same order and do
+/// not deadlock. Each item keeps its index in the batch.
+pub(super) fn in_lock_order(batch: &[Prepared]) -> Vec<(usize, &Prepared)> {
+    let mut order: Vec<(usize, &Prepared)> = batch.iter().enumerate().collect();
+    order.sort_by(|a, b| a.1.thread_hex.cmp(&b.1.thread_hex));
+    order
+}
+
 /// A number for a signed 64-bit column.
 pub(super) fn to_i64(n: u64) -> Result<i64, StoreError> {
     i64::try_from(n).map_err(|_| StoreError::Config(format!("{n} does not fit the database")))
@@ -116,9 +125,7 @@ impl GroupCommit {
             .send((prepared, answer))
             .await
             .map_err(|_| StoreError::Closed)?;
-        let outcome = outcome.await.map_err(|_| StoreError::Closed)?;
-        self.counters.outcome(&outcome);
-        outcome
+        outcome.await.map_err(|_| StoreError::Closed)?
     }
 
     pub(super) fn counters(&self) -> &Counters {
@@ -153,6 +160,8 @@ async fn writer(db: impl ApplyBatch, mut rx: mpsc::Receiver<Pending>, counters: 
                             "the group commit lost track of this commit".to_owned(),
                         ))
                     });
+                    // Counted here: a caller that gave up waiting still committed.
+                    counters.outcome(&outcome);
                     let _ = answer.send(outcome);
                 }
             }

@@ -187,17 +187,21 @@ macro_rules! impl_bot_store {
                 batch: &[crate::store::group::Prepared],
             ) -> Result<Vec<Result<u64, crate::store::StoreError>>, crate::store::StoreError> {
                 let mut tx = self.pool.begin_with($begin).await?;
-                let mut outcomes = Vec::with_capacity(batch.len());
-                for p in batch {
+                let mut outcomes: Vec<Result<u64, crate::store::StoreError>> =
+                    batch.iter().map(|p| Err(p.conflict())).collect();
+                for (i, p) in crate::store::group::in_lock_order(batch) {
                     sqlx::query("SAVEPOINT bot_event").execute(&mut *tx).await?;
-                    match Self::write_event(&mut tx, &self.device, p).await? {
-                        Some(version) => outcomes.push(Ok(version)),
+                    let outcome = match Self::write_event(&mut tx, &self.device, p).await? {
+                        Some(version) => Ok(version),
                         None => {
                             sqlx::query("ROLLBACK TO SAVEPOINT bot_event")
                                 .execute(&mut *tx)
                                 .await?;
-                            outcomes.push(Err(p.conflict()));
+                            Err(p.conflict())
                         }
+                    };
+                    if let Some(slot) = outcomes.get_mut(i) {
+                        *slot = outcome;
                     }
                     sqlx::query("RELEASE SAVEPOINT bot_event")
                         .execute(&mut *tx)

@@ -76,6 +76,23 @@ impl Backend {
         )
     }
 
+    /// Runs `sql` on the backend's database beside the store; false in memory.
+    pub async fn raw_sql(&self, sql: &'static str) -> bool {
+        let Some(url) = self.url.as_deref() else {
+            return false;
+        };
+        if url.starts_with("sqlite:") {
+            let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        } else {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        true
+    }
+
     async fn finish(self) {
         drop(self.store);
         if let Some((server, schema)) = self.schema {
@@ -161,6 +178,7 @@ macro_rules! run_suite {
                 case!(a_reopened_store_keeps_everything);
                 case!(a_wrong_key_reads_corrupt_not_garbage);
                 case!(devices_sharing_a_database_see_only_their_rows);
+                case!(a_failed_transaction_fails_every_commit_in_it_as_transient);
             }
         )*
     };

@@ -466,3 +466,46 @@ pub async fn devices_sharing_a_database_see_only_their_rows(b: &Backend) {
     assert_eq!(other.prune_journal(u64::MAX).await.unwrap(), 1);
     still_seeded(b.store.as_ref(), thread).await;
 }
+
+pub async fn a_failed_transaction_fails_every_commit_in_it_as_transient(b: &Backend) {
+    let thread = seeded(b.store.as_ref()).await;
+    // Break the database under the store: every commit journals a key.
+    if !b.raw_sql("DROP TABLE bot_journal").await {
+        return; // in memory: nothing to break
+    }
+    let before = b.store.stats();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = Arc::clone(&b.store);
+        let thread = random_thread();
+        tasks.push((
+            thread,
+            tokio::spawn(async move {
+                store
+                    .commit(effects(
+                        thread,
+                        None,
+                        Some(b"x"),
+                        &[&format!("k{i}")],
+                        vec![],
+                    ))
+                    .await
+            }),
+        ));
+    }
+    for (thread, task) in tasks {
+        let err = task.await.unwrap().unwrap_err();
+        assert!(matches!(err, StoreError::Database(_)), "{err:?}");
+        assert!(err.is_transient());
+        assert!(b.store.load(thread).await.unwrap().is_none());
+    }
+    let after = b.store.stats();
+    assert_eq!(after.commits, before.commits);
+    assert!(
+        after.failed_transactions > before.failed_transactions,
+        "{after:?}"
+    );
+    // What was committed before is intact.
+    let record = b.store.load(thread).await.unwrap().unwrap();
+    assert_eq!(record.data, b"state one");
+}
