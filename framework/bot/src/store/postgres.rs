@@ -6,7 +6,6 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use switchboard_protocol::DeviceId;
 
-use super::group::GroupCommit;
 use super::sql::{impl_bot_store, migrator};
 use super::{StoreError, StoreKey, redact};
 
@@ -22,7 +21,7 @@ pub struct PostgresStore {
     device: DeviceId,
     device_hex: String,
     key: StoreKey,
-    group: GroupCommit,
+    group: super::group::GroupCommit,
 }
 
 /// The batch writer behind [`PostgresStore`].
@@ -51,18 +50,7 @@ impl PostgresStore {
         migrator(include_str!("migrations/postgres/0001_init.sql"))
             .run(&pool)
             .await?;
-        let device_hex = device.to_string();
-        let group = GroupCommit::start(PostgresWriter {
-            pool: pool.clone(),
-            device: device_hex.clone(),
-        });
-        Ok(Self {
-            pool,
-            device,
-            device_hex,
-            key,
-            group,
-        })
+        Ok(Self::start(pool, device, key))
     }
 }
 

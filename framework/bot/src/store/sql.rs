@@ -71,7 +71,29 @@ pub(super) fn outbox_entry(
 /// and `BotStore` for `$store` (a struct with `pool`, `device`, `device_hex`, `key` and `group`
 /// fields).
 macro_rules! impl_bot_store {
-    ($store:ty, $writer:ty, $db:ty, $begin:expr) => {
+    ($store:ident, $writer:ident, $db:ty, $begin:expr) => {
+        impl $store {
+            /// The store over `pool` (its schema up to date), with its writer task.
+            fn start(
+                pool: sqlx::Pool<$db>,
+                device: switchboard_protocol::DeviceId,
+                key: crate::store::StoreKey,
+            ) -> Self {
+                let device_hex = device.to_string();
+                let group = crate::store::group::GroupCommit::start($writer {
+                    pool: pool.clone(),
+                    device: device_hex.clone(),
+                });
+                Self {
+                    pool,
+                    device,
+                    device_hex,
+                    key,
+                    group,
+                }
+            }
+        }
+
         impl $writer {
             /// Writes one event; `Ok(None)` if it conflicts (the caller rolls it back).
             async fn write_event(
@@ -106,30 +128,21 @@ macro_rules! impl_bot_store {
                         .await?
                         .is_none()
                     }
-                    (Some(expected), Some((nonce, ciphertext))) => {
+                    // Without a new blob the version stays, but the row must still be at it
+                    // (the update also holds PostgreSQL's row lock until the commit).
+                    (Some(expected), sealed) => {
+                        let (nonce, ciphertext) = sealed
+                            .as_ref()
+                            .map(|(n, c)| (n.as_slice(), c.as_slice()))
+                            .unzip();
                         sqlx::query(
-                            "UPDATE bot_threads SET version = version + 1, nonce = $1, \
-                             ciphertext = $2, updated_at = $3 \
-                             WHERE device = $4 AND thread = $5 AND version = $6",
+                            "UPDATE bot_threads SET version = version + $1, \
+                             nonce = COALESCE($2, nonce), ciphertext = COALESCE($3, ciphertext), \
+                             updated_at = $4 WHERE device = $5 AND thread = $6 AND version = $7",
                         )
-                        .bind(nonce.as_slice())
-                        .bind(ciphertext.as_slice())
-                        .bind(p.now)
-                        .bind(device)
-                        .bind(p.thread_hex.as_str())
-                        .bind(expected)
-                        .execute(&mut *conn)
-                        .await?
-                        .rows_affected()
-                            == 1
-                    }
-                    // No new blob: the version stays, but the row must still be at it (the
-                    // update also holds PostgreSQL's row lock until the commit).
-                    (Some(expected), None) => {
-                        sqlx::query(
-                            "UPDATE bot_threads SET updated_at = $1 \
-                             WHERE device = $2 AND thread = $3 AND version = $4",
-                        )
+                        .bind(i64::from(sealed.is_some()))
+                        .bind(nonce)
+                        .bind(ciphertext)
                         .bind(p.now)
                         .bind(device)
                         .bind(p.thread_hex.as_str())

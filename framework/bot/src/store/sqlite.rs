@@ -9,7 +9,6 @@ use sqlx::sqlite::{
 };
 use switchboard_protocol::DeviceId;
 
-use super::group::GroupCommit;
 use super::sql::{impl_bot_store, migrator};
 use super::{StoreError, StoreKey, redact};
 
@@ -23,7 +22,7 @@ pub struct SqliteStore {
     device: DeviceId,
     device_hex: String,
     key: StoreKey,
-    group: GroupCommit,
+    group: super::group::GroupCommit,
 }
 
 /// The batch writer behind [`SqliteStore`].
@@ -51,42 +50,26 @@ impl SqliteStore {
             .create_if_missing(true)
             .busy_timeout(Duration::from_secs(10))
             .synchronous(SqliteSynchronous::Full);
-        let options = if memory {
-            options
+        let (options, pool) = if memory {
+            // Every connection would be a database of its own: keep exactly one, for good.
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+            (options, pool)
         } else {
-            options.journal_mode(SqliteJournalMode::Wal)
+            // The writer task plus readers beside it (WAL lets them read during a commit).
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .idle_timeout(Duration::from_secs(600));
+            (options.journal_mode(SqliteJournalMode::Wal), pool)
         };
-        // In memory, every connection would be its own database: keep exactly one, for good.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(if memory { 1 } else { 4 })
-            .min_connections(if memory { 1 } else { 0 })
-            .idle_timeout(if memory {
-                None
-            } else {
-                Some(Duration::from_secs(600))
-            })
-            .max_lifetime(if memory {
-                None
-            } else {
-                Some(Duration::from_secs(3600))
-            })
-            .connect_with(options)
-            .await?;
+        let pool = pool.connect_with(options).await?;
         migrator(include_str!("migrations/sqlite/0001_init.sql"))
             .run(&pool)
             .await?;
-        let device_hex = device.to_string();
-        let group = GroupCommit::start(SqliteWriter {
-            pool: pool.clone(),
-            device: device_hex.clone(),
-        });
-        Ok(Self {
-            pool,
-            device,
-            device_hex,
-            key,
-            group,
-        })
+        Ok(Self::start(pool, device, key))
     }
 }
 

@@ -179,6 +179,7 @@ macro_rules! run_suite {
                 case!(a_wrong_key_reads_corrupt_not_garbage);
                 case!(devices_sharing_a_database_see_only_their_rows);
                 case!(a_failed_transaction_fails_every_commit_in_it_as_transient);
+                case!(two_instances_racing_on_one_thread_commit_once);
             }
         )*
     };

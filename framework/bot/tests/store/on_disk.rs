@@ -1,8 +1,9 @@
 //! What only a SQLite file can show: its mode and its bytes on disk.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use switchboard::store::{self, Effects, OutboxEntry, StoreKey};
+use switchboard::store::{self, BotStore, Effects, OutboxEntry, StoreKey};
 
 use super::{SEED, random_device, random_thread, temp_db};
 
@@ -20,15 +21,21 @@ fn files(db: &Path) -> Vec<PathBuf> {
     files
 }
 
-#[cfg(unix)]
-#[tokio::test]
-async fn a_new_store_file_is_private_to_its_owner() {
-    use std::os::unix::fs::PermissionsExt as _;
+/// A store on a new file.
+async fn open_file() -> (PathBuf, Arc<dyn BotStore>) {
     let db = temp_db();
     let url = format!("sqlite://{}", db.display());
     let store = store::open(&url, random_device(), StoreKey::derive(&SEED))
         .await
         .unwrap();
+    (db, store)
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_store_file_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (db, store) = open_file().await;
     let thread = random_thread();
     store
         .commit(Effects {
@@ -52,11 +59,7 @@ async fn a_new_store_file_is_private_to_its_owner() {
 async fn the_file_never_holds_plaintext_thread_state() {
     const SECRET: &[u8] = b"PLAINTEXT-THREAD-STATE-MARKER";
     const JOURNAL_KEY: &str = "JOURNAL-KEY-MARKER";
-    let db = temp_db();
-    let url = format!("sqlite://{}", db.display());
-    let store = store::open(&url, random_device(), StoreKey::derive(&SEED))
-        .await
-        .unwrap();
+    let (db, store) = open_file().await;
     let thread = random_thread();
     let mut state = SECRET.to_vec();
     let version = store

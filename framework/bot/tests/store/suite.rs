@@ -509,3 +509,44 @@ pub async fn a_failed_transaction_fails_every_commit_in_it_as_transient(b: &Back
     let record = b.store.load(thread).await.unwrap().unwrap();
     assert_eq!(record.data, b"state one");
 }
+
+pub async fn two_instances_racing_on_one_thread_commit_once(b: &Backend) {
+    let thread = seeded(b.store.as_ref()).await;
+    let Some(second) = b.reopen(b.device, &SEED).await else {
+        return; // in memory: one instance
+    };
+    let commit = |store: Arc<dyn BotStore>, key: &'static str| {
+        tokio::spawn(async move {
+            store
+                .commit(effects(
+                    thread,
+                    Some(1),
+                    Some(key.as_bytes()),
+                    &[key],
+                    vec![entry(thread, key, b"reply")],
+                ))
+                .await
+        })
+    };
+    let first = commit(Arc::clone(&b.store), "from-a");
+    let other = commit(second, "from-b");
+    let outcomes = [first.await.unwrap(), other.await.unwrap()];
+    let winners: Vec<u64> = outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().ok().copied())
+        .collect();
+    assert_eq!(winners, [2], "{outcomes:?}");
+    let record = b.store.load(thread).await.unwrap().unwrap();
+    let winner = String::from_utf8(record.data).unwrap();
+    let loser = if winner == "from-a" {
+        "from-b"
+    } else {
+        "from-a"
+    };
+    assert!(b.store.handled(thread, &winner).await.unwrap());
+    assert!(!b.store.handled(thread, loser).await.unwrap());
+    assert_eq!(
+        message_ids(&b.store.outbox(10).await.unwrap()),
+        ["m1", winner.as_str()]
+    );
+}
