@@ -162,6 +162,15 @@ pub async fn an_outbox_message_id_queued_before_conflicts(b: &Backend) {
     );
     assert_conflict(store.commit(reused).await, thread);
     still_seeded(store, thread).await;
+    let twice = effects(
+        thread,
+        Some(1),
+        Some(b"queues m3 twice"),
+        &["k2"],
+        vec![entry(thread, "m3", b"x"), entry(thread, "m3", b"y")],
+    );
+    assert_conflict(store.commit(twice).await, thread);
+    still_seeded(store, thread).await;
 }
 
 pub async fn an_event_without_new_state_keeps_the_version_but_checks_it(b: &Backend) {
