@@ -32,7 +32,7 @@
 //! for the file format and limits.
 
 mod error;
-mod text;
+pub mod text;
 
 use std::collections::HashMap;
 

@@ -1,14 +1,24 @@
-//! Text normalisation: the tokens the scorer compares.
+//! Text normalisation: the tokens the scorer compares (also used by the triage bot, so both
+//! read a customer's words the same way).
 //!
 //! Lower-cased words (letters and digits), English stop words dropped, and a light suffix
-//! stemmer so that "returns", "returned" and "returning" all become "return". Deterministic and
-//! bounded: only the first [`MAX_INPUT_CHARS`] characters and [`MAX_TOKENS`] tokens count.
+//! stemmer so that "returns", "returned" and "returning" all become "return", "charge" and
+//! "charged" one token. Deterministic and bounded: only the first [`MAX_INPUT_CHARS`]
+//! characters and [`MAX_TOKENS`] tokens count.
+//!
+//! ```
+//! use switchboard_bot_faq::text::{contains_phrase, tokens};
+//!
+//! let words = tokens("I was charged twice for my deliveries!");
+//! assert_eq!(words, ["charg", "twic", "delivery"]); // stems, not dictionary words
+//! assert!(contains_phrase(&words, &tokens("charge twice")));
+//! ```
 
 /// Characters of a text considered; the rest is ignored.
-pub(crate) const MAX_INPUT_CHARS: usize = 2000;
+pub const MAX_INPUT_CHARS: usize = 2000;
 
 /// Tokens of a text considered; the rest are ignored.
-pub(crate) const MAX_TOKENS: usize = 256;
+pub const MAX_TOKENS: usize = 256;
 
 /// English words that carry no topic. Sorted, for binary search.
 const STOP_WORDS: &[&str] = &[
@@ -23,7 +33,7 @@ const STOP_WORDS: &[&str] = &[
 ];
 
 /// The normalised tokens of `text`, in order (repeats kept), stop words removed.
-pub(crate) fn tokens(text: &str) -> Vec<String> {
+pub fn tokens(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut word = String::new();
     for c in text
@@ -49,7 +59,7 @@ pub(crate) fn tokens(text: &str) -> Vec<String> {
 }
 
 /// The distinct tokens of `text`, sorted.
-pub(crate) fn token_set(text: &str) -> Vec<String> {
+pub fn token_set(text: &str) -> Vec<String> {
     let mut set = tokens(text);
     set.sort_unstable();
     set.dedup();
@@ -68,7 +78,7 @@ fn stem(word: &str) -> String {
     } else if n > 4 && word.ends_with("ed") {
         strip("ed").map(|w| undouble(&w))
     } else if n > 4
-        && (word.ends_with("ses")
+        && (word.ends_with("sses")
             || word.ends_with("xes")
             || word.ends_with("ches")
             || word.ends_with("shes"))
@@ -79,7 +89,12 @@ fn stem(word: &str) -> String {
     } else {
         None
     };
-    stemmed.unwrap_or_else(|| word.to_owned())
+    let mut stemmed = stemmed.unwrap_or_else(|| word.to_owned());
+    // "charge" and "charg(ed)": a final silent e goes, as the suffixes above took it.
+    if stemmed.chars().count() > 4 && stemmed.ends_with('e') && !stemmed.ends_with("ee") {
+        stemmed.pop();
+    }
+    stemmed
 }
 
 /// "shipp" -> "ship", "stopp" -> "stop": a doubled final consonant left by a removed suffix.
@@ -96,13 +111,13 @@ fn undouble(word: &str) -> String {
 }
 
 /// Whether `phrase` (tokens) occurs in `tokens` as a contiguous run.
-pub(crate) fn contains_phrase(tokens: &[String], phrase: &[String]) -> bool {
+pub fn contains_phrase(tokens: &[String], phrase: &[String]) -> bool {
     !phrase.is_empty() && tokens.windows(phrase.len()).any(|w| w == phrase)
 }
 
 /// `text` made safe to quote in a one-line note: control characters become spaces, runs of
 /// whitespace one space, and at most `max` characters are kept (then `…`).
-pub(crate) fn quote(text: &str, max: usize) -> String {
+pub fn quote(text: &str, max: usize) -> String {
     let mut out = String::new();
     let mut count = 0;
     for word in text.split(|c: char| c.is_whitespace() || c.is_control()) {
@@ -143,7 +158,18 @@ mod tests {
         assert_eq!(tokens("I'm returning 2 boxes"), ["return", "2", "box"]);
         assert_eq!(tokens("shipped, shipping, ships"), ["ship", "ship", "ship"]);
         assert_eq!(tokens("deliveries delivery"), ["delivery", "delivery"]);
-        assert_eq!(tokens("status address"), ["status", "address"]);
+        assert_eq!(
+            tokens("status address addresses"),
+            ["status", "address", "address"]
+        );
+        assert_eq!(
+            tokens("charge charged charging charges"),
+            ["charg", "charg", "charg", "charg"]
+        );
+        assert_eq!(
+            tokens("close closed closing cases case"),
+            ["clos", "clos", "clos", "case", "case"]
+        );
         assert!(tokens("the and of").is_empty());
     }
 
