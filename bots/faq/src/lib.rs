@@ -85,6 +85,7 @@ pub enum Answer {
 
 /// The best-fitting entry for a text and its score, from [`Faq::best`].
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Scored<'a> {
     /// The entry's id.
     pub id: &'a str,

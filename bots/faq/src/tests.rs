@@ -1,5 +1,13 @@
 use super::*;
 
+#[test]
+fn public_types_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Faq>();
+    assert_send_sync::<Answer>();
+    assert_send_sync::<FaqError>();
+}
+
 const ACME: &str = include_str!("../faq.toml");
 
 fn acme() -> Faq {

@@ -36,6 +36,15 @@ fn one(id: &str, order: FakeOrder) -> HashMap<String, FakeOrder> {
     HashMap::from([(id.to_owned(), order)])
 }
 
+#[test]
+fn public_types_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<OrderApi>();
+    assert_send_sync::<OrderStatus>();
+    assert_send_sync::<ApiError>();
+    assert_send_sync::<FakeOrder>();
+}
+
 #[tokio::test]
 async fn a_known_order_is_found() {
     let f = fixture(fake_api::demo_orders()).await;

@@ -1,5 +1,13 @@
 use super::*;
 
+#[test]
+fn public_types_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Triage>();
+    assert_send_sync::<Route>();
+    assert_send_sync::<TriageError>();
+}
+
 const ACME: &str = include_str!("../triage.toml");
 
 fn acme() -> Triage {
