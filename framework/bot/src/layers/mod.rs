@@ -32,8 +32,10 @@ use crate::BotError;
 pub mod content_guard;
 pub mod loop_guard;
 pub mod rate_limit;
+pub mod retry;
 mod table;
 pub mod timeout;
+pub mod trace;
 pub mod typing;
 
 #[cfg(test)]
@@ -42,7 +44,9 @@ mod testing;
 pub use content_guard::{ContentGuard, ContentGuardLayer};
 pub use loop_guard::{LoopGuard, LoopGuardLayer};
 pub use rate_limit::{RateLimit, RateLimitLayer};
+pub use retry::{Retry, RetryLayer};
 pub use timeout::{Timeout, TimeoutLayer};
+pub use trace::{Outcome, Trace, TraceLayer};
 pub use typing::{Typing, TypingLayer};
 
 /// The future of a layer's service: boxed, `Send`, owning everything it needs.
