@@ -31,6 +31,7 @@ use crate::BotError;
 
 pub mod content_guard;
 pub mod loop_guard;
+pub mod metrics;
 pub mod rate_limit;
 pub mod retry;
 mod table;
@@ -43,6 +44,7 @@ mod testing;
 
 pub use content_guard::{ContentGuard, ContentGuardLayer};
 pub use loop_guard::{LoopGuard, LoopGuardLayer};
+pub use metrics::{Counter, Histogram, Metrics, MetricsLayer, MetricsService};
 pub use rate_limit::{RateLimit, RateLimitLayer};
 pub use retry::{Retry, RetryLayer};
 pub use timeout::{Timeout, TimeoutLayer};
