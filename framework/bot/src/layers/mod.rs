@@ -42,6 +42,9 @@ pub mod typing;
 #[cfg(test)]
 mod testing;
 
+#[doc = include_str!("../../../../docs/middleware.md")]
+pub mod guide {}
+
 pub use content_guard::{ContentGuard, ContentGuardLayer};
 pub use loop_guard::{LoopGuard, LoopGuardLayer};
 pub use metrics::{Counter, Histogram, Metrics, MetricsLayer, MetricsService};
