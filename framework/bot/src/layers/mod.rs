@@ -112,3 +112,88 @@ pub trait TypingSignal: Send + Sync + Debug {
     /// Posts a typing message now: `true` when the bot starts working, `false` when it stops.
     async fn set(&self, active: bool) -> Result<(), BotError>;
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use tower::util::BoxCloneSyncService;
+    use tower::{ServiceBuilder, ServiceExt};
+
+    use super::*;
+    use testing::{Mock, Req};
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn layers_services_and_metrics_are_send_sync() {
+        type Inner = Mock;
+        assert_send_sync::<RateLimitLayer>();
+        assert_send_sync::<RateLimit<Inner>>();
+        assert_send_sync::<RetryLayer>();
+        assert_send_sync::<Retry<Inner>>();
+        assert_send_sync::<TimeoutLayer>();
+        assert_send_sync::<Timeout<Inner>>();
+        assert_send_sync::<TypingLayer>();
+        assert_send_sync::<Typing<Inner>>();
+        assert_send_sync::<ContentGuardLayer>();
+        assert_send_sync::<ContentGuard<Inner>>();
+        assert_send_sync::<LoopGuardLayer>();
+        assert_send_sync::<LoopGuard<Inner>>();
+        assert_send_sync::<TraceLayer>();
+        assert_send_sync::<Trace<Inner>>();
+        assert_send_sync::<MetricsLayer>();
+        assert_send_sync::<MetricsService<Inner>>();
+        assert_send_sync::<Metrics>();
+        assert_send_sync::<Counter>();
+        assert_send_sync::<Histogram>();
+        assert_send_sync::<Outcome>();
+        assert_send_sync::<Arc<dyn TypingSignal>>();
+    }
+
+    /// The layers stack and re-box the way the runtime's pipelines do.
+    #[tokio::test(start_paused = true)]
+    async fn layers_compose_into_boxed_pipelines() {
+        let metrics = Metrics::new();
+        let bot = Mock::echo();
+        let inner = BoxCloneSyncService::new(bot.clone().map_response(|_| ()));
+        let inbound = BoxCloneSyncService::new(
+            ServiceBuilder::new()
+                .layer(TraceLayer::new().pipeline("inbound"))
+                .layer(MetricsLayer::new(metrics.clone()).pipeline("inbound"))
+                .layer(LoopGuardLayer::default())
+                .layer(RateLimitLayer::per_thread(10, Duration::from_secs(1)))
+                .layer(TypingLayer::default())
+                .layer(TimeoutLayer::new(Duration::from_secs(30)))
+                .service(inner),
+        );
+        inbound.clone().oneshot(Req::customer(1)).await.unwrap();
+
+        let outbound = BoxCloneSyncService::new(
+            ServiceBuilder::new()
+                .layer(TraceLayer::new().pipeline("outbound"))
+                .layer(ContentGuardLayer::new().max_chars(100))
+                .service(BoxCloneSyncService::new(Mock::echo())),
+        );
+        let sent = outbound
+            .oneshot(Req::outgoing(1, Content::text("hi")))
+            .await
+            .unwrap();
+        assert_eq!(sent.content, Content::text("hi"));
+
+        let delivery = BoxCloneSyncService::new(
+            ServiceBuilder::new()
+                .layer(TimeoutLayer::new(Duration::from_secs(10)))
+                .layer(RetryLayer::new(5))
+                .service(BoxCloneSyncService::new(Mock::echo().map_response(|_| ()))),
+        );
+        delivery.oneshot(Req::event(1)).await.unwrap();
+
+        assert_eq!(bot.calls(), 1);
+        assert!(
+            metrics
+                .render()
+                .contains("outcome=\"ok\",pipeline=\"inbound\"} 1\n")
+        );
+    }
+}
