@@ -7,7 +7,8 @@
 //! response (`Ok(())` for the inbound pipeline) and logs it. A message from the customer or a
 //! human starts the count again; events that are not messages (joins, receipts, ...) and
 //! messages from the admin device change nothing. The bot's own device, if named with
-//! [`LoopGuardLayer::own_device`], is never counted.
+//! [`LoopGuardLayer::own_device`], is never counted. Each call counts, so the guard belongs
+//! after the runtime's inbound dedupe (a redelivered event that is passed again counts again).
 //!
 //! The per-thread table is bounded (`max_threads`, default 100,000; threads whose count is zero
 //! are not stored at all). All services made by one layer (and its clones) share the counts.

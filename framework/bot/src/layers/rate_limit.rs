@@ -5,7 +5,7 @@
 //! empty the request reserves the next token and waits for it, in call order, as long as that
 //! wait is at most `max_wait` (default 5 s); a request that would wait longer is refused at
 //! once with [`BotError::RateLimited`] carrying the wait it would have needed, and takes no
-//! token.
+//! token. A waiting request that is dropped (cancelled) does not give its token back.
 //!
 //! The per-thread table is bounded (`max_threads`, default 100,000): buckets that have refilled
 //! completely are dropped first (a full bucket is the same as none); past that, the least
