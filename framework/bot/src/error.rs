@@ -50,6 +50,10 @@ pub enum BotError {
     /// Any other error of the bot.
     #[error(transparent)]
     Other(#[from] Box<dyn std::error::Error + Send + Sync>),
+    /// A dependency of the bot (e.g. a business API) failed in a way worth retrying later:
+    /// see [`BotError::transient`].
+    #[error("unavailable: {0}")]
+    Unavailable(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl BotError {
@@ -60,7 +64,7 @@ impl BotError {
         match self {
             Self::Relay(e) => e.is_transient(),
             Self::Store(e) => e.is_transient(),
-            Self::RateLimited { .. } | Self::Timeout(_) => true,
+            Self::RateLimited { .. } | Self::Timeout(_) | Self::Unavailable(_) => true,
             Self::Http(e) => e.is_timeout() || e.is_connect(),
             Self::Protocol(_)
             | Self::Refused { .. }
@@ -88,6 +92,13 @@ impl BotError {
         Self::Other(Box::new(e))
     }
 
+    /// Wraps an error worth retrying later as [`BotError::Unavailable`] (transient): e.g. a
+    /// business API that answered 503. The runtime retries the event; nothing it did is
+    /// posted before.
+    pub fn transient(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Unavailable(Box::new(e))
+    }
+
     /// A short, bounded label for metrics.
     pub(crate) fn label(&self) -> &'static str {
         match self {
@@ -101,6 +112,7 @@ impl BotError {
             Self::State(_) => "state",
             Self::Http(_) => "http",
             Self::Other(_) => "other",
+            Self::Unavailable(_) => "unavailable",
         }
     }
 
@@ -122,5 +134,19 @@ impl From<switchboard_protocol::MessageError> for BotError {
             switchboard_protocol::MessageError::NoFloor { .. } => Self::NoFloor,
             e => Self::Protocol(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BotError;
+
+    #[test]
+    fn transient_wraps_an_error_worth_retrying() {
+        let e = BotError::transient(std::io::Error::other("503 from the order API"));
+        assert!(e.is_transient());
+        assert_eq!(e.label(), "unavailable");
+        assert_eq!(e.to_string(), "unavailable: 503 from the order API");
+        assert!(!BotError::other(std::io::Error::other("bad answer")).is_transient());
     }
 }
