@@ -8,8 +8,12 @@
 //! ```
 //!
 //! The reply is bounded: a long message is cut to [`MAX_ECHO_CHARS`] characters, the last of
-//! which is an ellipsis. The crate does not depend on the bot SDK yet; its README shows the
-//! `impl Bot` that wires this function up once the SDK lands.
+//! which is an ellipsis. [`EchoBot`] wires it up as a bot of the SDK (`switchboard`); the
+//! binary `switchboard-bot-echo` runs it.
+
+mod bot;
+
+pub use bot::EchoBot;
 
 /// The longest reply, in characters (Unicode scalar values), the ellipsis included.
 pub const MAX_ECHO_CHARS: usize = 1000;
