@@ -17,9 +17,12 @@
 //! The API is `GET {base}/orders/{id}` answering `{ "id", "status", "eta" }`; every call is
 //! bounded by a timeout and a body size cap, and [`ApiError::is_transient`] tells failures worth
 //! retrying (5xx, timeouts, connection errors) from final ones (404: unknown order, malformed
-//! answers). [`fake_api`] is a small local API for tests and the demo.
+//! answers). [`fake_api`] is a small local API for tests and the demo. [`OrderBot`] wires it
+//! all up as a bot of the SDK (`switchboard`); the binary `switchboard-bot-order-status` runs
+//! it.
 
 mod api;
+mod bot;
 mod extract;
 pub mod fake_api;
 mod reply;
@@ -27,5 +30,6 @@ mod reply;
 pub use api::{
     ApiError, DEFAULT_MAX_BODY, DEFAULT_TIMEOUT, MAX_FIELD_CHARS, OrderApi, OrderStatus,
 };
+pub use bot::{ASK_FOR_NUMBER, DEFAULT_HANDOFF_TEAM, HANDING_OFF, OrderBot};
 pub use extract::{MAX_ORDER_ID_CHARS, MAX_SCAN_CHARS, order_id};
 pub use reply::reply_for;
