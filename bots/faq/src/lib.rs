@@ -31,6 +31,7 @@
 //! answers if it scores at least `min_score`; ties go to the entry listed first. See the README
 //! for the file format and limits.
 
+mod bot;
 mod error;
 pub mod text;
 
@@ -39,6 +40,7 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use bot::{FaqBot, HANDING_OFF};
 pub use error::FaqError;
 
 /// The largest FAQ file accepted, in bytes.
