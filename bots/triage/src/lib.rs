@@ -26,11 +26,15 @@
 //! `share` their part of all keywords found (of any team). One keyword alone gives 0.5, two
 //! 0.75; a tie between two teams halves it.
 
+mod bot;
+
 use std::collections::HashMap;
 
 use serde::Deserialize;
 use switchboard_bot_faq::text;
 use toml::Spanned;
+
+pub use bot::TriageBot;
 
 /// The largest triage file accepted, in bytes.
 pub const MAX_TRIAGE_BYTES: usize = 256 * 1024;
