@@ -38,6 +38,17 @@ pub struct AgentSpec {
     pub name: &'static str,
     pub kind: AgentKind,
     pub team: &'static str,
+    /// Keep the keystore as `STEM.keystore`, unlocked by the key file `STEM.key` (default:
+    /// `<name>.keystore` and a passphrase).
+    pub key_file: Option<&'static str>,
+}
+
+impl AgentSpec {
+    /// With its keystore at `STEM.keystore` and a key file `STEM.key` in the world's directory.
+    pub fn with_key_file(mut self, stem: &'static str) -> Self {
+        self.key_file = Some(stem);
+        self
+    }
 }
 
 /// A bot agent of `team`.
@@ -46,6 +57,7 @@ pub fn bot(name: &'static str, team: &'static str) -> AgentSpec {
         name,
         kind: AgentKind::Bot,
         team,
+        key_file: None,
     }
 }
 
@@ -55,6 +67,7 @@ pub fn human(name: &'static str, team: &'static str) -> AgentSpec {
         name,
         kind: AgentKind::Human,
         team,
+        key_file: None,
     }
 }
 
@@ -77,7 +90,7 @@ pub struct World {
     admin: Option<(JoinHandle<Admin>, Arc<AtomicBool>)>,
     commands: mpsc::UnboundedSender<Command>,
     outcomes: mpsc::UnboundedReceiver<Outcome>,
-    keystores: HashMap<&'static str, PathBuf>,
+    keystores: HashMap<&'static str, (PathBuf, KeystoreSecret)>,
 }
 
 pub fn secret() -> KeystoreSecret {
@@ -137,8 +150,21 @@ impl World {
         let expected = ExpectedKey::Fingerprint(admin.device().fingerprint());
         let mut keystores = HashMap::new();
         for agent in agents {
-            let path = dir.join(format!("{}.keystore", agent.name.to_lowercase()));
-            let device = new_agent(&path, &secret(), &url, "acme", expected.clone()).await;
+            let (path, agent_secret) = match agent.key_file {
+                Some(stem) => {
+                    let key = dir.join(format!("{stem}.key"));
+                    KeystoreSecret::create_key_file(&key).unwrap();
+                    (
+                        dir.join(format!("{stem}.keystore")),
+                        KeystoreSecret::KeyFile(key),
+                    )
+                }
+                None => (
+                    dir.join(format!("{}.keystore", agent.name.to_lowercase())),
+                    secret(),
+                ),
+            };
+            let device = new_agent(&path, &agent_secret, &url, "acme", expected.clone()).await;
             admin
                 .add_agent(
                     agent.name,
@@ -149,7 +175,7 @@ impl World {
                 )
                 .await
                 .unwrap();
-            keystores.insert(agent.name, path);
+            keystores.insert(agent.name, (path, agent_secret));
         }
         let (tx, outcomes) = mpsc::unbounded_channel();
         let (commands, mut rx) = mpsc::unbounded_channel::<Command>();
@@ -183,7 +209,7 @@ impl World {
 
     /// The keystore of the agent `name`.
     pub fn keystore(&self, name: &str) -> &Path {
-        self.keystores.get(name).expect("an enrolled agent")
+        &self.keystores.get(name).expect("an enrolled agent").0
     }
 
     /// A runtime builder for the agent `name` over a fresh memory store (the bot still to be
@@ -192,7 +218,13 @@ impl World {
         let store: Arc<dyn BotStore> = Arc::new(MemoryStore::new());
         Runtime::builder()
             .keystore(self.keystore(name))
-            .secret(secret())
+            .secret(
+                self.keystores
+                    .get(name)
+                    .expect("an enrolled agent")
+                    .1
+                    .clone(),
+            )
             .store_backend(store)
             .instance(format!("test-{name}"))
             .shutdown_timeout(Duration::from_secs(10))
@@ -341,4 +373,15 @@ pub async fn receive_until(device: &mut Device, want: impl Fn(&[Event]) -> bool)
         }
     }
     panic!("the device never got there; it got {events:#?}");
+}
+
+/// Receives on a customer's `device` until it is in the thread's new epoch (the admin routed
+/// or changed the thread): what it sends after this, the agents can read. Returns the events.
+pub async fn new_epoch(device: &mut Device, thread: ThreadId) -> Vec<Event> {
+    receive_until(device, |events| {
+        events
+            .iter()
+            .any(|e| matches!(e, Event::RosterChanged { thread: t, .. } if *t == thread))
+    })
+    .await
 }

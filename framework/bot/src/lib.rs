@@ -8,7 +8,8 @@
 //! its journal entry and does nothing again; a re-posted reply is answered by the relay as
 //! already stored.
 //!
-//! The 20-line bot:
+//! The 20-line bot (also `examples/twenty_line_bot.rs` and the top of README.md; a test of
+//! switchboard-examples keeps the three equal):
 //!
 //! ```no_run
 //! use switchboard::prelude::*;
@@ -17,11 +18,11 @@
 //!
 //! #[async_trait]
 //! impl Bot for Echo {
-//!     async fn on_thread(&self, cx: &mut Ctx, _: &ThreadInfo, history: &[Message]) -> Result<(), BotError> {
-//!         if let Some(first) = history.iter().find(|m| m.is_from_customer()) {
-//!             cx.reply(format!("You said: {}", first.text())).await?;
+//!     async fn on_thread(&self, cx: &mut Ctx, _: &ThreadInfo, h: &[Message]) -> Result<(), BotError> {
+//!         match h.iter().find(|m| m.is_from_customer()) {
+//!             Some(first) => self.on_message(cx, first).await,
+//!             None => Ok(()),
 //!         }
-//!         Ok(())
 //!     }
 //!
 //!     async fn on_message(&self, cx: &mut Ctx, msg: &Message) -> Result<(), BotError> {
@@ -32,14 +33,9 @@
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), BotError> {
-//!     Runtime::builder()
-//!         .keystore("echo.keystore")
-//!         .key_file("echo.key")
-//!         .bot(Echo)
-//!         .build()
-//!         .await?
-//!         .run_until_shutdown()
-//!         .await
+//!     let builder = Runtime::builder().keystore("echo.keystore");
+//!     let runtime = builder.key_file("echo.key").bot(Echo).build().await?;
+//!     runtime.run_until_shutdown().await
 //! }
 //! ```
 //!
