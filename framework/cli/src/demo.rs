@@ -1,16 +1,23 @@
 //! `switchboard demo`: the whole system in one process, on its embedded default (a SQLite
 //! relay on a loopback port), with every step printed: a customer writes to Acme; Acme's admin
-//! routes the thread to OrderBot by a keyword rule; the bot answers and the customer sees who
-//! spoke; the bot hands off to billing; the admin transfers the thread to Dana in a new epoch;
-//! OrderBot is out and cannot read on.
+//! routes the thread to OrderBot by a keyword rule; OrderBot, the order-status bot of
+//! bots/order-status run by the SDK's `Runtime`, asks Acme's order API (a local fake on a
+//! loopback port) and answers, and the customer sees who spoke; asked for something else, the
+//! bot hands off to billing; the admin transfers the thread to Dana in a new epoch; OrderBot is
+//! out and cannot read on.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use clap::Args;
+use switchboard::prelude::*;
 use switchboard_admin::{Admin, Config, Outcome};
+use switchboard_bot_order_status::{OrderApi, OrderBot, fake_api};
 use switchboard_client::{Device, Event, ExpectedKey, KeystoreSecret, NewDevice, NewRole};
-use switchboard_protocol::{AgentKind, Content, EntityId, HandoffTarget, Sender};
+use switchboard_protocol::Epoch;
+use tokio::sync::mpsc;
 
 use crate::out;
 
@@ -69,6 +76,9 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), String> {
             [[rules]]
             keywords = ["order", "delivery"]
             team = "orders"
+
+            [history]
+            on_route = true                # the bot reads the question that routed the thread
             "#
         ),
         &dir,
@@ -83,7 +93,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), String> {
     // Enrolment is bound to fingerprints both ways (here read directly; on separate machines,
     // compared out of band): each agent checks the admin key, the admin each agent's key.
     let admin_fingerprint = ExpectedKey::Fingerprint(admin.device().fingerprint());
-    let mut bot = agent(&dir, &url, &secret, "orderbot", &admin_fingerprint).await?;
+    let bot = agent(&dir, &url, &secret, "orderbot", &admin_fingerprint).await?;
     let mut dana = agent(&dir, &url, &secret, "dana", &admin_fingerprint).await?;
     for (name, kind, device, fingerprint, team) in [
         (
@@ -116,6 +126,43 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), String> {
             record.credential.expires_at.0
         ));
     }
+    // OrderBot: the order-status bot of bots/, run by the SDK's runtime, asking the order API.
+    drop(bot);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let api_url = format!(
+        "http://{}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    let api_server = fake_api::serve(listener, fake_api::demo_orders());
+    out(&format!(
+        "Acme's order API on {api_url} (orders 42, A-1234, 7, 13)"
+    ));
+    let api = OrderApi::new(&api_url, reqwest::Client::new()).map_err(|e| e.to_string())?;
+    let (tx, mut told) = mpsc::unbounded_channel();
+    let narrated = Narrated {
+        bot: OrderBot::new(api).handoff_team("billing"),
+        told: tx,
+        removed: AtomicBool::new(false),
+        after_removal: Arc::new(AtomicUsize::new(0)),
+    };
+    let after_removal = Arc::clone(&narrated.after_removal);
+    let runtime = Runtime::builder()
+        .keystore(dir.join("orderbot.keystore"))
+        .secret(secret.clone())
+        .store(format!(
+            "sqlite://{}",
+            dir.join("orderbot.botstore.db").display()
+        ))
+        .instance("demo")
+        .bot(narrated)
+        .build()
+        .await
+        .map_err(|e| e.to_string())?;
+    let bot = runtime.handle();
+    let bot_task = tokio::spawn(runtime.run_until(std::future::pending()));
+    out("OrderBot runs in the SDK's runtime (its state in orderbot.botstore.db)");
     let mut customer = Device::create(
         &dir.join("customer.keystore"),
         &secret,
@@ -142,31 +189,16 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), String> {
     if let Outcome::Routed { agent, reason, .. } = &routed {
         out(&format!("   routed to {agent}: {reason}"));
     }
-    let joined = until(&mut bot, |e| matches!(e, Event::Joined { .. })).await?;
-    if let Event::Joined { epoch, .. } = joined {
-        out(&format!("   OrderBot joined in epoch {}", epoch.0));
-    }
-    say(
-        &mut bot,
-        thread,
-        "Hello, OrderBot here. Order 42 ships today.",
-    )
-    .await?;
+    let Told::Joined(epoch) = told_next(&mut told).await? else {
+        return Err("OrderBot was told something else first".to_owned());
+    };
+    out(&format!("   OrderBot joined in epoch {}", epoch.0));
+    out("   OrderBot reads the routing question in the forwarded history and asks the order API");
     show(&mut customer, "customer").await?;
 
-    out("\n3. The customer wants a refund; the bot asks for a human.");
+    out("\n3. The customer wants a refund; no order number: the bot asks for a human.");
     say(&mut customer, thread, "I would rather get a refund.").await?;
-    show(&mut bot, "OrderBot").await?;
-    bot.send(
-        thread,
-        &Content::HandoffRequest {
-            target: HandoffTarget::Team("billing".into()),
-            note: "refund for order 42".into(),
-        },
-        None,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    show(&mut customer, "customer").await?;
     out("   OrderBot -> admin: hand off to the billing team");
 
     out(
@@ -176,8 +208,13 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), String> {
     if let Outcome::HandedOff { to, reason, .. } = &handed {
         out(&format!("   handed off to {to}: {reason}"));
     }
-    until(&mut bot, |e| matches!(e, Event::Removed { .. })).await?;
-    out("   OrderBot was removed; its state of the thread is deleted");
+    if !matches!(told_next(&mut told).await?, Told::FloorLost) {
+        return Err("OrderBot did not lose the floor first".to_owned());
+    }
+    if !matches!(told_next(&mut told).await?, Told::Removed) {
+        return Err("OrderBot was not removed".to_owned());
+    }
+    out("   OrderBot lost the floor and was removed; its state of the thread is deleted");
     let joined = until(&mut dana, |e| matches!(e, Event::Joined { .. })).await?;
     if let Event::Joined { epoch, .. } = joined {
         out(&format!("   Dana joined in epoch {}", epoch.0));
@@ -192,17 +229,21 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), String> {
 
     out("\n5. OrderBot cannot read on.");
     say(&mut customer, thread, "Thanks Dana!").await?;
-    let bot_sees = bot
-        .receive(Duration::from_millis(500))
+    show(&mut dana, "Dana").await?;
+    // Stopping the runtime finishes whatever it fetched: anything for OrderBot would have
+    // reached it by then.
+    bot.shutdown();
+    tokio::time::timeout(Duration::from_secs(30), bot_task)
         .await
+        .map_err(|_| "OrderBot's runtime did not stop in time".to_owned())?
+        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     out(&format!(
-        "   OrderBot received {} item(s) and holds {} thread(s)",
-        bot_sees.len(),
-        bot.threads().count()
+        "   OrderBot was told of {} event(s) of the thread after its removal",
+        after_removal.load(Ordering::SeqCst)
     ));
-    show(&mut dana, "Dana").await?;
-    for device in [&mut customer, &mut bot, &mut dana] {
+    api_server.abort();
+    for device in [&mut customer, &mut dana] {
         device.flush_acks().await;
     }
     admin.flush_acks().await;
@@ -235,11 +276,7 @@ async fn agent(
     .map_err(|e| e.to_string())
 }
 
-async fn say(
-    device: &mut Device,
-    thread: switchboard_protocol::ThreadId,
-    text: &str,
-) -> Result<(), String> {
+async fn say(device: &mut Device, thread: ThreadId, text: &str) -> Result<(), String> {
     let sealed = device
         .send(thread, &Content::text(text), None)
         .await
@@ -308,4 +345,70 @@ async fn admin_until(
         }
     }
     Err("the admin waited in vain".to_owned())
+}
+
+/// What the demo's OrderBot tells the demo, in order.
+#[derive(Debug)]
+enum Told {
+    Joined(Epoch),
+    FloorLost,
+    Removed,
+}
+
+/// The order-status bot of bots/, telling the demo what happened to it.
+struct Narrated {
+    bot: OrderBot,
+    told: mpsc::UnboundedSender<Told>,
+    removed: AtomicBool,
+    after_removal: Arc<AtomicUsize>,
+}
+
+impl Narrated {
+    fn count_if_removed(&self) {
+        if self.removed.load(Ordering::SeqCst) {
+            self.after_removal.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+#[async_trait]
+impl Bot for Narrated {
+    async fn on_thread(
+        &self,
+        cx: &mut Ctx,
+        thread: &ThreadInfo,
+        history: &[Message],
+    ) -> Result<(), BotError> {
+        self.count_if_removed();
+        self.bot.on_thread(cx, thread, history).await?;
+        let _ = self.told.send(Told::Joined(thread.epoch));
+        Ok(())
+    }
+
+    async fn on_message(&self, cx: &mut Ctx, msg: &Message) -> Result<(), BotError> {
+        self.count_if_removed();
+        self.bot.on_message(cx, msg).await
+    }
+
+    async fn on_floor_lost(&self, cx: &mut Ctx) -> Result<(), BotError> {
+        self.count_if_removed();
+        self.bot.on_floor_lost(cx).await?;
+        let _ = self.told.send(Told::FloorLost);
+        Ok(())
+    }
+
+    async fn on_removed(&self, thread: ThreadId) -> Result<(), BotError> {
+        self.bot.on_removed(thread).await?;
+        self.removed.store(true, Ordering::SeqCst);
+        let _ = self.told.send(Told::Removed);
+        Ok(())
+    }
+}
+
+/// The next thing OrderBot tells the demo (bounded).
+async fn told_next(told: &mut mpsc::UnboundedReceiver<Told>) -> Result<Told, String> {
+    tokio::time::timeout(Duration::from_secs(30), told.recv())
+        .await
+        .map_err(|_| "OrderBot told nothing in time".to_owned())?
+        .ok_or_else(|| "OrderBot's runtime stopped".to_owned())
 }

@@ -18,11 +18,14 @@ fn the_demo_runs_the_whole_flow_and_says_so() {
     for expected in [
         "routed to OrderBot: keyword \"order\" -> team orders -> OrderBot",
         "OrderBot joined in epoch 1",
-        "[customer sees] OrderBot (Bot, verified by Acme's credential): Hello, OrderBot here.",
+        // OrderBot of bots/order-status, answering from the order API.
+        "[customer sees] OrderBot (Bot, verified by Acme's credential): Order 42 is on its way; expected tomorrow.",
+        "[customer sees] OrderBot (Bot, verified by Acme's credential): Let me get a colleague who can help with that.",
         "handed off to Dana: handoff to team billing -> Dana",
         "Dana joined in epoch 2",
         "[customer sees] Dana (Human, verified by Acme's credential): Dana from billing",
-        "OrderBot received 0 item(s) and holds 0 thread(s)",
+        "OrderBot lost the floor and was removed",
+        "OrderBot was told of 0 event(s) of the thread after its removal",
         "[Dana sees] the customer: Thanks Dana!",
     ] {
         assert!(
