@@ -44,7 +44,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// How often acknowledgements are sent (when there is something new to acknowledge).
 const ACK_EVERY: Duration = Duration::from_millis(100);
 
-type Wrap<S> = Box<dyn FnOnce(S) -> S + Send>;
+type Wrap<S> = Box<dyn FnOnce(S) -> S + Send + Sync>;
 
 /// The serialised outbox entry of a sealed message.
 pub(crate) fn outbox_entry(
@@ -173,7 +173,7 @@ impl RuntimeBuilder {
     #[must_use]
     pub fn inbound<L>(mut self, layer: L) -> Self
     where
-        L: Layer<InboundService> + Send + 'static,
+        L: Layer<InboundService> + Send + Sync + 'static,
         L::Service:
             Service<Inbound, Response = (), Error = BotError> + Clone + Send + Sync + 'static,
         <L::Service as Service<Inbound>>::Future: Send + 'static,
@@ -188,7 +188,7 @@ impl RuntimeBuilder {
     #[must_use]
     pub fn outbound<L>(mut self, layer: L) -> Self
     where
-        L: Layer<OutboundService> + Send + 'static,
+        L: Layer<OutboundService> + Send + Sync + 'static,
         L::Service: Service<Outgoing, Response = Outgoing, Error = BotError>
             + Clone
             + Send
@@ -206,7 +206,7 @@ impl RuntimeBuilder {
     #[must_use]
     pub fn delivery<L>(mut self, layer: L) -> Self
     where
-        L: Layer<DeliveryService> + Send + 'static,
+        L: Layer<DeliveryService> + Send + Sync + 'static,
         L::Service:
             Service<Delivery, Response = (), Error = BotError> + Clone + Send + Sync + 'static,
         <L::Service as Service<Delivery>>::Future: Send + 'static,
@@ -435,6 +435,8 @@ impl Runtime {
         stop: impl Future<Output = ()> + Send,
     ) -> Result<(), BotError> {
         let shared = Arc::clone(&self.shared);
+        // Dropped without a shutdown (the task aborted): stop fetching all the same.
+        let _stop_fetching = shared.shutdown.clone().drop_guard();
         let mut background = tokio::task::JoinSet::new();
         if let Some(listener) = self.listener.take() {
             let app = http::app(Arc::clone(&shared));

@@ -3,12 +3,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde::Deserialize as _;
 use switchboard_client::engine::{ItemContext, apply_item};
 use switchboard_client::{Event, now};
 use switchboard_protocol::api::{InboxItem, ItemKind};
 use switchboard_protocol::{
-    Content, DeviceId, DeviceKeys, ReceivedMessage, ReplayPolicy, Roster, SeenWraps, Sender,
-    ThreadId, ThreadState,
+    Content, DeviceId, DeviceKeys, MessageHeader, ReceivedMessage, ReplayPolicy, Roster, SeenWraps,
+    Sender, ThreadId, ThreadState,
 };
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tower::ServiceExt as _;
@@ -260,7 +261,7 @@ async fn attempt(
 ) -> Result<&'static str, Failure> {
     let keys = rt.keys();
     let journal_key = match kind {
-        WorkKind::Inbox(item) => Some(format!("seq:{}", item.seq)),
+        WorkKind::Inbox(item) => Some(journal_key(item)),
         WorkKind::FlushPending => None,
     };
     let cached = match cache.take() {
@@ -304,7 +305,9 @@ async fn attempt(
             };
             let mut seen_opens = SeenWraps::new();
             let applied = apply_item(&cx, &mut state, &mut blob.memory, &mut seen_opens, item);
-            if let (Some(claim), Some(s)) = (blob.claimed, state.take()) {
+            if let Some(claim) = blob.claimed
+                && let Some(s) = state.take()
+            {
                 state = Some(honour_claim(&keys, s, claim).map_err(Failure::Fatal)?);
             }
             if let Some(event) = applied.event {
@@ -446,6 +449,18 @@ async fn attempt(
         }
     }
     Ok(outcome)
+}
+
+/// The inbound journal's key of an item: the message id for a message (a redelivered message
+/// is the same message at whatever position), its inbox position otherwise.
+fn journal_key(item: &InboxItem) -> String {
+    if item.kind == ItemKind::Message
+        && let Some(header) = item.payload.get("header")
+        && let Ok(header) = MessageHeader::deserialize(header)
+    {
+        return format!("msg:{}", header.message_id());
+    }
+    format!("seq:{}", item.seq)
 }
 
 fn identity(rt: &Shared, state: Option<&ThreadState>) -> Identity {
