@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 mod e2e;
 mod restart;
 mod send_sync;
+mod shutdown;
 
 fn config(dir: &Path, relay: &str) -> Config {
     KeystoreSecret::create_key_file(&dir.join("admin.key")).ok();
