@@ -39,6 +39,8 @@ const FETCH_LIMIT: u32 = 100;
 const FETCH_WAIT: Duration = Duration::from_secs(25);
 /// How often the KEM keys are looked after.
 const KEY_UPKEEP: Duration = Duration::from_secs(3600);
+/// How long journal entries are kept.
+const JOURNAL_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How often the outbox is swept for messages whose delivery failed.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// How often acknowledgements are sent (when there is something new to acknowledge).
@@ -646,12 +648,23 @@ async fn sweep(shared: &Shared) {
     }
 }
 
-/// KEM key upkeep, hourly, under the device's lock; the workers get the new keys.
+/// Hourly upkeep: KEM keys (under the device's lock; the workers get the new keys), and the
+/// inbound journal (entries older than [`JOURNAL_KEEP`] are forgotten: the relay redelivers
+/// only unacknowledged items, and messages that old are refused by the protocol's own replay
+/// windows anyway).
 async fn key_upkeep(shared: Arc<Shared>, device: Arc<tokio::sync::Mutex<Device>>) {
     let mut interval = tokio::time::interval(KEY_UPKEEP);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
+        let older_than = switchboard_client::now()
+            .0
+            .saturating_sub(JOURNAL_KEEP.as_secs());
+        match shared.store.prune_journal(older_than).await {
+            Ok(pruned) if pruned > 0 => tracing::debug!(pruned, "journal pruned"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot prune the journal"),
+        }
         let mut device = device.lock().await;
         match device.maintain_keys().await {
             Ok(published) => {

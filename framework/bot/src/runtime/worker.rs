@@ -342,6 +342,7 @@ async fn attempt(
             }
         }
     }
+    blob.memory.prune(at);
     for message in &new_history {
         blob.history.push(message.into());
     }

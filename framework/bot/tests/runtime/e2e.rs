@@ -135,3 +135,18 @@ async fn threads_run_concurrently_each_in_order() {
     stop(handle, task).await;
     world.stop_admin().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_history_grant_the_bot_hears_of_the_thread_anyway() {
+    // The entity grants no history on routing: the join waits for a grant that never comes,
+    // then the bot gets the thread without history.
+    let mut world = World::with_history("bot-nogrant", false).await;
+    let log = Log::default();
+    let (handle, task) = spawn(world.runtime(TestBot { log: log.clone() }).await);
+    let (mut customer, thread) = world.customer("customer", "where is my order 5?").await;
+    world.outcome(|o| matches!(o, Outcome::Routed { .. })).await;
+    assert_eq!(bot_replies(&mut customer, thread, 1).await, ["you asked: "]);
+    logged(&log, "thread: ").await;
+    stop(handle, task).await;
+    world.stop_admin().await;
+}

@@ -29,7 +29,7 @@ mod restart;
 mod send_sync;
 mod shutdown;
 
-fn config(dir: &Path, relay: &str) -> Config {
+fn config(dir: &Path, relay: &str, history_on_route: bool) -> Config {
     KeystoreSecret::create_key_file(&dir.join("admin.key")).ok();
     let text = format!(
         r#"
@@ -50,7 +50,7 @@ fn config(dir: &Path, relay: &str) -> Config {
         team = "orders"
 
         [history]
-        on_route = true
+        on_route = {history_on_route}
         on_handoff = true
         "#
     );
@@ -140,6 +140,11 @@ impl World {
     /// A relay, the admin of acme, OrderBot (a bot of the "orders" team) and Dana (a human of
     /// "billing").
     async fn new(name: &str) -> Self {
+        Self::with_history(name, true).await
+    }
+
+    /// As [`World::new`]; `history_on_route` is the entity's `[history] on_route`.
+    async fn with_history(name: &str, history_on_route: bool) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::INFO)
             .with_test_writer()
@@ -149,7 +154,9 @@ impl World {
             .unwrap();
         let url = relay.url();
         let dir = scratch_dir(name);
-        let mut admin = Admin::init(config(&dir, &url)).await.unwrap();
+        let mut admin = Admin::init(config(&dir, &url, history_on_route))
+            .await
+            .unwrap();
         let expected = ExpectedKey::Fingerprint(admin.device().fingerprint());
         let bot_keystore = dir.join("orderbot.keystore");
         let bot = new_agent(&bot_keystore, &secret(), &url, "acme", expected.clone()).await;
