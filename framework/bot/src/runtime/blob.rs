@@ -155,3 +155,90 @@ impl From<&StoredMessage> for Message {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use switchboard_protocol::{CipherSuite, Csprng, EntityId, Timestamp};
+
+    use super::*;
+
+    fn customer_thread() -> (DeviceKeys, ThreadState) {
+        let mut rng = Csprng::from_os().unwrap();
+        let now = Timestamp(1_800_000_000);
+        let device = |rng: &mut Csprng| {
+            DeviceKeys::generate(DeviceId::random(rng), CipherSuite::default(), rng)
+        };
+        let (customer, admin) = (device(&mut rng), device(&mut rng));
+        let acme = EntityId::new("acme").unwrap();
+        let (state, _) =
+            ThreadState::open(&customer, acme, &admin.bundle(now), now, &mut rng).unwrap();
+        (customer, state)
+    }
+
+    #[test]
+    fn a_claimed_generation_is_never_sealed_again() {
+        let (keys, mut state) = customer_thread();
+        let first = state.seal(&keys, &Content::text("a"), None).unwrap();
+        assert_eq!(first.header.generation, 0);
+        let claim = Claim {
+            epoch: state.epoch(),
+            next_generation: 5,
+        };
+        let mut state = honour_claim(&keys, state, claim).unwrap();
+        let next = state.seal(&keys, &Content::text("b"), None).unwrap();
+        assert_eq!(next.header.generation, 5);
+        // A claim below the counter, or of another epoch, changes nothing.
+        let mut state = honour_claim(&keys, state, claim).unwrap();
+        assert_eq!(
+            state
+                .seal(&keys, &Content::text("c"), None)
+                .unwrap()
+                .header
+                .generation,
+            6
+        );
+        let other = Claim {
+            epoch: Epoch(9),
+            next_generation: 100,
+        };
+        let mut state = honour_claim(&keys, state, other).unwrap();
+        assert_eq!(
+            state
+                .seal(&keys, &Content::text("d"), None)
+                .unwrap()
+                .header
+                .generation,
+            7
+        );
+    }
+
+    #[test]
+    fn a_blob_round_trips_and_an_empty_record_is_a_new_thread() {
+        let (_, state) = customer_thread();
+        let message = Message {
+            id: MessageId::derive(state.thread(), Epoch(0), DeviceId::from_bytes([1; 16]), 0),
+            thread: state.thread(),
+            sender: DeviceId::from_bytes([1; 16]),
+            from: Sender::Agent {
+                display_name: "OrderBot".into(),
+                kind: AgentKind::Bot,
+            },
+            content: Content::text("hi"),
+            quoted: None,
+        };
+        let blob = ThreadBlob {
+            snapshot: Some(state.snapshot()),
+            bot_state: serde_json::json!({"seen": 3}),
+            history: vec![(&message).into()],
+            ..ThreadBlob::default()
+        };
+        let back = ThreadBlob::decode(&blob.encode().unwrap()).unwrap();
+        assert!(back.snapshot == blob.snapshot);
+        assert_eq!(back.bot_state, blob.bot_state);
+        assert_eq!(Message::from(&back.history[0]), message);
+        assert!(ThreadBlob::decode(&[]).unwrap().snapshot.is_none());
+        assert!(ThreadBlob::decode(b"{").is_err());
+    }
+}

@@ -120,7 +120,8 @@ impl RuntimeBuilder {
         self
     }
 
-    /// The state store's URL (`"memory"` in this build).
+    /// The state store's URL: `sqlite://PATH` (default: `sqlite://<keystore>.botstore.db`),
+    /// `postgres://...` for instances on several machines, `memory` for tests.
     #[must_use]
     pub fn store(mut self, url: impl Into<String>) -> Self {
         self.store_url = Some(url.into());
@@ -247,7 +248,9 @@ impl RuntimeBuilder {
         let store = match self.store {
             Some(store) => store,
             None => {
-                let url = self.store_url.unwrap_or_else(|| "memory".to_owned());
+                let url = self
+                    .store_url
+                    .unwrap_or_else(|| format!("sqlite://{}.botstore.db", keystore.display()));
                 crate::store::open(&url, device.id(), StoreKey::derive(device.keys().seed()))
                     .await?
             }

@@ -139,3 +139,26 @@ impl Shared {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_stop_below_the_oldest_item_not_committed() {
+        let mut acks = AckTracker::starting_at(10);
+        assert_eq!(acks.up_to(), 10);
+        for seq in [11, 12, 13] {
+            acks.fetched(seq);
+        }
+        assert_eq!(acks.up_to(), 10);
+        acks.done(12);
+        assert_eq!(acks.up_to(), 10);
+        acks.done(11);
+        assert_eq!(acks.up_to(), 12);
+        acks.done(13);
+        assert_eq!(acks.up_to(), 13);
+        acks.skipped_to(20);
+        assert_eq!(acks.up_to(), 20);
+    }
+}

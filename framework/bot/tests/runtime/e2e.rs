@@ -63,6 +63,8 @@ async fn bot_answers_the_routing_question_in_order_with_state_and_hands_off() {
         "{text}"
     );
     assert!(text.contains("switchboard_replies_sent_total"), "{text}");
+    assert!(text.contains("switchboard_outbox_depth 0"), "{text}");
+    assert!(text.contains("switchboard_handle_seconds_count"), "{text}");
     let health = http
         .get(format!("http://{metrics_addr}/healthz"))
         .send()
