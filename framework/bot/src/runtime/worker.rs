@@ -342,6 +342,18 @@ async fn attempt(
             }
         }
     }
+    if version.is_none() && state.is_none() && events.is_empty() {
+        // An item for a thread this device never held, that changed nothing (refused): no
+        // row for it, so that junk cannot grow the store.
+        *cache = Some(Cached {
+            version,
+            blob,
+            state,
+            stored,
+        });
+        return Ok("nothing");
+    }
+    let removed = events.iter().any(|e| matches!(e, BotEvent::Removed));
     blob.memory.prune(at);
     for message in &new_history {
         blob.history.push(message.into());
@@ -400,6 +412,12 @@ async fn attempt(
     };
     blob.bot_state = bot_state;
     blob.claimed = None;
+    if removed {
+        // A tombstone: what the device must remember (its memory of the thread), no more.
+        blob.bot_state = serde_json::Value::Null;
+        blob.history.clear();
+        blob.pending = None;
+    }
     blob.snapshot = state.as_ref().map(ThreadState::snapshot);
     let data = blob.encode().map_err(Failure::Fatal)?;
     blob.snapshot = None;
