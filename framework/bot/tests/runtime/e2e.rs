@@ -49,6 +49,19 @@ async fn bot_answers_the_routing_question_in_order_with_state_and_hands_off() {
         ["#1 a", "#2 b", "#3 c"]
     );
 
+    // Receipts reach the bot (typing indicators do not).
+    customer
+        .send(thread, &Content::Typing { active: true }, None)
+        .await
+        .unwrap();
+    let read = Content::Receipt {
+        kind: ReceiptKind::Read,
+        messages: vec![MessageId::from_bytes([7; 16])],
+    };
+    customer.send(thread, &read, None).await.unwrap();
+    logged(&log, "receipt: Read 1").await;
+    assert!(!log.lock().unwrap().iter().any(|e| e == "message: "));
+
     // Metrics and health on the bot's own port.
     let http = reqwest::Client::new();
     let metrics = http

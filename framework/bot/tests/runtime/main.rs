@@ -118,6 +118,15 @@ impl Bot for TestBot {
         Ok(())
     }
 
+    async fn on_receipt(&self, _cx: &mut Ctx, receipt: &Receipt) -> Result<(), BotError> {
+        self.log.lock().unwrap().push(format!(
+            "receipt: {:?} {}",
+            receipt.kind,
+            receipt.messages.len()
+        ));
+        Ok(())
+    }
+
     async fn on_removed(&self, _thread: ThreadId) -> Result<(), BotError> {
         self.log.lock().unwrap().push("removed".to_owned());
         Ok(())
