@@ -1,5 +1,7 @@
 //! What the store holds of one thread: the blob the runtime serialises (the store encrypts it).
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use switchboard_protocol::{
     AgentKind, Content, DeviceId, DeviceKeys, DeviceMemory, Epoch, MessageId, Sender, ThreadId,
@@ -23,9 +25,10 @@ pub(crate) struct ThreadBlob {
     /// The bot's typed state.
     #[serde(default)]
     pub(crate) bot_state: serde_json::Value,
-    /// Recent messages, oldest first (at most [`HISTORY_LIMIT`]).
-    #[serde(default)]
-    pub(crate) history: Vec<StoredMessage>,
+    /// Recent messages, oldest first (at most [`HISTORY_LIMIT`]); shared with the events'
+    /// contexts, not copied for each.
+    #[serde(default, with = "history_serde")]
+    pub(crate) history: Arc<Vec<Message>>,
     /// A join waiting for its history grant.
     #[serde(default)]
     pub(crate) pending: Option<PendingJoin>,
@@ -90,8 +93,71 @@ pub(crate) fn honour_claim(
     ThreadState::restore(keys, snapshot).map_err(|e| BotError::Protocol(e.to_string()))
 }
 
+/// The history as stored: each message through [`StoredMessage`], borrowed when written.
+mod history_serde {
+    use std::sync::Arc;
+
+    use serde::ser::SerializeSeq as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use switchboard_protocol::{AgentKind, Content, DeviceId, MessageId, Sender, ThreadId};
+
+    use super::StoredMessage;
+    use crate::bot::Message;
+
+    #[derive(Serialize)]
+    struct Borrowed<'a> {
+        id: MessageId,
+        thread: ThreadId,
+        sender: DeviceId,
+        from: BorrowedSender<'a>,
+        content: &'a Content,
+        quoted: Option<MessageId>,
+    }
+
+    #[derive(Serialize)]
+    #[serde(tag = "who", rename_all = "snake_case")]
+    enum BorrowedSender<'a> {
+        Customer,
+        Admin,
+        Agent { display_name: &'a str, bot: bool },
+    }
+
+    pub(super) fn serialize<S: Serializer>(
+        history: &Arc<Vec<Message>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(history.len()))?;
+        for m in history.iter() {
+            let from = match &m.from {
+                Sender::Customer => BorrowedSender::Customer,
+                Sender::Admin => BorrowedSender::Admin,
+                Sender::Agent { display_name, kind } => BorrowedSender::Agent {
+                    display_name,
+                    bot: *kind == AgentKind::Bot,
+                },
+            };
+            seq.serialize_element(&Borrowed {
+                id: m.id,
+                thread: m.thread,
+                sender: m.sender,
+                from,
+                content: &m.content,
+                quoted: m.quoted,
+            })?;
+        }
+        seq.end()
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Arc<Vec<Message>>, D::Error> {
+        let stored = Vec::<StoredMessage>::deserialize(d)?;
+        Ok(Arc::new(stored.into_iter().map(Message::from).collect()))
+    }
+}
+
 /// A message as stored in the history.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StoredMessage {
     id: MessageId,
@@ -102,7 +168,7 @@ pub(crate) struct StoredMessage {
     quoted: Option<MessageId>,
 }
 
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Deserialize)]
 #[serde(tag = "who", rename_all = "snake_case", deny_unknown_fields)]
 enum StoredSender {
     Customer,
@@ -110,35 +176,14 @@ enum StoredSender {
     Agent { display_name: String, bot: bool },
 }
 
-impl From<&Message> for StoredMessage {
-    fn from(m: &Message) -> Self {
-        let from = match &m.from {
-            Sender::Customer => StoredSender::Customer,
-            Sender::Admin => StoredSender::Admin,
-            Sender::Agent { display_name, kind } => StoredSender::Agent {
-                display_name: display_name.clone(),
-                bot: *kind == AgentKind::Bot,
-            },
-        };
-        Self {
-            id: m.id,
-            thread: m.thread,
-            sender: m.sender,
-            from,
-            content: m.content.clone(),
-            quoted: m.quoted,
-        }
-    }
-}
-
-impl From<&StoredMessage> for Message {
-    fn from(m: &StoredMessage) -> Self {
-        let from = match &m.from {
+impl From<StoredMessage> for Message {
+    fn from(m: StoredMessage) -> Self {
+        let from = match m.from {
             StoredSender::Customer => Sender::Customer,
             StoredSender::Admin => Sender::Admin,
             StoredSender::Agent { display_name, bot } => Sender::Agent {
-                display_name: display_name.clone(),
-                kind: if *bot {
+                display_name,
+                kind: if bot {
                     AgentKind::Bot
                 } else {
                     AgentKind::Human
@@ -150,7 +195,7 @@ impl From<&StoredMessage> for Message {
             thread: m.thread,
             sender: m.sender,
             from,
-            content: m.content.clone(),
+            content: m.content,
             quoted: m.quoted,
         }
     }
@@ -231,13 +276,13 @@ mod tests {
         let blob = ThreadBlob {
             snapshot: Some(state.snapshot()),
             bot_state: serde_json::json!({"seen": 3}),
-            history: vec![(&message).into()],
+            history: Arc::new(vec![message.clone()]),
             ..ThreadBlob::default()
         };
         let back = ThreadBlob::decode(&blob.encode().unwrap()).unwrap();
         assert!(back.snapshot == blob.snapshot);
         assert_eq!(back.bot_state, blob.bot_state);
-        assert_eq!(Message::from(&back.history[0]), message);
+        assert_eq!(back.history[0], message);
         assert!(ThreadBlob::decode(&[]).unwrap().snapshot.is_none());
         assert!(ThreadBlob::decode(b"{").is_err());
     }

@@ -11,7 +11,6 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tower::ServiceExt as _;
 use tracing::Instrument as _;
 
-use crate::bot::Message;
 use crate::ctx::{Ctx, EventShared, Scratch};
 use crate::error::BotError;
 use crate::pipeline::{BotEvent, Inbound};
@@ -352,15 +351,16 @@ async fn attempt(
     }
     let removed = events.iter().any(|e| matches!(e, BotEvent::Removed));
     blob.memory.prune(at);
-    for message in &new_history {
-        blob.history.push(message.into());
+    if !new_history.is_empty() {
+        let history = Arc::make_mut(&mut blob.history);
+        history.extend(new_history);
+        let excess = history.len().saturating_sub(HISTORY_LIMIT);
+        history.drain(..excess);
     }
-    let excess = blob.history.len().saturating_sub(HISTORY_LIMIT);
-    blob.history.drain(..excess);
 
     // Run the bot.
     let identity = Arc::new(identity(rt, state.as_ref()));
-    let history: Arc<Vec<Message>> = Arc::new(blob.history.iter().map(Message::from).collect());
+    let history = Arc::clone(&blob.history);
     let shared = Arc::new(EventShared {
         thread,
         scratch: Mutex::new(Scratch {
@@ -412,7 +412,7 @@ async fn attempt(
     if removed {
         // A tombstone: what the device must remember (its memory of the thread), no more.
         blob.bot_state = serde_json::Value::Null;
-        blob.history.clear();
+        blob.history = Arc::default();
         blob.pending = None;
     }
     blob.snapshot = state.as_ref().map(ThreadState::snapshot);
