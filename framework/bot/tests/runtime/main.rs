@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 mod e2e;
+mod errors;
 mod restart;
 mod send_sync;
 mod shutdown;
