@@ -1,21 +1,80 @@
-//! # switchboard
+//! # switchboard: the bot SDK
 //!
-//! The Switchboard bot SDK. A bot is an agent device of a business entity: it receives the
-//! threads the entity's admin forwards to it, answers customers, hands off to humans. A bot
-//! author implements the `Bot` trait, and the runtime feeds it the events of its threads through
-//! tower pipelines: inbound events pass a `tower::Service` stack before the bot; outgoing
-//! messages pass one before they are sealed; sealed messages pass one on their way to the relay.
+//! A bot is a type that implements [`Bot`]; the [`Runtime`] runs it as an agent device of an
+//! entity: it fetches the agent's inbox from the relay, verifies and decrypts every item, calls
+//! the bot's hooks (one thread's events in order, different threads concurrently), and commits
+//! each event's effects (the thread's protocol state, the bot's typed state, the sealed
+//! replies) in one store transaction before the replies are posted. A redelivered event finds
+//! its journal entry and does nothing again; a re-posted reply is answered by the relay as
+//! already stored.
 //!
-//! The built-in middleware lives in [`layers`]: rate limits, retry, timeout, a typing
-//! indicator, a content guard, a bot-loop guard, tracing and Prometheus metrics. How to write
-//! and test a layer of your own is in [`layers::guide`].
+//! The 20-line bot:
 //!
-//! The bot's state lives in its [`store`]: per-thread protocol and bot state encrypted at rest,
-//! an inbound journal and an outbox, committed together for every handled event, on SQLite
-//! (embedded default) or PostgreSQL (several instances of one bot).
+//! ```no_run
+//! use switchboard::prelude::*;
+//!
+//! struct Echo;
+//!
+//! #[async_trait]
+//! impl Bot for Echo {
+//!     async fn on_thread(&self, cx: &mut Ctx, _: &ThreadInfo, history: &[Message]) -> Result<(), BotError> {
+//!         if let Some(first) = history.iter().find(|m| m.is_from_customer()) {
+//!             cx.reply(format!("You said: {}", first.text())).await?;
+//!         }
+//!         Ok(())
+//!     }
+//!
+//!     async fn on_message(&self, cx: &mut Ctx, msg: &Message) -> Result<(), BotError> {
+//!         cx.reply(format!("You said: {}", msg.text())).await?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), BotError> {
+//!     Runtime::builder()
+//!         .keystore("echo.keystore")
+//!         .key_file("echo.key")
+//!         .bot(Echo)
+//!         .build()
+//!         .await?
+//!         .run_until_shutdown()
+//!         .await
+//! }
+//! ```
+//!
+//! Pipelines: inbound events pass through a `tower::Service` stack before the bot
+//! ([`RuntimeBuilder::inbound`]), outgoing messages through one before they are sealed
+//! ([`RuntimeBuilder::outbound`]), sealed messages through one on their way to the relay
+//! ([`RuntimeBuilder::delivery`]). The request types are in [`pipeline`]; layers are written
+//! against the traits in [`layers`], which also holds the built-in ones (rate limits, retry,
+//! timeout, a typing indicator, a content guard, a bot-loop guard, tracing and Prometheus
+//! metrics); how to write and test a layer of your own is in [`layers::guide`].
 
+mod bot;
+mod ctx;
 mod error;
 pub mod layers;
+pub mod pipeline;
+mod runtime;
 pub mod store;
 
+pub use bot::{Bot, Handoff, Identity, MemberChange, Message, Receipt, ThreadInfo};
+pub use ctx::{Ctx, TypingHandle};
 pub use error::BotError;
+pub use pipeline::{BotEvent, Delivery, Inbound, Outgoing};
+pub use runtime::{Runtime, RuntimeBuilder, RuntimeHandle};
+pub use switchboard_client::KeystoreSecret;
+
+/// Everything a bot needs: `use switchboard::prelude::*;`.
+pub mod prelude {
+    pub use async_trait::async_trait;
+    pub use switchboard_protocol::{
+        AgentKind, Content, DeviceId, EntityId, MessageId, ReceiptKind, Sender, ThreadId,
+    };
+
+    pub use crate::{
+        Bot, BotError, BotEvent, Ctx, Handoff, Identity, KeystoreSecret, MemberChange, Message,
+        Receipt, Runtime, RuntimeBuilder, RuntimeHandle, ThreadInfo, TypingHandle,
+    };
+}

@@ -1,0 +1,164 @@
+//! What the runtime's tasks share.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use switchboard_client::{DeviceRole, RelayClient};
+use switchboard_protocol::{
+    DeviceId, DeviceKeys, EntityId, Fingerprint, SealedMessage, ThreadId, decode,
+};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
+
+use crate::error::BotError;
+use crate::layers::Metrics;
+use crate::pipeline::{Delivery, DeliveryService, InboundService, OutboundService};
+use crate::runtime::worker::WorkItem;
+use crate::store::{BotStore, OutboxEntry};
+
+/// Which inbox items are fetched and not yet committed: what may be acknowledged.
+#[derive(Debug, Default)]
+pub(crate) struct AckTracker {
+    pending: BTreeSet<u64>,
+    highest: u64,
+}
+
+impl AckTracker {
+    pub(crate) fn starting_at(cursor: u64) -> Self {
+        Self {
+            pending: BTreeSet::new(),
+            highest: cursor,
+        }
+    }
+
+    pub(crate) fn fetched(&mut self, seq: u64) {
+        self.pending.insert(seq);
+        self.highest = self.highest.max(seq);
+    }
+
+    /// Positions the relay left out of a page (unreadable items): nothing to wait for.
+    pub(crate) fn skipped_to(&mut self, seq: u64) {
+        self.highest = self.highest.max(seq);
+    }
+
+    pub(crate) fn done(&mut self, seq: u64) {
+        self.pending.remove(&seq);
+    }
+
+    /// The highest position below which every fetched item is committed.
+    pub(crate) fn up_to(&self) -> u64 {
+        self.pending
+            .first()
+            .map_or(self.highest, |first| first.saturating_sub(1))
+    }
+}
+
+/// Everything the runtime's tasks share.
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn BotStore>,
+    pub(crate) keys: RwLock<Arc<DeviceKeys>>,
+    pub(crate) role: DeviceRole,
+    pub(crate) relay: RelayClient,
+    pub(crate) me: DeviceId,
+    pub(crate) entity: EntityId,
+    pub(crate) fingerprint: Fingerprint,
+    pub(crate) inbound: InboundService,
+    pub(crate) outbound: OutboundService,
+    pub(crate) delivery: DeliveryService,
+    pub(crate) http: reqwest::Client,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) metrics: Metrics,
+    pub(crate) instance: String,
+    /// Fetched items not yet handled (backpressure: at most `max_inflight`).
+    pub(crate) inflight: Arc<Semaphore>,
+    pub(crate) max_inflight: u32,
+    /// Threads being worked on at once.
+    pub(crate) thread_slots: Arc<Semaphore>,
+    /// The queue of each busy thread.
+    pub(crate) queues: Mutex<HashMap<ThreadId, mpsc::UnboundedSender<WorkItem>>>,
+    pub(crate) acks: Mutex<AckTracker>,
+    pub(crate) ready: AtomicBool,
+    /// The position acknowledged (and kept as this instance's cursor).
+    pub(crate) acked: AtomicU64,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("device", &self.me)
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub(crate) fn keys(&self) -> Arc<DeviceKeys> {
+        Arc::clone(&self.keys.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub(crate) fn acks(&self) -> MutexGuard<'_, AckTracker> {
+        self.acks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && !self.shutdown.is_cancelled()
+    }
+
+    /// Counts an error by kind.
+    pub(crate) fn count_error(&self, kind: &'static str) {
+        self.metrics
+            .counter("switchboard_errors_total", &[("kind", kind)])
+            .inc();
+    }
+
+    /// Posts one outbox entry through the delivery pipeline and marks it sent.
+    pub(crate) async fn deliver(&self, entry: OutboxEntry) -> Result<(), BotError> {
+        let message: SealedMessage = decode(&entry.body).map_err(|e| {
+            BotError::Store(crate::store::StoreError::Corrupt(format!(
+                "outbox entry {}: {e}",
+                entry.message_id
+            )))
+        })?;
+        let delivery = Delivery {
+            thread: entry.thread,
+            message,
+        };
+        match self.delivery.clone().oneshot(delivery).await {
+            Ok(()) => {}
+            Err(e) => {
+                self.count_error(e.label());
+                return Err(e);
+            }
+        }
+        self.metrics
+            .counter("switchboard_replies_sent_total", &[])
+            .inc();
+        self.store.sent(&entry.message_id).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_stop_below_the_oldest_item_not_committed() {
+        let mut acks = AckTracker::starting_at(10);
+        assert_eq!(acks.up_to(), 10);
+        for seq in [11, 12, 13] {
+            acks.fetched(seq);
+        }
+        assert_eq!(acks.up_to(), 10);
+        acks.done(12);
+        assert_eq!(acks.up_to(), 10);
+        acks.done(11);
+        assert_eq!(acks.up_to(), 12);
+        acks.done(13);
+        assert_eq!(acks.up_to(), 13);
+        acks.skipped_to(20);
+        assert_eq!(acks.up_to(), 20);
+    }
+}

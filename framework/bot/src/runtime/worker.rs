@@ -1,0 +1,468 @@
+//! One thread's worker: applies its inbox items in order, runs the bot, commits the effects.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use switchboard_client::engine::{ItemContext, apply_item};
+use switchboard_client::now;
+use switchboard_protocol::api::{InboxItem, ItemKind};
+use switchboard_protocol::{DeviceKeys, ReplayPolicy, SeenWraps, ThreadId, ThreadState};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tower::ServiceExt as _;
+use tracing::Instrument as _;
+
+use crate::ctx::{Ctx, EventShared, Scratch};
+use crate::error::BotError;
+use crate::pipeline::{BotEvent, Inbound};
+use crate::runtime::blob::{HISTORY_LIMIT, ThreadBlob, honour_claim};
+use crate::runtime::events::{identity, journal_key, map_event, thread_info};
+use crate::runtime::outbox_entry;
+use crate::runtime::shared::Shared;
+use crate::store::{Effects, StoreError};
+
+/// How long a join waits for its history grant before the bot hears of the thread anyway.
+pub(crate) const PENDING_JOIN_WAIT: Duration = Duration::from_secs(3);
+/// Attempts of an event whose bot hook failed transiently.
+const BOT_ATTEMPTS: u32 = 3;
+/// Redos of an event after store conflicts.
+const CONFLICT_ATTEMPTS: u32 = 8;
+
+/// What a thread's worker is given.
+#[derive(Debug)]
+pub(crate) struct WorkItem {
+    pub(crate) kind: WorkKind,
+    /// The in-flight slot of a fetched item, released when it is handled.
+    pub(crate) permit: Option<OwnedSemaphorePermit>,
+}
+
+/// An inbox item, or the end of a join's wait for its history.
+#[derive(Debug)]
+pub(crate) enum WorkKind {
+    Inbox(Box<InboxItem>),
+    FlushPending,
+}
+
+/// The thread as the worker holds it between items.
+struct Cached {
+    version: Option<u64>,
+    blob: ThreadBlob,
+    state: Option<ThreadState>,
+    /// The bytes stored at `version`.
+    stored: Arc<Vec<u8>>,
+}
+
+/// Hands `item` to its thread's worker, starting one if the thread is idle.
+pub(crate) fn dispatch(rt: &Arc<Shared>, thread: ThreadId, item: WorkItem) {
+    let mut queues = rt
+        .queues
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let item = match queues.get(&thread) {
+        Some(tx) => match tx.send(item) {
+            Ok(()) => return,
+            Err(mpsc::error::SendError(item)) => item,
+        },
+        None => item,
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    // The receiver is alive: it was just created.
+    let _ = tx.send(item);
+    queues.insert(thread, tx);
+    drop(queues);
+    tokio::spawn(run_thread(Arc::clone(rt), thread, rx));
+}
+
+/// A thread's worker: its items one at a time, in order, until its queue is empty.
+async fn run_thread(rt: Arc<Shared>, thread: ThreadId, mut rx: mpsc::UnboundedReceiver<WorkItem>) {
+    let Ok(_slot) = Arc::clone(&rt.thread_slots).acquire_owned().await else {
+        return;
+    };
+    let mut cache: Option<Cached> = None;
+    loop {
+        let item = {
+            let mut queues = rt
+                .queues
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Ok(item) = rx.try_recv() {
+                item
+            } else {
+                queues.remove(&thread);
+                return;
+            }
+        };
+        handle(&rt, thread, &mut cache, item).await;
+    }
+}
+
+/// Why an attempt at an item did not commit.
+enum Failure {
+    /// Another writer changed the thread: reload and redo.
+    Conflict,
+    /// The store failed (transiently): redo after a pause.
+    Store(BotError),
+    /// A bot hook failed transiently: redo after a pause (bounded).
+    Bot(BotError),
+    /// Nothing to do but log.
+    Fatal(BotError),
+}
+
+async fn handle(rt: &Arc<Shared>, thread: ThreadId, cache: &mut Option<Cached>, item: WorkItem) {
+    let (seq, kind) = match &item.kind {
+        WorkKind::Inbox(i) => (Some(i.seq), item_kind(i.kind)),
+        WorkKind::FlushPending => (None, "flush"),
+    };
+    let span = tracing::info_span!("event", %thread, seq, kind);
+    let started = Instant::now();
+    let outcome = async {
+        let mut bot_attempts = 0;
+        let mut conflicts = 0;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let give_up_bot = bot_attempts + 1 >= BOT_ATTEMPTS;
+            match attempt(rt, thread, cache, &item.kind, give_up_bot).await {
+                Ok(outcome) => return outcome,
+                Err(failure) => {
+                    *cache = None;
+                    match failure {
+                        Failure::Conflict if conflicts < CONFLICT_ATTEMPTS => {
+                            conflicts += 1;
+                            tracing::debug!("the thread changed meanwhile; redoing the event");
+                            continue;
+                        }
+                        Failure::Conflict => {
+                            rt.count_error("conflict");
+                            tracing::error!("the thread keeps changing under this instance");
+                            return "failed";
+                        }
+                        Failure::Bot(e) => {
+                            bot_attempts += 1;
+                            tracing::warn!(error = %e, attempt = bot_attempts, "the bot failed; retrying");
+                            sleep_or_cancel(rt, e.retry_after().unwrap_or(pause)).await;
+                        }
+                        Failure::Store(e) => {
+                            rt.count_error("store");
+                            tracing::warn!(error = %e, "the store failed; retrying");
+                            if rt.shutdown.is_cancelled() && started.elapsed() > Duration::from_secs(5) {
+                                return "abandoned";
+                            }
+                            sleep_or_cancel(rt, pause).await;
+                        }
+                        Failure::Fatal(e) => {
+                            rt.count_error(e.label());
+                            tracing::error!(error = %e, "the event could not be handled");
+                            return "failed";
+                        }
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+    rt.metrics
+        .counter(
+            "switchboard_events_total",
+            &[("kind", kind), ("outcome", outcome)],
+        )
+        .inc();
+    rt.metrics
+        .histogram("switchboard_handle_seconds", &[("kind", kind)])
+        .observe(started.elapsed().as_secs_f64());
+    if let Some(seq) = seq
+        && outcome != "abandoned"
+    {
+        rt.acks().done(seq);
+    }
+    drop(item.permit);
+}
+
+async fn sleep_or_cancel(rt: &Shared, pause: Duration) {
+    tokio::select! {
+        () = tokio::time::sleep(jittered(pause)) => {}
+        () = rt.shutdown.cancelled() => {
+            // Still finish the work: a short pause only.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// `pause` plus up to half of it again, at random (not cryptographic).
+pub(crate) fn jittered(pause: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_micros());
+    let half = u64::try_from(pause.as_millis() / 2).unwrap_or(u64::MAX);
+    pause + Duration::from_millis(u64::from(nanos) % (half + 1))
+}
+
+fn item_kind(kind: ItemKind) -> &'static str {
+    match kind {
+        ItemKind::ThreadOpen => "thread_open",
+        ItemKind::Commit => "commit",
+        ItemKind::History => "history",
+        ItemKind::Message => "message",
+    }
+}
+
+async fn load(rt: &Shared, thread: ThreadId, keys: &DeviceKeys) -> Result<Cached, Failure> {
+    let record = rt
+        .store
+        .load(thread)
+        .await
+        .map_err(|e| store_failure(e, thread))?;
+    let Some(record) = record else {
+        return Ok(Cached {
+            version: None,
+            blob: ThreadBlob::default(),
+            state: None,
+            stored: Arc::new(Vec::new()),
+        });
+    };
+    let mut blob = ThreadBlob::decode(&record.data).map_err(Failure::Fatal)?;
+    let state = match blob.snapshot.take() {
+        Some(snapshot) => Some(
+            ThreadState::restore(keys, snapshot)
+                .map_err(|e| Failure::Fatal(BotError::Protocol(e.to_string())))?,
+        ),
+        None => None,
+    };
+    Ok(Cached {
+        version: Some(record.version),
+        blob,
+        state,
+        stored: Arc::new(record.data),
+    })
+}
+
+fn store_failure(e: StoreError, thread: ThreadId) -> Failure {
+    match e {
+        StoreError::Conflict { .. } => Failure::Conflict,
+        e if e.is_transient() => Failure::Store(e.into()),
+        e => {
+            tracing::error!(%thread, error = %e, "store error");
+            Failure::Fatal(e.into())
+        }
+    }
+}
+
+/// One attempt at an item: everything up to and including the commit, then delivery.
+async fn attempt(
+    rt: &Arc<Shared>,
+    thread: ThreadId,
+    cache: &mut Option<Cached>,
+    kind: &WorkKind,
+    last_bot_attempt: bool,
+) -> Result<&'static str, Failure> {
+    let keys = rt.keys();
+    let journal_key = match kind {
+        WorkKind::Inbox(item) => Some(journal_key(item)),
+        WorkKind::FlushPending => None,
+    };
+    let cached = match cache.take() {
+        Some(cached) => cached,
+        None => load(rt, thread, &keys).await?,
+    };
+    if let Some(key) = &journal_key
+        && cached.version.is_some()
+        && rt
+            .store
+            .handled(thread, key)
+            .await
+            .map_err(|e| store_failure(e, thread))?
+    {
+        *cache = Some(cached);
+        return Ok("duplicate");
+    }
+    let Cached {
+        version,
+        mut blob,
+        mut state,
+        stored,
+    } = cached;
+    let at = now();
+    let mut events = Vec::new();
+    let mut new_history = Vec::new();
+    let mut joined = false;
+    match kind {
+        WorkKind::Inbox(item) => {
+            let before = match (&state, item.kind) {
+                (Some(s), ItemKind::Commit) => {
+                    Some((s.roster().clone(), s.roster().may_post(rt.me)))
+                }
+                _ => None,
+            };
+            let cx = ItemContext {
+                keys: &keys,
+                role: &rt.role,
+                replay: ReplayPolicy::default(),
+                at,
+            };
+            let mut seen_opens = SeenWraps::new();
+            let applied = apply_item(&cx, &mut state, &mut blob.memory, &mut seen_opens, item);
+            if let Some(claim) = blob.claimed
+                && let Some(s) = state.take()
+            {
+                state = Some(honour_claim(&keys, s, claim).map_err(Failure::Fatal)?);
+            }
+            if let Some(event) = applied.event {
+                joined = map_event(
+                    rt,
+                    event,
+                    state.as_ref(),
+                    before,
+                    &mut blob,
+                    &mut events,
+                    &mut new_history,
+                );
+            }
+        }
+        WorkKind::FlushPending => {
+            if let (Some(pending), Some(s)) = (blob.pending, state.as_ref())
+                && at.0 >= pending.since + PENDING_JOIN_WAIT.as_secs()
+            {
+                blob.pending = None;
+                events.push(BotEvent::Thread {
+                    info: thread_info(rt.me, s, pending),
+                    history: Vec::new(),
+                });
+            } else {
+                *cache = Some(Cached {
+                    version,
+                    blob,
+                    state,
+                    stored,
+                });
+                return Ok("nothing");
+            }
+        }
+    }
+    if version.is_none() && state.is_none() && events.is_empty() {
+        // An item for a thread this device never held, that changed nothing (refused): no
+        // row for it, so that junk cannot grow the store.
+        *cache = Some(Cached {
+            version,
+            blob,
+            state,
+            stored,
+        });
+        return Ok("nothing");
+    }
+    let removed = events.iter().any(|e| matches!(e, BotEvent::Removed));
+    blob.memory.prune(at);
+    if !new_history.is_empty() {
+        let history = Arc::make_mut(&mut blob.history);
+        history.extend(new_history);
+        let excess = history.len().saturating_sub(HISTORY_LIMIT);
+        history.drain(..excess);
+    }
+
+    // Run the bot.
+    let identity = Arc::new(identity(rt, state.as_ref()));
+    let history = Arc::clone(&blob.history);
+    let shared = Arc::new(EventShared {
+        thread,
+        scratch: Mutex::new(Scratch {
+            state,
+            sealed: Vec::new(),
+            bot_state: std::mem::take(&mut blob.bot_state),
+            base: Arc::clone(&stored),
+            version,
+        }),
+        keys: Arc::clone(&keys),
+        runtime: Arc::clone(rt),
+        typing: tokio::sync::Mutex::new(()),
+    });
+    let original_bot_state = shared.scratch().bot_state.clone();
+    let mut outcome = if events.is_empty() { "nothing" } else { "ok" };
+    for event in events {
+        let ctx = Ctx {
+            thread,
+            me: Arc::clone(&identity),
+            history: Arc::clone(&history),
+            shared: Arc::clone(&shared),
+        };
+        let event_kind = event.kind();
+        if let Err(e) = rt.inbound.clone().oneshot(Inbound { event, ctx }).await {
+            if e.is_transient() && !last_bot_attempt {
+                return Err(Failure::Bot(e));
+            }
+            rt.count_error(e.label());
+            tracing::error!(error = %e, kind = event_kind, "the bot failed; its effects are dropped");
+            let mut scratch = shared.scratch();
+            scratch.sealed.clear();
+            scratch.bot_state = original_bot_state.clone();
+            outcome = "bot_error";
+            break;
+        }
+    }
+    // Commit.
+    let (state, sealed, bot_state, version) = {
+        let mut scratch = shared.scratch();
+        (
+            scratch.state.take(),
+            std::mem::take(&mut scratch.sealed),
+            std::mem::take(&mut scratch.bot_state),
+            scratch.version,
+        )
+    };
+    blob.bot_state = bot_state;
+    blob.claimed = None;
+    if removed {
+        // A tombstone: what the device must remember (its memory of the thread), no more.
+        blob.bot_state = serde_json::Value::Null;
+        blob.history = Arc::default();
+        blob.pending = None;
+    }
+    blob.snapshot = state.as_ref().map(ThreadState::snapshot);
+    let data = blob.encode().map_err(Failure::Fatal)?;
+    blob.snapshot = None;
+    let outbox = sealed
+        .iter()
+        .map(|m| outbox_entry(thread, m))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Failure::Fatal)?;
+    let effects = Effects {
+        thread,
+        expected_version: version,
+        data: Some(data.clone()),
+        handled: journal_key.into_iter().collect(),
+        outbox: outbox.clone(),
+    };
+    let version = rt
+        .store
+        .commit(effects)
+        .await
+        .map_err(|e| store_failure(e, thread))?;
+    let pending = blob.pending.is_some();
+    *cache = Some(Cached {
+        version: Some(version),
+        blob,
+        state,
+        stored: Arc::new(data),
+    });
+    if joined && pending {
+        let rt2 = Arc::clone(rt);
+        tokio::spawn(async move {
+            tokio::time::sleep(PENDING_JOIN_WAIT + Duration::from_millis(100)).await;
+            if !rt2.shutdown.is_cancelled() {
+                dispatch(
+                    &rt2,
+                    thread,
+                    WorkItem {
+                        kind: WorkKind::FlushPending,
+                        permit: None,
+                    },
+                );
+            }
+        });
+    }
+    for entry in outbox {
+        if let Err(e) = rt.deliver(entry).await {
+            tracing::warn!(error = %e, "delivery failed; the outbox keeps the message for later");
+            break;
+        }
+    }
+    Ok(outcome)
+}
