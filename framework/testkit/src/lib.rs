@@ -4,6 +4,7 @@
 //! scratch directories, and accessors for what was said. Every wait is bounded, so a broken
 //! system fails a test instead of hanging it. (The bot conformance suite will live here too.)
 
+pub mod floor;
 pub mod hostile;
 
 use std::path::PathBuf;
