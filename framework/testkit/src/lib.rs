@@ -6,6 +6,7 @@
 
 pub mod floor;
 pub mod hostile;
+pub mod sim;
 
 use std::path::PathBuf;
 use std::time::Duration;
