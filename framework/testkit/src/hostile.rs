@@ -205,7 +205,10 @@ impl HostileRelay {
 
     /// Answers the next `n` requests (of any device) with `status` and, if given, a
     /// `Retry-After: retry_after` header, without forwarding them (a relay that is down, busy
-    /// or rate limiting). Replaces what an earlier call left; `n == 0` turns it off.
+    /// or rate limiting), with the relay's JSON error body (`rate_limited` for 429,
+    /// `unavailable` for 503, ...). A `status` that is not an HTTP status becomes 503. Requests
+    /// of every device count, background acknowledgements too. Replaces what an earlier call
+    /// left; `n == 0` turns it off.
     pub fn fail_next(&self, n: u32, status: u16, retry_after: Option<u64>) {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
         self.tampering().failing = (n > 0).then_some(Failing {
