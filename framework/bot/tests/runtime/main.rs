@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 
 mod e2e;
 mod errors;
+mod order;
 mod restart;
 mod send_sync;
 mod shutdown;
