@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 
 mod e2e;
 mod errors;
+mod members;
 mod order;
 mod restart;
 mod send_sync;
@@ -142,6 +143,7 @@ struct World {
     dir: PathBuf,
     admin: Option<(JoinHandle<Admin>, Arc<AtomicBool>)>,
     outcomes: mpsc::UnboundedReceiver<Outcome>,
+    outcomes_tx: mpsc::UnboundedSender<Outcome>,
     bot_keystore: PathBuf,
     bot_device: DeviceId,
     store: Arc<dyn BotStore>,
@@ -269,21 +271,12 @@ impl World {
             None => Arc::new(bot_store::memory::MemoryStore::new()),
         };
         let (tx, outcomes) = mpsc::unbounded_channel();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = Arc::clone(&stop);
-        let task = tokio::spawn(async move {
-            while !stopping.load(Ordering::Relaxed) {
-                for outcome in admin.step(Duration::from_secs(1)).await.unwrap() {
-                    let _ = tx.send(outcome);
-                }
-            }
-            admin
-        });
         Some(Self {
             _relay: relay,
             url,
             dir,
-            admin: Some((task, stop)),
+            admin: Some(step_admin(admin, tx.clone())),
+            outcomes_tx: tx,
             outcomes,
             bot_keystore,
             bot_device,
@@ -359,6 +352,16 @@ impl World {
         panic!("the admin never got there");
     }
 
+    /// Stops the admin's stepping for `act`, then steps it again.
+    async fn with_admin<T>(&mut self, act: impl AsyncFnOnce(&mut Admin) -> T) -> T {
+        let (task, stop) = self.admin.take().expect("the admin runs");
+        stop.store(true, Ordering::Relaxed);
+        let mut admin = task.await.unwrap();
+        let out = act(&mut admin).await;
+        self.admin = Some(step_admin(admin, self.outcomes_tx.clone()));
+        out
+    }
+
     async fn stop_admin(&mut self) {
         if let Some((task, stop)) = self.admin.take() {
             stop.store(true, Ordering::Relaxed);
@@ -375,6 +378,24 @@ impl World {
             pool.close().await;
         }
     }
+}
+
+/// Steps the admin in the background until the flag is set; the task gives the admin back.
+fn step_admin(
+    mut admin: Admin,
+    tx: mpsc::UnboundedSender<Outcome>,
+) -> (JoinHandle<Admin>, Arc<AtomicBool>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = Arc::clone(&stop);
+    let task = tokio::spawn(async move {
+        while !stopping.load(Ordering::Relaxed) {
+            for outcome in admin.step(Duration::from_secs(1)).await.unwrap() {
+                let _ = tx.send(outcome);
+            }
+        }
+        admin
+    });
+    (task, stop)
 }
 
 /// Runs `runtime` in the background; the handle stops it.
