@@ -323,6 +323,7 @@ impl RuntimeBuilder {
             thread_slots: Arc::new(Semaphore::new(concurrency)),
             queues: Mutex::new(HashMap::new()),
             acks: Mutex::new(AckTracker::starting_at(cursor)),
+            sender: crate::runtime::sender::Sender::default(),
             ready: AtomicBool::new(false),
             acked: AtomicU64::new(cursor),
         });

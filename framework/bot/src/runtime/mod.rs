@@ -18,6 +18,7 @@ pub(crate) mod blob;
 mod builder;
 mod events;
 mod http;
+pub(crate) mod sender;
 pub(crate) mod shared;
 mod tasks;
 pub(crate) mod worker;
@@ -133,6 +134,9 @@ impl Runtime {
             Arc::clone(&self.device),
         ));
         background.spawn(tasks::acker(Arc::clone(&shared), self.cursor_key.clone()));
+        // What an earlier process left in the outbox goes first in its threads' queues, before
+        // any new event's replies.
+        tasks::load_outbox(&shared).await;
         background.spawn(tasks::sweeper(Arc::clone(&shared)));
         let fetching = tokio::spawn(tasks::fetch_loop(Arc::clone(&shared), self.cursor));
         tokio::select! {

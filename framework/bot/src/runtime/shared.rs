@@ -79,6 +79,8 @@ pub(crate) struct Shared {
     /// The queue of each busy thread.
     pub(crate) queues: Mutex<HashMap<ThreadId, mpsc::UnboundedSender<WorkItem>>>,
     pub(crate) acks: Mutex<AckTracker>,
+    /// Each thread's entries waiting to be posted, in order.
+    pub(crate) sender: crate::runtime::sender::Sender,
     pub(crate) ready: AtomicBool,
     /// The position acknowledged (and kept as this instance's cursor).
     pub(crate) acked: AtomicU64,

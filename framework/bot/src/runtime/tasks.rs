@@ -1,15 +1,18 @@
 //! The runtime's background tasks: the inbox fetch, acknowledgements, the outbox sweep, the
 //! hourly upkeep.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use switchboard_client::{ClientError, Device};
+use switchboard_protocol::ThreadId;
 
+use super::sender::post_thread;
 use super::shared::Shared;
 use super::worker::{self, WorkItem, WorkKind, dispatch};
-use crate::error::BotError;
+use crate::store::OutboxEntry;
 
 /// Inbox items fetched per request at most.
 pub(super) const FETCH_LIMIT: u32 = 100;
@@ -23,6 +26,8 @@ const JOURNAL_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// How often acknowledgements are sent (when there is something new to acknowledge).
 const ACK_EVERY: Duration = Duration::from_millis(100);
+/// Outbox entries read per sweep.
+const SWEEP_PAGE: u32 = crate::store::MAX_OUTBOX_PAGE;
 
 /// Fetches the inbox (leased to this instance) and hands the items to their threads.
 pub(super) async fn fetch_loop(shared: Arc<Shared>, mut after: u64) {
@@ -147,25 +152,31 @@ pub(super) async fn sweeper(shared: Arc<Shared>) {
 }
 
 pub(super) async fn sweep(shared: &Shared) {
-    let entries = match shared.store.outbox(256).await {
+    load_outbox(shared).await;
+    let threads = shared.sender.waiting();
+    let posts = threads.into_iter().map(|thread| async move {
+        if let Err(e) = post_thread(shared, thread).await {
+            tracing::warn!(error = %e, %thread, "delivery failed; trying again later");
+        }
+    });
+    futures_util::future::join_all(posts).await;
+}
+
+/// Puts what the store's outbox holds (oldest first) into the threads' queues.
+pub(super) async fn load_outbox(shared: &Shared) {
+    let entries = match shared.store.outbox(SWEEP_PAGE).await {
         Ok(entries) => entries,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the outbox");
             return;
         }
     };
+    let mut by_thread: HashMap<ThreadId, Vec<OutboxEntry>> = HashMap::new();
     for entry in entries {
-        let id = entry.message_id.clone();
-        match shared.deliver(entry).await {
-            Ok(()) => {}
-            Err(BotError::Store(crate::store::StoreError::Corrupt(reason))) => {
-                tracing::error!(%reason, "dropping an outbox entry that does not decode");
-                let _ = shared.store.sent(&id).await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "delivery failed; trying again later");
-            }
-        }
+        by_thread.entry(entry.thread).or_default().push(entry);
+    }
+    for (thread, entries) in by_thread {
+        shared.sender.merge(thread, entries);
     }
 }
 

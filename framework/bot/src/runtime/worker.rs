@@ -17,6 +17,7 @@ use crate::pipeline::{BotEvent, Inbound};
 use crate::runtime::blob::{HISTORY_LIMIT, ThreadBlob, honour_claim};
 use crate::runtime::events::{identity, journal_key, map_event, thread_info};
 use crate::runtime::outbox_entry;
+use crate::runtime::sender::post_thread;
 use crate::runtime::shared::Shared;
 use crate::store::{Effects, StoreError};
 
@@ -458,10 +459,11 @@ async fn attempt(
             }
         });
     }
-    for entry in outbox {
-        if let Err(e) = rt.deliver(entry).await {
+    if !outbox.is_empty() {
+        // Behind the thread's earlier replies (a failed one blocks the later ones).
+        rt.sender.push(thread, outbox);
+        if let Err(e) = post_thread(rt, thread).await {
             tracing::warn!(error = %e, "delivery failed; the outbox keeps the message for later");
-            break;
         }
     }
     Ok(outcome)

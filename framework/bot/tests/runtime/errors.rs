@@ -3,10 +3,13 @@
 
 use std::sync::atomic::AtomicU32;
 
+use switchboard_testkit::hostile::{HostileRelay, Slip};
+
 use super::*;
 
 struct FlakyBot {
     flaky_calls: Arc<AtomicU32>,
+    broken_calls: Arc<AtomicU32>,
 }
 
 #[async_trait]
@@ -29,6 +32,7 @@ impl Bot for FlakyBot {
                     .map(drop)
             }
             "broken" => {
+                self.broken_calls.fetch_add(1, Ordering::Relaxed);
                 cx.set_state(&99_u32)?;
                 cx.reply("never posted").await?;
                 Err(BotError::State("a bug".to_owned()))
@@ -53,6 +57,7 @@ async fn failed_events_post_nothing_and_the_inbox_moves_on() {
         .instance("test-bot")
         .bot(FlakyBot {
             flaky_calls: Arc::clone(&flaky_calls),
+            broken_calls: Arc::default(),
         })
         .build()
         .await
@@ -75,6 +80,76 @@ async fn failed_events_post_nothing_and_the_inbox_moves_on() {
         ["flaky ok after 1 retry", "after ok, state 1"]
     );
     assert_eq!(flaky_calls.load(Ordering::Relaxed), 2);
+    stop(handle, task).await;
+    world.stop_admin().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanently_failed_event_is_journaled_and_not_run_again_when_redelivered() {
+    let mut world = World::new("bot-failed-journal").await;
+    let hostile = HostileRelay::start(&world.url).await;
+    let broken_calls = Arc::new(AtomicU32::new(0));
+    let store = Arc::clone(&world.store);
+    let runtime = Runtime::builder()
+        .keystore(&world.bot_keystore)
+        .secret(secret())
+        .store_backend(store)
+        .relay(hostile.url())
+        .instance("test-bot")
+        .bot(FlakyBot {
+            flaky_calls: Arc::default(),
+            broken_calls: Arc::clone(&broken_calls),
+        })
+        .build()
+        .await
+        .unwrap();
+    let metrics = runtime.metrics();
+    let (handle, task) = spawn(runtime);
+    let (mut customer, thread) = world.customer("customer", "my order").await;
+    world.outcome(|o| matches!(o, Outcome::Routed { .. })).await;
+    assert_eq!(bot_replies(&mut customer, thread, 1).await, ["hello"]);
+    for text in ["broken", "first"] {
+        customer
+            .send(thread, &Content::text(text), None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        bot_replies(&mut customer, thread, 1).await,
+        ["first ok, state 0"]
+    );
+    assert_eq!(broken_calls.load(Ordering::Relaxed), 1);
+
+    // Everything the bot got comes again with its next message: the failed event is known.
+    let seen = hostile.delivered(world.bot_device);
+    let messages = seen
+        .iter()
+        .filter(|i| i.kind == switchboard_protocol::api::ItemKind::Message)
+        .count();
+    assert!(messages >= 2, "{seen:?}");
+    for item in seen {
+        hostile.inject(world.bot_device, item, Slip::After);
+    }
+    customer
+        .send(thread, &Content::text("second"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        bot_replies(&mut customer, thread, 1).await,
+        ["second ok, state 0"]
+    );
+    assert_eq!(
+        broken_calls.load(Ordering::Relaxed),
+        1,
+        "the failed event ran again"
+    );
+    let text = metrics.render();
+    assert!(
+        text.contains(&format!(
+            "switchboard_events_total{{kind=\"message\",outcome=\"duplicate\"}} {messages}"
+        )) && text.contains("switchboard_events_total{kind=\"message\",outcome=\"bot_error\"} 1"),
+        "{text}"
+    );
     stop(handle, task).await;
     world.stop_admin().await;
 }

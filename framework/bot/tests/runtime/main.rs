@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use switchboard::prelude::*;
 use switchboard::store::BotStore;
-use switchboard::store::memory::MemoryStore;
+use switchboard::store::{self as bot_store, StoreKey};
 use switchboard_admin::{Admin, Config, Outcome};
 use switchboard_client::{Device, Event, ExpectedKey, NewDevice, NewRole};
 use switchboard_testkit::{new_agent, scratch_dir};
@@ -26,6 +26,8 @@ use tokio::task::JoinHandle;
 
 mod e2e;
 mod errors;
+mod members;
+mod order;
 mod restart;
 mod send_sync;
 mod shutdown;
@@ -141,9 +143,30 @@ struct World {
     dir: PathBuf,
     admin: Option<(JoinHandle<Admin>, Arc<AtomicBool>)>,
     outcomes: mpsc::UnboundedReceiver<Outcome>,
+    outcomes_tx: mpsc::UnboundedSender<Outcome>,
     bot_keystore: PathBuf,
     bot_device: DeviceId,
-    store: Arc<MemoryStore>,
+    store: Arc<dyn BotStore>,
+    /// How the store was opened (None: in memory), and the bot's device seed, to open it again.
+    store_url: Option<String>,
+    seed: [u8; 32],
+    /// PostgreSQL: the server URL and the test's schema, dropped at the end.
+    pg_schema: Option<(String, String)>,
+}
+
+/// Which store the bot's runtime uses.
+#[derive(Clone, Copy, Debug)]
+enum StoreKind {
+    Memory,
+    /// A SQLite file in the test's temp dir.
+    Sqlite,
+    /// A schema of its own in `SWITCHBOARD_TEST_PG`'s database.
+    Postgres,
+}
+
+fn random_hex() -> String {
+    let bytes: [u8; 8] = switchboard_protocol::Csprng::from_os().unwrap().array();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl World {
@@ -155,6 +178,27 @@ impl World {
 
     /// As [`World::new`]; `history_on_route` is the entity's `[history] on_route`.
     async fn with_history(name: &str, history_on_route: bool) -> Self {
+        Self::build(name, history_on_route, StoreKind::Memory)
+            .await
+            .expect("a memory store")
+    }
+
+    /// As [`World::new`], over the store `kind`; `None` (the test skipped) for PostgreSQL
+    /// without `SWITCHBOARD_TEST_PG`.
+    async fn with_store(name: &str, kind: StoreKind) -> Option<Self> {
+        if matches!(kind, StoreKind::Postgres) && std::env::var("SWITCHBOARD_TEST_PG").is_err() {
+            // Written to the real stderr (not captured by the harness) so that skips are visible.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: PostgreSQL runtime test {name} (set SWITCHBOARD_TEST_PG=postgres://... to run it)"
+            );
+            return None;
+        }
+        Self::build(name, true, kind).await
+    }
+
+    async fn build(name: &str, history_on_route: bool, kind: StoreKind) -> Option<Self> {
         let _ = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::INFO)
             .with_test_writer()
@@ -199,27 +243,56 @@ impl World {
             .await
             .unwrap();
         let bot_device = bot.id();
+        let seed = *bot.keys().seed();
         drop(bot);
-        let (tx, outcomes) = mpsc::unbounded_channel();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = Arc::clone(&stop);
-        let task = tokio::spawn(async move {
-            while !stopping.load(Ordering::Relaxed) {
-                for outcome in admin.step(Duration::from_secs(1)).await.unwrap() {
-                    let _ = tx.send(outcome);
-                }
+        let mut pg_schema = None;
+        let store_url = match kind {
+            StoreKind::Memory => None,
+            StoreKind::Sqlite => Some(format!("sqlite://{}", dir.join("bot.store.db").display())),
+            StoreKind::Postgres => {
+                let server = std::env::var("SWITCHBOARD_TEST_PG").ok()?;
+                let schema = format!("botrt_test_{}", random_hex());
+                let pool = sqlx::PgPool::connect(&server).await.unwrap();
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+                let separator = if server.contains('?') { '&' } else { '?' };
+                let url = format!("{server}{separator}options[search_path]={schema}");
+                pg_schema = Some((server, schema));
+                Some(url)
             }
-            admin
-        });
-        Self {
+        };
+        let store = match &store_url {
+            Some(url) => bot_store::open(url, bot_device, StoreKey::derive(&seed))
+                .await
+                .unwrap(),
+            None => Arc::new(bot_store::memory::MemoryStore::new()),
+        };
+        let (tx, outcomes) = mpsc::unbounded_channel();
+        Some(Self {
             _relay: relay,
             url,
             dir,
-            admin: Some((task, stop)),
+            admin: Some(step_admin(admin, tx.clone())),
+            outcomes_tx: tx,
             outcomes,
             bot_keystore,
             bot_device,
-            store: Arc::new(MemoryStore::new()),
+            store,
+            store_url,
+            seed,
+            pg_schema,
+        })
+    }
+
+    /// Opens the store again, as a new process would (a memory store is kept as it is).
+    async fn reopen_store(&mut self) {
+        if let Some(url) = &self.store_url {
+            self.store = bot_store::open(url, self.bot_device, StoreKey::derive(&self.seed))
+                .await
+                .unwrap();
         }
     }
 
@@ -233,7 +306,7 @@ impl World {
         bot: TestBot,
         setup: impl FnOnce(RuntimeBuilder) -> RuntimeBuilder,
     ) -> Runtime {
-        let store: Arc<dyn BotStore> = self.store.clone();
+        let store = Arc::clone(&self.store);
         setup(
             Runtime::builder()
                 .keystore(&self.bot_keystore)
@@ -279,12 +352,50 @@ impl World {
         panic!("the admin never got there");
     }
 
+    /// Stops the admin's stepping for `act`, then steps it again.
+    async fn with_admin<T>(&mut self, act: impl AsyncFnOnce(&mut Admin) -> T) -> T {
+        let (task, stop) = self.admin.take().expect("the admin runs");
+        stop.store(true, Ordering::Relaxed);
+        let mut admin = task.await.unwrap();
+        let out = act(&mut admin).await;
+        self.admin = Some(step_admin(admin, self.outcomes_tx.clone()));
+        out
+    }
+
     async fn stop_admin(&mut self) {
         if let Some((task, stop)) = self.admin.take() {
             stop.store(true, Ordering::Relaxed);
             task.await.unwrap();
         }
+        if let Some((server, schema)) = self.pg_schema.take() {
+            let pool = sqlx::PgPool::connect(&server).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE"
+            )))
+            .execute(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+        }
     }
+}
+
+/// Steps the admin in the background until the flag is set; the task gives the admin back.
+fn step_admin(
+    mut admin: Admin,
+    tx: mpsc::UnboundedSender<Outcome>,
+) -> (JoinHandle<Admin>, Arc<AtomicBool>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = Arc::clone(&stop);
+    let task = tokio::spawn(async move {
+        while !stopping.load(Ordering::Relaxed) {
+            for outcome in admin.step(Duration::from_secs(1)).await.unwrap() {
+                let _ = tx.send(outcome);
+            }
+        }
+        admin
+    });
+    (task, stop)
 }
 
 /// Runs `runtime` in the background; the handle stops it.

@@ -8,7 +8,23 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_mid_conversation_neither_loses_nor_repeats_and_keeps_state() {
-    let mut world = World::new("bot-restart").await;
+    restart_mid_conversation(StoreKind::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_on_sqlite_neither_loses_nor_repeats_and_keeps_state() {
+    restart_mid_conversation(StoreKind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_on_postgres_neither_loses_nor_repeats_and_keeps_state() {
+    restart_mid_conversation(StoreKind::Postgres).await;
+}
+
+async fn restart_mid_conversation(kind: StoreKind) {
+    let Some(mut world) = World::with_store("bot-restart", kind).await else {
+        return;
+    };
     let (handle, task) = spawn(
         world
             .runtime(TestBot {
@@ -36,6 +52,7 @@ async fn a_restart_mid_conversation_neither_loses_nor_repeats_and_keeps_state() 
         .send(thread, &Content::text("b"), None)
         .await
         .unwrap();
+    world.reopen_store().await;
     let (handle, task) = spawn(
         world
             .runtime(TestBot {
@@ -107,7 +124,18 @@ async fn redelivered_items_get_no_second_reply() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_committed_before_a_crash_are_posted_once_after_it() {
-    let mut world = World::new("bot-crash").await;
+    crash_with_outbox(StoreKind::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_committed_before_a_crash_on_sqlite_are_posted_once_after_it() {
+    crash_with_outbox(StoreKind::Sqlite).await;
+}
+
+async fn crash_with_outbox(kind: StoreKind) {
+    let Some(mut world) = World::with_store("bot-crash", kind).await else {
+        return;
+    };
     // The first process cannot reach the relay to post: its replies stay in the outbox.
     let down = Arc::new(AtomicBool::new(true));
     let failing = {
@@ -151,6 +179,7 @@ async fn replies_committed_before_a_crash_are_posted_once_after_it() {
     // The process dies (no graceful shutdown); a new one posts what the outbox holds, once.
     task.abort();
     let _ = task.await;
+    world.reopen_store().await;
     let mut runtime = None;
     for _ in 0..50 {
         let store: Arc<dyn BotStore> = world.store.clone();

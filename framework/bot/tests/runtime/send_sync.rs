@@ -2,7 +2,8 @@
 
 use switchboard::layers::Metrics;
 use switchboard::pipeline::{Delivery, Inbound, Outgoing};
-use switchboard::store::{Effects, OutboxEntry, StoreError, StoreKey, ThreadRecord};
+use switchboard::store::memory::MemoryStore;
+use switchboard::store::{Effects, OutboxEntry, StoreError, ThreadRecord};
 
 use super::*;
 
