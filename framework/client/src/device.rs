@@ -279,7 +279,8 @@ impl<'de> Deserialize<'de> for SecretB64 {
 pub struct Device {
     keys: Arc<DeviceKeys>,
     relay: RelayClient,
-    keystore: Keystore,
+    /// Shared with the blocking thread that writes it (see [`Device::persist`]).
+    keystore: Arc<std::sync::Mutex<Keystore>>,
     role: DeviceRole,
     cursor: u64,
     pinned: BTreeMap<EntityId, PinnedAdmin>,
@@ -382,7 +383,7 @@ impl Device {
         Ok(Self {
             keys,
             relay,
-            keystore,
+            keystore: Arc::new(std::sync::Mutex::new(keystore)),
             role,
             cursor: 0,
             pinned: BTreeMap::new(),
@@ -439,7 +440,7 @@ impl Device {
         let mut device = Self {
             keys,
             relay,
-            keystore,
+            keystore: Arc::new(std::sync::Mutex::new(keystore)),
             role: contents.role,
             cursor: contents.cursor,
             pinned: contents.pinned,
@@ -456,7 +457,7 @@ impl Device {
             acking: None,
         };
         if moved {
-            device.save()?;
+            device.persist().await?;
         }
         Ok(device)
     }
@@ -617,7 +618,7 @@ impl Device {
         self.rotation.signed(at);
         let thread = state.thread();
         self.threads.insert(thread, state);
-        self.save()?;
+        self.persist().await?;
         self.relay.open_thread(&open).await?;
         Ok(thread)
     }
@@ -641,7 +642,7 @@ impl Device {
         let sealed = state.seal(&self.keys, content, quoted)?;
         // The generation must be on disk before the message leaves: a restart must never seal
         // with it again.
-        self.save()?;
+        self.persist().await?;
         self.relay.post_message(thread, &sealed).await?;
         Ok(sealed)
     }
@@ -695,7 +696,7 @@ impl Device {
         self.rotation.epoch_applied(&commit.action);
         // Installed here and kept until posted: one save holds both.
         self.unposted.push(commit.clone());
-        self.save()?;
+        self.persist().await?;
         Ok(commit)
     }
 
@@ -706,7 +707,7 @@ impl Device {
     /// Relay errors.
     pub async fn post_commit(&mut self, commit: &Commit) -> Result<(), ClientError> {
         self.relay.post_commit(commit.thread, commit).await?;
-        self.posted(commit)
+        self.posted(commit).await
     }
 
     /// Admin: the commits made but not yet posted (see [`Device::post_unposted`]).
@@ -746,14 +747,14 @@ impl Device {
                     tracing::error!(thread = %commit.thread, epoch = commit.epoch.0, error = %e, "commit refused by the relay; dropped");
                 }
             }
-            self.posted(&commit)?;
+            self.posted(&commit).await?;
         }
         Ok(())
     }
 
     /// Forgets, at most once an hour, marks and wrap ids that can no longer be replayed (a
     /// long-running device would otherwise keep them until it restarts).
-    fn prune_memory_hourly(&mut self, at: Timestamp) -> Result<(), ClientError> {
+    async fn prune_memory_hourly(&mut self, at: Timestamp) -> Result<(), ClientError> {
         if at < self.memory_pruned_at.plus(3600) {
             return Ok(());
         }
@@ -761,17 +762,17 @@ impl Device {
         let before = (self.memory.threads(), self.memory.wraps().len());
         self.memory.prune(at);
         if (self.memory.threads(), self.memory.wraps().len()) != before {
-            self.save()?;
+            self.persist().await?;
         }
         Ok(())
     }
 
-    fn posted(&mut self, commit: &Commit) -> Result<(), ClientError> {
+    async fn posted(&mut self, commit: &Commit) -> Result<(), ClientError> {
         let before = self.unposted.len();
         self.unposted
             .retain(|c| !(c.thread == commit.thread && c.epoch == commit.epoch));
         if self.unposted.len() != before {
-            self.save()?;
+            self.persist().await?;
         }
         Ok(())
     }
@@ -844,7 +845,7 @@ impl Device {
             .await?;
         let caught_up = items.len() < FETCH_LIMIT as usize;
         let Some(last) = items.last().map(|item| item.seq).max(highest) else {
-            self.delete_expired_kem_keys()?;
+            self.delete_expired_kem_keys().await?;
             return Ok(Vec::new());
         };
         let at = now();
@@ -858,12 +859,12 @@ impl Device {
             }
         }
         self.cursor = self.cursor.max(last);
-        self.save()?;
+        self.persist().await?;
         if caught_up {
             // Only now: commits queued while the device was away may be wrapped to a retired key.
-            self.delete_expired_kem_keys()?;
+            self.delete_expired_kem_keys().await?;
         }
-        self.prune_memory_hourly(at)?;
+        self.prune_memory_hourly(at).await?;
         // The cursor is on disk, so the ack runs in the background: a lost ack only means the
         // relay keeps the items a while longer (they are skipped by cursor and acknowledged
         // with the next ack), and no await stands between applying and returning the events.
@@ -940,9 +941,34 @@ impl Device {
         applied.event
     }
 
-    /// Writes the whole device state to the keystore.
+    /// Writes the whole device state to the keystore, on this thread (for the sync setters).
     fn save(&mut self) -> Result<(), ClientError> {
-        let contents = contents_of(
+        let contents = self.contents()?;
+        let mut keystore = self.keystore.lock().map_err(|_| poisoned())?;
+        keystore.save(&contents)?;
+        Ok(())
+    }
+
+    /// Writes the whole device state to the keystore from an async fn: the contents are built
+    /// here (cheap), the encryption, write and fsyncs run on tokio's blocking pool. Returns once
+    /// the file is on disk, so callers keep their ordering (a generation saved before the
+    /// message is posted, a cursor saved before the acknowledgement).
+    async fn persist(&mut self) -> Result<(), ClientError> {
+        let contents = self.contents()?;
+        let keystore = Arc::clone(&self.keystore);
+        tokio::task::spawn_blocking(move || {
+            let mut keystore = keystore.lock().map_err(|_| poisoned())?;
+            keystore.save(&contents).map_err(ClientError::from)
+        })
+        .await
+        .map_err(|e| {
+            ClientError::KeystoreContents(format!("the keystore write did not finish: {e}"))
+        })?
+    }
+
+    /// The whole device state as keystore contents.
+    fn contents(&self) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+        contents_of(
             &self.keys,
             &self.rotation,
             self.relay.url(),
@@ -954,10 +980,13 @@ impl Device {
             &self.app,
             &self.memory,
             &self.unposted,
-        )?;
-        self.keystore.save(&contents)?;
-        Ok(())
+        )
     }
+}
+
+/// A keystore write panicked earlier: the file may be behind the state in memory.
+fn poisoned() -> ClientError {
+    ClientError::KeystoreContents("an earlier keystore write failed midway".to_owned())
 }
 
 /// The keystore contents of a device, as JSON (zeroized when dropped).
