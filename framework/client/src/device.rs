@@ -6,272 +6,30 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use switchboard_protocol::api::{InboxItem, ItemKind};
+use switchboard_protocol::api::InboxItem;
 use switchboard_protocol::{
-    CipherSuite, Commit, CommitAction, Content, Csprng, DeviceId, DeviceKeys, DeviceMemory,
-    EntityId, Epoch, Fingerprint, IdentityPublicKey, KemKeySecrets, KeyBundle, MessageDigest,
-    MessageId, ReceivedMessage, ReplayPolicy, SealedMessage, SeenWraps, ThreadId, ThreadSnapshot,
+    Commit, CommitAction, Content, Csprng, DeviceId, DeviceKeys, DeviceMemory, EntityId,
+    Fingerprint, KeyBundle, MessageId, ReplayPolicy, SealedMessage, SeenWraps, ThreadId,
     ThreadState, Timestamp,
 };
 use zeroize::Zeroizing;
 
 use crate::engine::{ItemContext, apply_item};
-use crate::enrol::ExpectedKey;
 use crate::error::ClientError;
-use crate::keystore::{KdfCost, Keystore, KeystoreSecret};
+use crate::keystore::{Keystore, KeystoreSecret};
 use crate::relay::{RelayClient, now};
 
+mod persist;
 mod rotation;
+mod types;
 
+use persist::{Contents, contents_of, poisoned};
 pub use rotation::KemRotation;
 use rotation::RotationState;
+pub use types::{DeviceRole, Event, NewDevice, NewRole, PinnedAdmin};
 
 /// Inbox items fetched per request.
 const FETCH_LIMIT: u32 = 100;
-
-/// What a device is in the system.
-// One per device: the size of the agent variant (an expanded public key) does not matter.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "role", rename_all = "snake_case", deny_unknown_fields)]
-pub enum DeviceRole {
-    /// A customer: opens threads with entities.
-    Customer,
-    /// The admin device of an entity: accepts threads, forwards them, changes rosters.
-    Admin {
-        /// The entity.
-        entity: EntityId,
-    },
-    /// An agent (bot or human) of an entity: joins the threads the admin forwards to it.
-    Agent {
-        /// The entity.
-        entity: EntityId,
-        /// The entity's admin device.
-        admin: DeviceId,
-        /// Its identity key, pinned when this agent was set up.
-        admin_key: IdentityPublicKey,
-    },
-}
-
-/// The admin key a customer pinned for an entity at first contact.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PinnedAdmin {
-    /// The admin device.
-    pub device: DeviceId,
-    /// Its identity key.
-    pub identity_key: IdentityPublicKey,
-}
-
-impl PinnedAdmin {
-    /// The fingerprint people compare.
-    #[must_use]
-    pub fn fingerprint(&self) -> Fingerprint {
-        self.identity_key.fingerprint()
-    }
-}
-
-/// What [`Device::receive`] found.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Event {
-    /// A customer opened a thread (admin devices).
-    ThreadOpened {
-        /// The thread.
-        thread: ThreadId,
-        /// The customer's device.
-        customer: DeviceId,
-    },
-    /// The admin added this device to a thread (agent devices).
-    Joined {
-        /// The thread.
-        thread: ThreadId,
-        /// The epoch this device starts in.
-        epoch: Epoch,
-    },
-    /// The roster of a thread changed: a new epoch.
-    RosterChanged {
-        /// The thread.
-        thread: ThreadId,
-        /// The new epoch.
-        epoch: Epoch,
-    },
-    /// This device was removed from a thread; its state of the thread is deleted.
-    Removed {
-        /// The thread.
-        thread: ThreadId,
-    },
-    /// A message, verified and decrypted.
-    Message {
-        /// The thread.
-        thread: ThreadId,
-        /// The message: who sent it (verified against the roster and credentials), and what.
-        message: ReceivedMessage,
-        /// The message as it was sealed (for an admin that keeps history to grant later).
-        sealed: Box<SealedMessage>,
-    },
-    /// Earlier messages of a thread this device joined later, granted by the admin, verified
-    /// and decrypted, in thread order.
-    History {
-        /// The thread.
-        thread: ThreadId,
-        /// The messages.
-        messages: Vec<ReceivedMessage>,
-    },
-    /// A member signed a different message under a generation this device already accepted a
-    /// message for (it equivocates, or its state was rolled back): the first message stands and
-    /// this one was dropped. Receivers may disagree about what it said: report it (the admin
-    /// audits it).
-    Equivocation {
-        /// The thread.
-        thread: ThreadId,
-        /// The member.
-        sender: DeviceId,
-        /// The epoch.
-        epoch: Epoch,
-        /// The generation used twice.
-        generation: u64,
-        /// Digest of the message accepted first.
-        first: MessageDigest,
-        /// Digest of the dropped one.
-        second: MessageDigest,
-    },
-    /// A message of an old epoch arrived after the grace period that followed this device's
-    /// install of the next epoch and was dropped: its sender may have missed a commit (a relay
-    /// withholding it). The admin audits these.
-    LateMessage {
-        /// The thread.
-        thread: ThreadId,
-        /// The sender.
-        sender: DeviceId,
-        /// The message's (old) epoch.
-        epoch: Epoch,
-        /// The epoch this device had installed after it.
-        next: Epoch,
-        /// When it was installed.
-        next_installed_at: Timestamp,
-    },
-    /// An inbox item failed verification and was dropped (it is never shown).
-    Refused {
-        /// The thread it claimed.
-        thread: ThreadId,
-        /// Its inbox position.
-        seq: u64,
-        /// What it claimed to be.
-        kind: ItemKind,
-        /// Why it was refused.
-        reason: String,
-    },
-}
-
-/// How to set up a new device.
-#[derive(Clone, Debug)]
-pub struct NewDevice {
-    /// The relay, `http://HOST:PORT`.
-    pub relay: String,
-    /// The HPKE suite of the device's KEM key.
-    pub suite: CipherSuite,
-    /// The role, and for an admin the entity's display name.
-    pub role: NewRole,
-    /// Argon2id cost for a passphrase-protected keystore.
-    pub kdf: KdfCost,
-}
-
-/// The role of a new device.
-#[derive(Clone, Debug)]
-pub enum NewRole {
-    /// A customer.
-    Customer,
-    /// The admin of a new entity, created at the relay with this display name.
-    Admin {
-        /// The entity.
-        entity: EntityId,
-        /// What customers see.
-        display_name: String,
-    },
-    /// An agent of an existing entity; its admin key is fetched from the directory, checked
-    /// against `admin`, and pinned.
-    Agent {
-        /// The entity.
-        entity: EntityId,
-        /// What the admin's identity key must be: its fingerprint, as `switchboard admin init`
-        /// printed it on the admin's machine.
-        admin: ExpectedKey,
-    },
-}
-
-impl NewDevice {
-    /// A new device of `role` at `relay`, with the default suite and keystore cost.
-    #[must_use]
-    pub fn new(relay: impl Into<String>, role: NewRole) -> Self {
-        Self {
-            relay: relay.into(),
-            suite: CipherSuite::default(),
-            role,
-            kdf: KdfCost::default(),
-        }
-    }
-}
-
-/// The keystore's contents, version 1.
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Contents {
-    v: u32,
-    device: DeviceId,
-    suite: CipherSuite,
-    seed: SecretB64,
-    /// The KEM private keys (current and retired within the grace period). Absent in keystores
-    /// written before KEM rotation: their KEM key derives from the seed.
-    #[serde(default)]
-    kem: Option<KemKeySecrets>,
-    /// When the KEM key was published and rotated, and epochs applied since.
-    #[serde(default)]
-    kem_rotation: RotationState,
-    relay: String,
-    cursor: u64,
-    role: DeviceRole,
-    pinned: BTreeMap<EntityId, PinnedAdmin>,
-    seen_opens: SeenWraps,
-    threads: Vec<ThreadSnapshot>,
-    /// The application's own state (e.g. the admin's agent registry), kept with the keys.
-    #[serde(default)]
-    app: serde_json::Value,
-    /// What the device remembers of threads it left: refuses replayed joins.
-    #[serde(default)]
-    memory: DeviceMemory,
-    /// Admin: commits made (their epoch installed here) but not yet posted to the relay.
-    #[serde(default)]
-    unposted: Vec<Commit>,
-}
-
-/// A 32-byte secret as base64url that is zeroized when dropped.
-struct SecretB64(Zeroizing<[u8; 32]>);
-
-impl Serialize for SecretB64 {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use base64::Engine as _;
-        let text = Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(*self.0));
-        s.serialize_str(&text)
-    }
-}
-
-impl<'de> Deserialize<'de> for SecretB64 {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use base64::Engine as _;
-        let text = Zeroizing::new(String::deserialize(d)?);
-        let bytes = Zeroizing::new(
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(text.as_bytes())
-                .map_err(serde::de::Error::custom)?,
-        );
-        let array: [u8; 32] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| serde::de::Error::custom("the device seed must be 32 bytes"))?;
-        Ok(Self(Zeroizing::new(array)))
-    }
-}
 
 /// A device: its keys, its relay connection and its threads, persisted in an encrypted
 /// keystore after every change that matters (a sealed message, an applied commit, a moved
@@ -982,46 +740,4 @@ impl Device {
             &self.unposted,
         )
     }
-}
-
-/// A keystore write panicked earlier: the file may be behind the state in memory.
-fn poisoned() -> ClientError {
-    ClientError::KeystoreContents("an earlier keystore write failed midway".to_owned())
-}
-
-/// The keystore contents of a device, as JSON (zeroized when dropped).
-#[allow(clippy::too_many_arguments)]
-fn contents_of(
-    keys: &DeviceKeys,
-    rotation: &RotationState,
-    relay: &str,
-    cursor: u64,
-    role: &DeviceRole,
-    pinned: &BTreeMap<EntityId, PinnedAdmin>,
-    seen_opens: &SeenWraps,
-    threads: &BTreeMap<ThreadId, ThreadState>,
-    app: &serde_json::Value,
-    memory: &DeviceMemory,
-    unposted: &[Commit],
-) -> Result<Zeroizing<Vec<u8>>, ClientError> {
-    let contents = Contents {
-        v: 1,
-        device: keys.device(),
-        suite: keys.suite(),
-        seed: SecretB64(Zeroizing::new(*keys.seed())),
-        kem: Some(keys.kem_secrets()),
-        kem_rotation: rotation.clone(),
-        relay: relay.to_owned(),
-        cursor,
-        role: role.clone(),
-        pinned: pinned.clone(),
-        seen_opens: seen_opens.clone(),
-        threads: threads.values().map(ThreadState::snapshot).collect(),
-        app: app.clone(),
-        memory: memory.clone(),
-        unposted: unposted.to_vec(),
-    };
-    serde_json::to_vec(&contents)
-        .map(Zeroizing::new)
-        .map_err(|e| ClientError::KeystoreContents(e.to_string()))
 }
