@@ -10,7 +10,9 @@ use switchboard_protocol::{
 use zeroize::Zeroizing;
 
 use super::rotation::RotationState;
-use super::{DeviceRole, PinnedAdmin};
+use std::sync::Arc;
+
+use super::{Device, DeviceRole, PinnedAdmin};
 use crate::error::ClientError;
 
 /// The keystore's contents, version 1.
@@ -74,7 +76,7 @@ impl<'de> Deserialize<'de> for SecretB64 {
 }
 
 /// A keystore write panicked earlier: the file may be behind the state in memory.
-pub(super) fn poisoned() -> ClientError {
+fn poisoned() -> ClientError {
     ClientError::KeystoreContents("an earlier keystore write failed midway".to_owned())
 }
 
@@ -113,4 +115,48 @@ pub(super) fn contents_of(
     serde_json::to_vec(&contents)
         .map(Zeroizing::new)
         .map_err(|e| ClientError::KeystoreContents(e.to_string()))
+}
+
+impl Device {
+    /// Writes the whole device state to the keystore, on this thread (for the sync setters).
+    pub(super) fn save(&mut self) -> Result<(), ClientError> {
+        let contents = self.contents()?;
+        let mut keystore = self.keystore.lock().map_err(|_| poisoned())?;
+        keystore.save(&contents)?;
+        Ok(())
+    }
+
+    /// Writes the whole device state to the keystore from an async fn: the contents are built
+    /// here (cheap), the encryption, write and fsyncs run on tokio's blocking pool. Returns once
+    /// the file is on disk, so callers keep their ordering (a generation saved before the
+    /// message is posted, a cursor saved before the acknowledgement).
+    pub(super) async fn persist(&mut self) -> Result<(), ClientError> {
+        let contents = self.contents()?;
+        let keystore = Arc::clone(&self.keystore);
+        tokio::task::spawn_blocking(move || {
+            let mut keystore = keystore.lock().map_err(|_| poisoned())?;
+            keystore.save(&contents).map_err(ClientError::from)
+        })
+        .await
+        .map_err(|e| {
+            ClientError::KeystoreContents(format!("the keystore write did not finish: {e}"))
+        })?
+    }
+
+    /// The whole device state as keystore contents.
+    fn contents(&self) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+        contents_of(
+            &self.keys,
+            &self.rotation,
+            self.relay.url(),
+            self.cursor,
+            &self.role,
+            &self.pinned,
+            &self.seen_opens,
+            &self.threads,
+            &self.app,
+            &self.memory,
+            &self.unposted,
+        )
+    }
 }
