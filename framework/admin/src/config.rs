@@ -26,9 +26,11 @@
 //! keywords = ["order", "shipping"]
 //! team = "orders"
 //!
-//! [history]                          # history grants; both off by default
+//! [history]                          # history grants
 //! on_route = true                    # the routed agent reads what the customer wrote first
+//!                                    # (the default; false keeps it from the agent)
 //! on_handoff = true                  # whoever takes over reads the conversation so far
+//!                                    # (off by default)
 //! max_messages = 100
 //! ```
 //!
@@ -70,8 +72,9 @@ pub struct Config {
     pub old_epoch_grace_secs: u64,
 }
 
-/// History grants: when an agent joining a thread gets its earlier messages (off by default:
-/// an agent reads a thread from the epoch it joined).
+/// History grants: when an agent joining a thread gets its earlier messages. By default the
+/// agent a new thread is routed to reads what the customer wrote before (the question that
+/// routed it); whoever takes a thread over later reads it from the epoch it joined.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct History {
     /// Grant the messages before routing to the agent a new thread is routed to.
@@ -202,15 +205,31 @@ struct File {
     old_epoch_grace_secs: u64,
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HistoryFile {
-    #[serde(default)]
+    #[serde(default = "default_on_route")]
     on_route: bool,
     #[serde(default)]
     on_handoff: bool,
     max_messages: Option<usize>,
     dir: Option<PathBuf>,
+}
+
+impl Default for HistoryFile {
+    fn default() -> Self {
+        Self {
+            on_route: default_on_route(),
+            on_handoff: false,
+            max_messages: None,
+            dir: None,
+        }
+    }
+}
+
+/// The routed agent reads the messages that routed the thread unless the entity says no.
+fn default_on_route() -> bool {
+    true
 }
 
 const fn default_credential_days() -> u64 {
@@ -467,6 +486,19 @@ mod tests {
         assert_eq!(config.policy.rules[0].keywords, ["order", "shipping"]);
         let hours = config.policy.hours.unwrap();
         assert_eq!((hours.open, hours.close), (540, 1050));
+    }
+
+    #[test]
+    fn the_routed_agent_reads_the_routing_messages_unless_the_entity_turns_it_off() {
+        let config = Config::parse(FULL, Path::new("/etc/acme")).unwrap();
+        assert!(config.history.on_route, "on by default, without [history]");
+        assert!(!config.history.on_handoff, "handoff grants stay opt-in");
+        let partial = format!("{FULL}\n[history]\nmax_messages = 10\n");
+        let config = Config::parse(&partial, Path::new("/etc/acme")).unwrap();
+        assert!(config.history.on_route, "on by default, with [history]");
+        let off = format!("{FULL}\n[history]\non_route = false\n");
+        let config = Config::parse(&off, Path::new("/etc/acme")).unwrap();
+        assert!(!config.history.on_route, "the entity turns it off");
     }
 
     #[test]
