@@ -304,7 +304,9 @@ async fn attempt(
             };
             let mut seen_opens = SeenWraps::new();
             let applied = apply_item(&cx, &mut state, &mut blob.memory, &mut seen_opens, item);
-            if let (Some(claim), Some(s)) = (blob.claimed, state.take()) {
+            if let Some(claim) = blob.claimed
+                && let Some(s) = state.take()
+            {
                 state = Some(honour_claim(&keys, s, claim).map_err(Failure::Fatal)?);
             }
             if let Some(event) = applied.event {
