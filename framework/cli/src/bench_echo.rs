@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use switchboard::layers::Metrics;
 use switchboard::prelude::*;
 use switchboard_admin::{Admin, Config};
 use switchboard_client::{Device, Event, ExpectedKey, NewDevice, NewRole};
@@ -67,6 +68,14 @@ pub(crate) struct EchoArgs {
 struct Row {
     customers: usize,
     report: BenchReport,
+    /// Mean customer-to-reply latency.
+    mean: Duration,
+    /// Mean time the customer took to seal and post (until the relay answered 201).
+    send: Duration,
+    /// Mean time the bot took per message event, from its worker taking the inbox item to the
+    /// reply posted (the runtime's `switchboard_handle_seconds{kind="message"}`), if it was
+    /// recorded.
+    bot: Option<Duration>,
 }
 
 pub(crate) async fn run(args: EchoArgs) -> Result<(), String> {
@@ -178,7 +187,7 @@ async fn bench(args: &EchoArgs, dir: &Path) -> Result<(), String> {
         "bot: EchoBot, switchboard::Runtime in this process on its own tokio runtime ({BOT_WORKERS} worker threads), store {store_url}"
     ));
 
-    let result = measure(args, dir, &url, admin).await;
+    let result = measure(args, dir, &url, admin, &bot.metrics).await;
     bot.stop().await;
     relay.stop().await.map_err(|e| e.to_string())?;
     result
@@ -209,7 +218,13 @@ async fn start_admin(dir: &Path, url: &str) -> Result<Admin, String> {
 }
 
 /// Warms up, measures each row, prints the table.
-async fn measure(args: &EchoArgs, dir: &Path, url: &str, admin: Admin) -> Result<(), String> {
+async fn measure(
+    args: &EchoArgs,
+    dir: &Path,
+    url: &str,
+    admin: Admin,
+    metrics: &Metrics,
+) -> Result<(), String> {
     let most = args.customers.iter().copied().max().unwrap_or(1);
     let secret = KeystoreSecret::KeyFile(dir.join("customers.key"));
     KeystoreSecret::create_key_file(&dir.join("customers.key")).map_err(|e| e.to_string())?;
@@ -262,17 +277,22 @@ async fn measure(args: &EchoArgs, dir: &Path, url: &str, admin: Admin) -> Result
     let cap = Duration::from_secs(args.max_secs);
     let mut rows = Vec::with_capacity(args.customers.len());
     let mut customers: Vec<Option<Customer>> = customers.into_iter().map(Some).collect();
+    let handled = metrics.histogram("switchboard_handle_seconds", &[("kind", "message")]);
     for &count in &args.customers {
-        let (report, back) = row(&mut customers, count, args.messages, cap).await?;
-        rows.push(Row {
-            customers: count,
-            report,
-        });
+        let (count_before, sum_before) = (handled.count(), handled.sum());
+        let (mut row, back) = row(&mut customers, count, args.messages, cap).await?;
+        let events = handled.count().saturating_sub(count_before);
+        if events > 0 {
+            let mean = (handled.sum() - sum_before).max(0.0) / events as f64;
+            row.bot = Some(Duration::from_secs_f64(mean));
+        }
+        rows.push(row);
         for (slot, customer) in customers.iter_mut().zip(back) {
             *slot = Some(customer);
         }
     }
     print_table(&rows, floor);
+    print_breakdown(&rows);
     Ok(())
 }
 
@@ -304,7 +324,7 @@ async fn row(
     count: usize,
     messages: usize,
     cap: Duration,
-) -> Result<(BenchReport, Vec<Customer>), String> {
+) -> Result<(Row, Vec<Customer>), String> {
     let started = Instant::now();
     let deadline = started + cap;
     let mut tasks = Vec::with_capacity(count);
@@ -315,26 +335,39 @@ async fn row(
         let share = messages / count + usize::from(i < messages % count);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(share);
+            let mut send = Duration::ZERO;
             for n in 0..share {
                 if Instant::now() >= deadline {
                     break;
                 }
-                latencies.push(customer.ask(&format!("message {n} of {count}/{i}")).await?);
+                let asked = customer.ask(&format!("message {n} of {count}/{i}")).await?;
+                latencies.push(asked.latency);
+                send += asked.send;
             }
-            Ok::<_, String>((latencies, customer))
+            Ok::<_, String>((latencies, send, customer))
         }));
     }
     let mut latencies = Vec::with_capacity(messages);
+    let mut send = Duration::ZERO;
     let mut back = Vec::with_capacity(count);
     for task in tasks {
-        let (mine, customer) = task
+        let (mine, sending, customer) = task
             .await
             .map_err(|e| format!("a customer failed: {e}"))??;
         latencies.extend(mine);
+        send += sending;
         back.push(customer);
     }
+    let answered = u32::try_from(latencies.len().max(1)).unwrap_or(u32::MAX);
+    let mean = latencies.iter().sum::<Duration>() / answered;
     Ok((
-        BenchReport::from_latencies(latencies, started.elapsed()),
+        Row {
+            customers: count,
+            report: BenchReport::from_latencies(latencies, started.elapsed()),
+            mean,
+            send: send / answered,
+            bot: None,
+        },
         back,
     ))
 }
@@ -367,6 +400,39 @@ fn print_table(rows: &[Row], floor: Duration) {
     }
 }
 
+/// Where the time of an answered message goes, on average.
+fn print_breakdown(rows: &[Row]) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    out("");
+    out(
+        "where the time goes, mean per answered message in ms: the customer seals and posts (until the relay's 201); the bot handles the event (open, bot, store commit, post of the reply); the rest is the relay waking the bot's and the customer's long polls, the bot's fetch and the customer opening the reply",
+    );
+    out(&format!(
+        "{:>9} {:>8} {:>14} {:>11} {:>8}",
+        "customers", "mean_ms", "customer_send", "bot_handle", "rest"
+    ));
+    for row in rows {
+        let (bot, rest) = match row.bot {
+            Some(bot) => (
+                format!("{:.2}", ms(bot)),
+                format!(
+                    "{:.2}",
+                    ms(row.mean.saturating_sub(row.send).saturating_sub(bot))
+                ),
+            ),
+            None => ("n/a".to_owned(), "n/a".to_owned()),
+        };
+        out(&format!(
+            "{:>9} {:>8.2} {:>14.2} {:>11} {:>8}",
+            row.customers,
+            ms(row.mean),
+            ms(row.send),
+            bot,
+            rest
+        ));
+    }
+}
+
 /// The echo bot the bench measures.
 struct EchoBot;
 
@@ -394,6 +460,8 @@ impl Bot for EchoBot {
 
 /// The bot, on a tokio runtime of its own in a thread of its own.
 struct BotProcess {
+    /// The bot runtime's metrics registry.
+    metrics: Metrics,
     stop: oneshot::Sender<()>,
     done: oneshot::Receiver<Result<(), String>>,
 }
@@ -406,7 +474,7 @@ impl BotProcess {
         store: String,
     ) -> Result<Self, String> {
         let (stop, stopped) = oneshot::channel::<()>();
-        let (ready_tx, ready) = oneshot::channel::<Result<(), String>>();
+        let (ready_tx, ready) = oneshot::channel::<Result<Metrics, String>>();
         let (done_tx, done) = oneshot::channel();
         std::thread::Builder::new()
             .name("bench-bot".to_owned())
@@ -435,7 +503,7 @@ impl BotProcess {
                         .await;
                     let bot = match built {
                         Ok(bot) => {
-                            let _ = ready_tx.send(Ok(()));
+                            let _ = ready_tx.send(Ok(bot.metrics()));
                             bot
                         }
                         Err(e) => {
@@ -452,10 +520,14 @@ impl BotProcess {
                 let _ = done_tx.send(result);
             })
             .map_err(|e| format!("the bot's thread: {e}"))?;
-        ready
+        let metrics = ready
             .await
             .map_err(|_| "the bot's thread ended early".to_owned())??;
-        Ok(Self { stop, done })
+        Ok(Self {
+            metrics,
+            stop,
+            done,
+        })
     }
 
     async fn stop(self) {
@@ -466,6 +538,15 @@ impl BotProcess {
             Ok(Err(_)) | Err(_) => tracing::warn!("the bot did not stop in time"),
         }
     }
+}
+
+/// One answered message, as the customer timed it.
+#[derive(Clone, Copy, Debug)]
+struct Asked {
+    /// From before sealing the message to having opened the reply.
+    latency: Duration,
+    /// From before sealing the message to the relay's answer to its post.
+    send: Duration,
 }
 
 /// A customer in a thread of its own with the bench entity.
@@ -522,13 +603,14 @@ impl Customer {
         }
     }
 
-    /// Sends `text` and waits for the bot's echo; returns the customer-to-reply latency.
-    async fn ask(&mut self, text: &str) -> Result<Duration, String> {
+    /// Sends `text` and waits for the bot's echo.
+    async fn ask(&mut self, text: &str) -> Result<Asked, String> {
         let started = Instant::now();
         self.device
             .send(self.thread, &Content::text(text), None)
             .await
             .map_err(|e| e.to_string())?;
+        let send = started.elapsed();
         let deadline = started + REPLY_PATIENCE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -541,7 +623,10 @@ impl Customer {
                 .await
                 .map_err(|e| e.to_string())?;
             if events.iter().any(|event| is_reply(event, text)) {
-                return Ok(started.elapsed());
+                return Ok(Asked {
+                    latency: started.elapsed(),
+                    send,
+                });
             }
         }
     }

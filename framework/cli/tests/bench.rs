@@ -109,7 +109,8 @@ fn bench_echo_prints_one_row_per_customer_count() {
         ]
     );
     let rows: Vec<Vec<&str>> = lines
-        .filter(|l| !l.trim().is_empty())
+        .by_ref()
+        .take_while(|l| !l.trim().is_empty())
         .map(|l| l.split_whitespace().collect())
         .collect();
     assert_eq!(rows.len(), 2, "{stdout}");
@@ -122,6 +123,26 @@ fn bench_echo_prints_one_row_per_customer_count() {
             let value: f64 = cell.parse().unwrap();
             assert!(value.is_finite() && value >= 0.0, "{stdout}");
         }
+    }
+    // Then where the time goes: one line per row after its header.
+    let rest: Vec<&str> = lines.collect();
+    assert!(rest[0].starts_with("where the time goes"), "{stdout}");
+    let header: Vec<&str> = rest[1].split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "customers",
+            "mean_ms",
+            "customer_send",
+            "bot_handle",
+            "rest"
+        ]
+    );
+    assert_eq!(rest.len(), 4, "{stdout}");
+    for (line, customers) in rest[2..].iter().zip(["1", "2"]) {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cells.len(), header.len(), "{stdout}");
+        assert_eq!(cells[0], customers);
     }
 }
 
