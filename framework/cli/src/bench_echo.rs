@@ -19,6 +19,8 @@ use switchboard_admin::{Admin, Config};
 use switchboard_client::{Device, Event, ExpectedKey, NewDevice, NewRole};
 use switchboard_relay::bench::BenchReport;
 use switchboard_relay::http::Limits;
+use switchboard_testkit::floor::{FloorReport, crypto_floor};
+use switchboard_testkit::sim::SimCustomer;
 use tokio::sync::{oneshot, watch};
 
 use crate::out;
@@ -52,7 +54,7 @@ pub(crate) struct EchoArgs {
     max_secs: u64,
     /// Seal-and-open rounds for the crypto floor.
     #[arg(long, default_value_t = 2000)]
-    floor_iterations: usize,
+    floor_iterations: u32,
     /// The bot's state store (default: `sqlite://DIR/bot.db`; `memory` shows what the store
     /// costs).
     #[arg(long)]
@@ -187,7 +189,7 @@ async fn bench(args: &EchoArgs, dir: &Path) -> Result<(), String> {
         "bot: EchoBot, switchboard::Runtime in this process on its own tokio runtime ({BOT_WORKERS} worker threads), store {store_url}"
     ));
 
-    let result = measure(args, dir, &url, admin, &bot.metrics).await;
+    let result = measure(args, &url, admin, &bot.metrics).await;
     bot.stop().await;
     relay.stop().await.map_err(|e| e.to_string())?;
     result
@@ -220,14 +222,11 @@ async fn start_admin(dir: &Path, url: &str) -> Result<Admin, String> {
 /// Warms up, measures each row, prints the table.
 async fn measure(
     args: &EchoArgs,
-    dir: &Path,
     url: &str,
     admin: Admin,
     metrics: &Metrics,
 ) -> Result<(), String> {
     let most = args.customers.iter().copied().max().unwrap_or(1);
-    let secret = KeystoreSecret::KeyFile(dir.join("customers.key"));
-    KeystoreSecret::create_key_file(&dir.join("customers.key")).map_err(|e| e.to_string())?;
     let entity = EntityId::new(ENTITY).map_err(|e| e.to_string())?;
 
     // The admin routes the threads while the customers open them, then stops.
@@ -236,13 +235,11 @@ async fn measure(
     let warm_started = Instant::now();
     let mut tasks = Vec::with_capacity(most);
     for i in 0..most {
-        let path = dir.join(format!("customer-{i}.keystore"));
-        let secret = secret.clone();
         let url = url.to_owned();
         let entity = entity.clone();
         let warmup = args.warmup;
         tasks.push(tokio::spawn(async move {
-            let mut customer = Customer::open(&path, &secret, &url, &entity).await?;
+            let mut customer = Customer::open(&url, &entity).await?;
             customer.route(&format!("hello from {i}")).await?;
             for n in 0..warmup {
                 customer.ask(&format!("warm-up {n} from {i}")).await?;
@@ -262,17 +259,13 @@ async fn measure(
         .await
         .map_err(|e| format!("the admin failed: {e}"))??;
     out(&format!(
-        "warm-up: {most} customers (switchboard_client::Device), {routed} threads routed by the admin, {} messages answered in {:.2} s; the admin is stopped for the measurement",
+        "warm-up: {most} customers (switchboard_testkit::sim::SimCustomer: keys and thread state in memory, no keystore, no fsync), {routed} threads routed by the admin, {} messages answered in {:.2} s; the admin is stopped for the measurement",
         most * (args.warmup + 1),
         warm_started.elapsed().as_secs_f64()
     ));
 
-    let floor = crypto_floor(args.floor_iterations)?;
-    out(&format!(
-        "crypto floor: {:.1} µs per answered message (customer seals, bot opens, bot seals, customer opens; one core, {} rounds)",
-        floor.as_secs_f64() * 1e6,
-        args.floor_iterations
-    ));
+    let floor = crypto_floor(args.floor_iterations).map_err(|e| e.to_string())?;
+    out(&floor.to_string());
 
     let cap = Duration::from_secs(args.max_secs);
     let mut rows = Vec::with_capacity(args.customers.len());
@@ -291,7 +284,7 @@ async fn measure(
             *slot = Some(customer);
         }
     }
-    print_table(&rows, floor);
+    print_table(&rows, &floor);
     print_breakdown(&rows);
     Ok(())
 }
@@ -372,18 +365,18 @@ async fn row(
     ))
 }
 
-fn print_table(rows: &[Row], floor: Duration) {
+fn print_table(rows: &[Row], floor: &FloorReport) {
     out("");
     out(&format!(
         "{:>9} {:>9} {:>11} {:>8} {:>8} {:>12} {:>10}",
         "customers", "answered", "answered/s", "p50_ms", "p99_ms", "floor_us/msg", "x_floor"
     ));
-    let floor_us = floor.as_secs_f64() * 1e6;
+    let floor_us = floor.answered_us;
     for row in rows {
         let per_sec = row.report.posts_per_sec();
         // What one answered message cost in wall time, as a multiple of the crypto floor.
-        let ratio = if per_sec > 0.0 && floor_us > 0.0 {
-            1e6 / per_sec / floor_us
+        let ratio = if per_sec > 0.0 {
+            floor.ratio(1e6 / per_sec)
         } else {
             0.0
         };
@@ -549,35 +542,29 @@ struct Asked {
     send: Duration,
 }
 
-/// A customer in a thread of its own with the bench entity.
+/// A customer in a thread of its own with the bench entity (a [`SimCustomer`]: the protocol of
+/// a customer device with its state in memory, so that the bench measures the bot and the
+/// relay, not the customers' keystore writes).
 struct Customer {
-    device: Device,
+    sim: SimCustomer,
     thread: ThreadId,
 }
 
 impl Customer {
-    async fn open(
-        path: &Path,
-        secret: &KeystoreSecret,
-        url: &str,
-        entity: &EntityId,
-    ) -> Result<Self, String> {
-        let mut device = Device::create(path, secret, NewDevice::new(url, NewRole::Customer))
+    async fn open(url: &str, entity: &EntityId) -> Result<Self, String> {
+        let mut sim = SimCustomer::register(url)
             .await
             .map_err(|e| e.to_string())?;
-        let thread = device
-            .open_thread(entity)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(Self { device, thread })
+        let thread = sim.open_thread(entity).await.map_err(|e| e.to_string())?;
+        Ok(Self { sim, thread })
     }
 
     /// Writes the first message (the admin routes the thread on it) and waits until the bot
     /// joined the thread (a new epoch) or answered.
     async fn route(&mut self, text: &str) -> Result<(), String> {
         let started = Instant::now();
-        self.device
-            .send(self.thread, &Content::text(text), None)
+        self.sim
+            .send(self.thread, text)
             .await
             .map_err(|e| e.to_string())?;
         let deadline = started + REPLY_PATIENCE;
@@ -589,7 +576,7 @@ impl Customer {
                 ));
             }
             let events = self
-                .device
+                .sim
                 .receive(left.min(Duration::from_secs(1)))
                 .await
                 .map_err(|e| e.to_string())?;
@@ -606,8 +593,8 @@ impl Customer {
     /// Sends `text` and waits for the bot's echo.
     async fn ask(&mut self, text: &str) -> Result<Asked, String> {
         let started = Instant::now();
-        self.device
-            .send(self.thread, &Content::text(text), None)
+        self.sim
+            .send(self.thread, text)
             .await
             .map_err(|e| e.to_string())?;
         let send = started.elapsed();
@@ -618,7 +605,7 @@ impl Customer {
                 return Err(format!("no reply to {text:?} within {REPLY_PATIENCE:?}"));
             }
             let events = self
-                .device
+                .sim
                 .receive(left.min(Duration::from_secs(1)))
                 .await
                 .map_err(|e| e.to_string())?;
@@ -640,36 +627,4 @@ fn is_reply(event: &Event, text: &str) -> bool {
             if matches!(message.sender_info, Sender::Agent { .. })
                 && message.content.as_text() == Some(text)
     )
-}
-
-/// The crypto floor of one answered message, measured here on one core: two seal-and-open
-/// rounds (the customer seals, the bot opens; the bot seals, the customer opens), signatures
-/// and AEAD included, no I/O. Returns the time per answered message.
-fn crypto_floor(iterations: usize) -> Result<Duration, String> {
-    use switchboard_client::now;
-    use switchboard_protocol::{CipherSuite, Csprng, DeviceKeys, ThreadState};
-
-    let mut rng = Csprng::from_os().map_err(|e| e.to_string())?;
-    let admin = DeviceKeys::generate(DeviceId::random(&mut rng), CipherSuite::default(), &mut rng);
-    let customer =
-        DeviceKeys::generate(DeviceId::random(&mut rng), CipherSuite::default(), &mut rng);
-    let entity = EntityId::new(ENTITY).map_err(|e| e.to_string())?;
-    let (mut sender, _) =
-        ThreadState::open(&customer, entity, &admin.bundle(now()), now(), &mut rng)
-            .map_err(|e| e.to_string())?;
-    let mut receiver =
-        ThreadState::restore(&customer, sender.snapshot()).map_err(|e| e.to_string())?;
-    let content = Content::text("message 1234 of 64/12");
-    let rounds = iterations.max(1);
-    let started = Instant::now();
-    for _ in 0..rounds.saturating_mul(2) {
-        let sealed = sender
-            .seal(&customer, &content, None)
-            .map_err(|e| e.to_string())?;
-        receiver
-            .open_message(&sealed, now())
-            .map_err(|e| e.to_string())?;
-    }
-    let rounds = u32::try_from(rounds).unwrap_or(u32::MAX);
-    Ok(started.elapsed() / rounds)
 }
