@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 mod admin_cmd;
 mod agent_cmd;
+mod bench_echo;
 mod bench_http;
 mod chat;
 mod demo;
@@ -44,8 +45,13 @@ enum Command {
     /// The whole system in one process, every step printed (relay on SQLite, admin, a bot, a
     /// human, a customer).
     Demo(demo::DemoArgs),
-    /// Measure durable posts per second and latency of the relay's store.
+    /// Measure durable posts per second and latency of the relay's store (`bench echo`: a
+    /// bot's answered messages per second and reply latency).
+    #[command(args_conflicts_with_subcommands = true)]
     Bench {
+        /// What to measure instead of the relay's store.
+        #[command(subcommand)]
+        kind: Option<BenchKind>,
         /// Database, as for `relay`.
         #[arg(long, default_value = "sqlite://switchboard-bench.db")]
         db: String,
@@ -66,6 +72,14 @@ enum Command {
         #[arg(long)]
         http: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchKind {
+    /// Answered messages per second and customer-to-reply latency through one echo bot (the
+    /// SDK's Runtime on a SQLite store), from each number of customers at once, beside the
+    /// crypto floor measured in the same run.
+    Echo(bench_echo::EchoArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,6 +122,11 @@ fn main() -> ExitCode {
             Command::Chat(args) => chat::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench {
+                kind: Some(BenchKind::Echo(args)),
+                ..
+            } => bench_echo::run(args).await,
+            Command::Bench {
+                kind: None,
                 db,
                 posts,
                 concurrency,

@@ -1,7 +1,12 @@
 //! `switchboard bench` runs and reports what it measured (small runs: the numbers themselves are
 //! measured with release builds, see framework/relay/README.md).
 
-#![allow(clippy::unwrap_used, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::process::Command;
 
@@ -33,5 +38,124 @@ fn store_and_http_benches_count_every_post() {
     for report in [bench(&[]), bench(&["--http"])] {
         assert!(report.starts_with("40 durable posts in "), "{report}");
         assert!(report.contains("posts/s; latency p50 "), "{report}");
+    }
+}
+
+/// Runs `switchboard bench echo` with tiny counts, killed if it takes longer than `limit`.
+fn bench_echo(args: &[&str], limit: std::time::Duration) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["bench", "echo", "--log-level", "warn"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            child.kill().unwrap();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "bench echo did not finish within {limit:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn bench_echo_prints_one_row_per_customer_count() {
+    let output = bench_echo(
+        &[
+            "--customers",
+            "1,2",
+            "--messages",
+            "5",
+            "--warmup",
+            "1",
+            "--floor-iterations",
+            "10",
+            "--max-secs",
+            "60",
+        ],
+        std::time::Duration::from_secs(240),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("relay: http://127.0.0.1:"), "{stdout}");
+    assert!(stdout.contains("bot: EchoBot"), "{stdout}");
+    assert!(stdout.contains("crypto floor: "), "{stdout}");
+    let mut lines = stdout
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("customers"));
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "customers",
+            "answered",
+            "answered/s",
+            "p50_ms",
+            "p99_ms",
+            "floor_us/msg",
+            "x_floor"
+        ]
+    );
+    let rows: Vec<Vec<&str>> = lines
+        .by_ref()
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    for (row, customers) in rows.iter().zip(["1", "2"]) {
+        assert_eq!(row.len(), header.len(), "{stdout}");
+        assert_eq!(row[0], customers);
+        // Every message is answered: the loop is closed, and the time cap is far away.
+        assert_eq!(row[1], "5", "{stdout}");
+        for cell in &row[2..] {
+            let value: f64 = cell.parse().unwrap();
+            assert!(value.is_finite() && value >= 0.0, "{stdout}");
+        }
+    }
+    // Then where the time goes: one line per row after its header.
+    let rest: Vec<&str> = lines.collect();
+    assert!(rest[0].starts_with("where the time goes"), "{stdout}");
+    let header: Vec<&str> = rest[1].split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "customers",
+            "mean_ms",
+            "customer_send",
+            "bot_handle",
+            "rest"
+        ]
+    );
+    assert_eq!(rest.len(), 4, "{stdout}");
+    for (line, customers) in rest[2..].iter().zip(["1", "2"]) {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cells.len(), header.len(), "{stdout}");
+        assert_eq!(cells[0], customers);
+    }
+}
+
+#[test]
+fn bench_echo_refuses_bad_counts() {
+    for args in [
+        &["--customers", "0"][..],
+        &["--customers", "1,5000"],
+        &["--messages", "0"],
+    ] {
+        let output = bench_echo(args, std::time::Duration::from_secs(60));
+        assert!(!output.status.success(), "{args:?} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("must be"), "{args:?}: {stderr}");
     }
 }
