@@ -304,7 +304,11 @@ async fn attempt(
             };
             let mut seen_opens = SeenWraps::new();
             let applied = apply_item(&cx, &mut state, &mut blob.memory, &mut seen_opens, item);
-            if let (Some(claim), Some(s)) = (blob.claimed, state.take()) {
+            // The state is taken only when there is a claim to honour: taking it first would
+            // drop it for every item without one.
+            if let Some(claim) = blob.claimed
+                && let Some(s) = state.take()
+            {
                 state = Some(honour_claim(&keys, s, claim).map_err(Failure::Fatal)?);
             }
             if let Some(event) = applied.event {
