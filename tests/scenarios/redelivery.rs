@@ -101,9 +101,6 @@ async fn bot_killed_and_restarted_under_redelivery_replies_exactly_once() {
         );
     }
     let seen = scene.admin.stop().await;
-    for c in &customers {
-        assert!(c.errors.is_empty(), "{}: {:?}", c.name, c.errors);
-    }
     assert_exactly_once(&customers);
     assert_eq!(seen.routed, CUSTOMERS, "every thread routed once");
     assert!(seen.equivocations.is_empty(), "{:?}", seen.equivocations);

@@ -241,9 +241,6 @@ async fn three_instances_on_postgres_one_killed_reply_exactly_once_in_order() {
         );
     }
     let seen = scene.admin.stop().await;
-    for c in &customers {
-        assert!(c.errors.is_empty(), "{}: {:?}", c.name, c.errors);
-    }
     assert_exactly_once(&customers);
 
     // In order within each thread: reply i answers message i.

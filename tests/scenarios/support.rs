@@ -132,6 +132,7 @@ impl Scene {
             received: Vec::new(),
             equivocations: Vec::new(),
             errors: Vec::new(),
+            hiccups: Vec::new(),
         }
     }
 }
@@ -410,7 +411,10 @@ pub struct Customer {
     /// Every text message from an agent, in the order received (duplicates included).
     pub received: Vec<Received>,
     pub equivocations: Vec<String>,
+    /// What went wrong in the conversation (a reply that never came).
     pub errors: Vec<String>,
+    /// Receive errors (retried; shown when the test fails).
+    pub hiccups: Vec<String>,
 }
 
 impl Customer {
@@ -429,7 +433,7 @@ impl Customer {
             Ok(events) => events,
             Err(e) => {
                 // A relay hiccup: noted, and the next call tries again.
-                self.errors.push(e.to_string());
+                self.hiccups.push(e.to_string());
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 return 0;
             }
@@ -499,8 +503,8 @@ impl Customer {
     }
 }
 
-/// Checks that every customer got exactly one reply per message and nothing else; panics with
-/// every discrepancy otherwise.
+/// Checks that every customer got exactly one reply per message, nothing else, no equivocation
+/// and no error; panics with every discrepancy otherwise.
 pub fn assert_exactly_once(customers: &[Customer]) {
     let mut problems = Vec::new();
     for c in customers {
@@ -513,12 +517,15 @@ pub fn assert_exactly_once(customers: &[Customer]) {
         for text in unexpected {
             problems.push(format!("{}: unexpected message {text:?}", c.name));
         }
-        for e in &c.equivocations {
+        for e in c.equivocations.iter().chain(&c.errors) {
             problems.push(format!("{}: {e}", c.name));
+        }
+        if !c.hiccups.is_empty() {
+            problems.push(format!("{}: (receive errors: {:?})", c.name, c.hiccups));
         }
     }
     assert!(
-        problems.is_empty(),
+        problems.iter().all(|p| p.contains("(receive errors")),
         "exactly one reply per customer message failed:\n{}",
         problems.join("\n")
     );
