@@ -12,6 +12,7 @@
     unreachable_pub
 )]
 
+mod delivery_order;
 mod handoff;
 mod redelivery;
 mod scale_out;
