@@ -148,6 +148,9 @@ impl ThreadScoped for Delivery {
     }
 }
 
+/// How long one post to the relay may take.
+const DELIVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, BotError>> + Send>>;
 
 /// The end of the inbound pipeline: the bot's hooks.
@@ -187,13 +190,17 @@ pub(crate) fn outbound_end() -> OutboundService {
     }))
 }
 
-/// The end of the delivery pipeline: posts to the relay. The relay is idempotent by message
-/// id: a message it stored before counts as delivered.
+/// The end of the delivery pipeline: posts to the relay (at most [`DELIVERY_TIMEOUT`]). The
+/// relay is idempotent by message id: a message it stored before counts as delivered.
 pub(crate) fn delivery_end(relay: RelayClient) -> DeliveryService {
     BoxCloneSyncService::new(tower::service_fn(move |d: Delivery| {
         let relay = relay.clone();
         async move {
-            match relay.post_message(d.thread, &d.message).await {
+            let posted =
+                tokio::time::timeout(DELIVERY_TIMEOUT, relay.post_message(d.thread, &d.message))
+                    .await
+                    .map_err(|_| BotError::Timeout(DELIVERY_TIMEOUT))?;
+            match posted {
                 Ok(_) => Ok(()),
                 Err(e) => {
                     let e = BotError::from(e);

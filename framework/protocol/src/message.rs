@@ -150,6 +150,22 @@ pub enum Content {
     },
 }
 
+impl From<String> for Content {
+    /// Text content.
+    fn from(text: String) -> Self {
+        Self::Text { text }
+    }
+}
+
+impl From<&str> for Content {
+    /// Text content.
+    fn from(text: &str) -> Self {
+        Self::Text {
+            text: text.to_owned(),
+        }
+    }
+}
+
 impl Content {
     /// Text content.
     #[must_use]

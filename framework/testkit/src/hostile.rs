@@ -5,10 +5,15 @@
 //! inbox (a replayed commit), and watch requests as they pass (to check what was durable when a
 //! post left its device).
 //!
+//! It injects faults too: redelivery of inbox items ([`HostileRelay::redeliver`]), error answers
+//! ([`HostileRelay::fail_next`]) and connections closed without an answer
+//! ([`HostileRelay::reset_connections`]). Every answer asks the client to close its connection,
+//! so each request comes on a new one (a closed connection then fails exactly one request).
+//!
 //! Devices under attack are pointed at [`HostileRelay::url`]; the others may talk to the real
 //! relay directly.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::body::{Body, Bytes};
@@ -17,12 +22,16 @@ use axum::extract::{Request, State};
 pub use axum::http::Method;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use switchboard_protocol::api::{InboxAnswer, InboxItem};
+use switchboard_protocol::api::{ErrorBody, ErrorCode, ErrorDetail, InboxAnswer, InboxItem};
 use switchboard_protocol::request::headers;
 use switchboard_protocol::{DeviceId, decode, encode};
 
 /// The largest request body forwarded (the relay's own limit is 4 MiB).
 const MAX_BODY: usize = 8 * 1024 * 1024;
+
+/// How many delivered items a redelivering device's buffer keeps (per device and instance);
+/// the oldest positions are dropped beyond.
+pub const REDELIVERY_BUFFER: usize = 10_000;
 
 /// Called for every request before it is forwarded: method and path (with query).
 pub type Watcher = Box<dyn Fn(&Method, &str) + Send + Sync>;
@@ -36,6 +45,28 @@ struct Tampering {
     /// Every inbox item the relay delivered through this proxy, by device.
     delivered: HashMap<DeviceId, Vec<InboxItem>>,
     watchers: Vec<Watcher>,
+    /// How many times in all each item is delivered, by device ([`HostileRelay::redeliver`]).
+    redeliver: HashMap<DeviceId, u32>,
+    /// Items already delivered to a redelivering device, by device and lease instance.
+    redelivery: HashMap<(DeviceId, Option<String>), BTreeMap<u64, Copies>>,
+    /// The next requests to answer with an error ([`HostileRelay::fail_next`]).
+    failing: Option<Failing>,
+    /// How many of the next connections to close at once ([`HostileRelay::reset_connections`]).
+    resets: u32,
+}
+
+/// An item delivered to a redelivering device, and how many more copies later answers carry.
+struct Copies {
+    item: InboxItem,
+    left: u32,
+}
+
+/// Error answers still to give.
+#[derive(Clone, Copy)]
+struct Failing {
+    left: u32,
+    status: StatusCode,
+    retry_after: Option<u64>,
 }
 
 /// Where an injected item goes in the inbox answer that carries it.
@@ -94,6 +125,10 @@ impl HostileRelay {
             tampering: Arc::clone(&tampering),
         };
         let app = axum::Router::new().fallback(forward).with_state(proxy);
+        let listener = Resetting {
+            inner: listener,
+            tampering: Arc::clone(&tampering),
+        };
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -150,9 +185,92 @@ impl HostileRelay {
     pub fn watch(&self, watcher: Watcher) {
         self.tampering().watchers.push(watcher);
     }
+
+    /// From now on, every inbox item the relay delivers to `device` is delivered `times` times
+    /// in all (`0` and `1` turn redelivery off): twice in the answer that brings it, and the
+    /// other copies one per later inbox answer of the device (also empty ones, and also after
+    /// the device acknowledged it), at the item's position among that answer's items, so the
+    /// device sees old positions again. Copies go to answers for the same lease `instance` as
+    /// the original. An item the relay itself delivers again (not acknowledged yet) is not
+    /// multiplied again. At most [`REDELIVERY_BUFFER`] items are kept per device and instance.
+    pub fn redeliver(&self, device: DeviceId, times: u32) {
+        let mut tampering = self.tampering();
+        if times <= 1 {
+            tampering.redeliver.remove(&device);
+            tampering.redelivery.retain(|(d, _), _| *d != device);
+        } else {
+            tampering.redeliver.insert(device, times);
+        }
+    }
+
+    /// Answers the next `n` requests (of any device) with `status` and, if given, a
+    /// `Retry-After: retry_after` header, without forwarding them (a relay that is down, busy
+    /// or rate limiting), with the relay's JSON error body (`rate_limited` for 429,
+    /// `unavailable` for 503, ...). A `status` that is not an HTTP status becomes 503. Requests
+    /// of every device count, background acknowledgements too. Replaces what an earlier call
+    /// left; `n == 0` turns it off.
+    pub fn fail_next(&self, n: u32, status: u16, retry_after: Option<u64>) {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        self.tampering().failing = (n > 0).then_some(Failing {
+            left: n,
+            status,
+            retry_after,
+        });
+    }
+
+    /// Closes the connections of the next `n` requests without an answer (a relay that crashes
+    /// or a network that drops): the client sees its connection closed. Adds to what an
+    /// earlier call left.
+    pub fn reset_connections(&self, n: u32) {
+        let mut tampering = self.tampering();
+        tampering.resets = tampering.resets.saturating_add(n);
+    }
+}
+
+/// The proxy's listener: closes the connections it is told to reset as they come (each
+/// request comes on a connection of its own, see the module docs).
+struct Resetting {
+    inner: tokio::net::TcpListener,
+    tampering: Arc<Mutex<Tampering>>,
+}
+
+impl axum::serve::Listener for Resetting {
+    type Io = tokio::net::TcpStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+            {
+                let mut tampering = self
+                    .tampering
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if tampering.resets > 0 {
+                    tampering.resets -= 1;
+                    drop(stream);
+                    continue;
+                }
+            }
+            return (stream, addr);
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
 }
 
 async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
+    let mut response = answer(proxy, request).await;
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    response
+}
+
+async fn answer(proxy: Proxy, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let path_and_query = parts
         .uri
@@ -164,12 +282,24 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
     {
-        let tampering = proxy
+        let mut tampering = proxy
             .tampering
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         for watcher in &tampering.watchers {
             watcher(&parts.method, &path_and_query);
+        }
+        if let Some(failing) = tampering.failing.as_mut() {
+            let (status, retry_after) = (failing.status, failing.retry_after);
+            failing.left = failing.left.saturating_sub(1);
+            if failing.left == 0 {
+                tampering.failing = None;
+            }
+            let mut headers = HeaderMap::new();
+            if let Some(secs) = retry_after {
+                headers.insert(axum::http::header::RETRY_AFTER, secs.into());
+            }
+            return (status, headers, axum::Json(fault_body(status))).into_response();
         }
         if parts.method == Method::GET
             && let Some(answer) = tampering.answers.get(parts.uri.path())
@@ -209,14 +339,44 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
         return StatusCode::BAD_GATEWAY.into_response();
     };
     let bytes = match (device, parts.uri.path(), status.is_success()) {
-        (Some(device), "/v1/inbox", true) => tamper_inbox(&proxy, device, bytes),
+        (Some(device), "/v1/inbox", true) => {
+            tamper_inbox(&proxy, device, instance(parts.uri.query()), bytes)
+        }
         _ => bytes,
     };
     (status, headers, Body::from(bytes)).into_response()
 }
 
-/// Records what the relay delivered to `device` and appends what the test injected.
-fn tamper_inbox(proxy: &Proxy, device: DeviceId, bytes: Bytes) -> Bytes {
+/// The relay's error body for an injected failure with `status`.
+fn fault_body(status: StatusCode) -> ErrorBody {
+    let code = match status.as_u16() {
+        429 => ErrorCode::RateLimited,
+        503 => ErrorCode::Unavailable,
+        403 => ErrorCode::Forbidden,
+        404 => ErrorCode::NotFound,
+        409 => ErrorCode::Conflict,
+        500 => ErrorCode::Internal,
+        _ => ErrorCode::Unknown,
+    };
+    ErrorBody {
+        error: ErrorDetail {
+            code,
+            message: "fault injected by the hostile relay".to_owned(),
+        },
+    }
+}
+
+/// The lease instance an inbox request names (`instance=` in its query), as sent.
+fn instance(query: Option<&str>) -> Option<String> {
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("instance="))
+        .map(str::to_owned)
+}
+
+/// Records what the relay delivered to `device`, appends what the test injected, and adds
+/// redelivered copies.
+fn tamper_inbox(proxy: &Proxy, device: DeviceId, instance: Option<String>, bytes: Bytes) -> Bytes {
     let Ok(mut answer) = decode::<InboxAnswer>(&bytes) else {
         return bytes;
     };
@@ -230,6 +390,7 @@ fn tamper_inbox(proxy: &Proxy, device: DeviceId, bytes: Bytes) -> Bytes {
             delivered.push(item.clone());
         }
     }
+    let redelivered = redeliver(&mut tampering, device, instance, &mut answer.items);
     let (Some(first), Some(last)) = (
         answer.items.first().map(|i| i.seq),
         answer.items.last().map(|i| i.seq),
@@ -237,7 +398,7 @@ fn tamper_inbox(proxy: &Proxy, device: DeviceId, bytes: Bytes) -> Bytes {
         return bytes;
     };
     let injected = tampering.injected.remove(&device).unwrap_or_default();
-    if injected.is_empty() {
+    if injected.is_empty() && !redelivered {
         return bytes;
     }
     let mut before = Vec::new();
@@ -256,4 +417,46 @@ fn tamper_inbox(proxy: &Proxy, device: DeviceId, bytes: Bytes) -> Bytes {
     before.append(&mut answer.items);
     answer.items = before;
     encode(&answer).map_or(bytes, Bytes::from)
+}
+
+/// Adds redelivered copies to `items`, an inbox answer for `device` (under lease `instance`):
+/// a second copy of each item new to the buffer, and one copy of each buffered item that has
+/// copies left; keeps the answer in position order. Whether it changed anything.
+fn redeliver(
+    tampering: &mut Tampering,
+    device: DeviceId,
+    instance: Option<String>,
+    items: &mut Vec<InboxItem>,
+) -> bool {
+    let Some(&times) = tampering.redeliver.get(&device) else {
+        return false;
+    };
+    let buffer = tampering.redelivery.entry((device, instance)).or_default();
+    let fresh: Vec<u64> = items.iter().map(|item| item.seq).collect();
+    let mut copies = Vec::new();
+    for (seq, copy) in buffer.iter_mut() {
+        if copy.left > 0 && !fresh.contains(seq) {
+            copy.left -= 1;
+            copies.push(copy.item.clone());
+        }
+    }
+    for item in items.iter() {
+        if let std::collections::btree_map::Entry::Vacant(slot) = buffer.entry(item.seq) {
+            copies.push(item.clone());
+            slot.insert(Copies {
+                item: item.clone(),
+                left: times.saturating_sub(2),
+            });
+        }
+    }
+    while buffer.len() > REDELIVERY_BUFFER {
+        buffer.pop_first();
+    }
+    if copies.is_empty() {
+        return false;
+    }
+    items.append(&mut copies);
+    // Stable: each copy right after the original of its position.
+    items.sort_by_key(|item| item.seq);
+    true
 }

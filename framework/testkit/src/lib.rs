@@ -2,9 +2,13 @@
 //!
 //! Helpers for tests that drive Switchboard devices against a relay: bounded waits for events,
 //! scratch directories, and accessors for what was said. Every wait is bounded, so a broken
-//! system fails a test instead of hanging it. (The bot conformance suite will live here too.)
+//! system fails a test instead of hanging it. [`hostile`] is a proxy that tampers and injects
+//! faults, [`sim`] a lightweight in-memory customer for load tests, [`floor`] the protocol's
+//! cryptographic cost floor. (The bot conformance suite will live here too.)
 
+pub mod floor;
 pub mod hostile;
+pub mod sim;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,5 +1,7 @@
 //! What the store holds of one thread: the blob the runtime serialises (the store encrypts it).
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use switchboard_protocol::{
     AgentKind, Content, DeviceId, DeviceKeys, DeviceMemory, Epoch, MessageId, Sender, ThreadId,
@@ -23,9 +25,10 @@ pub(crate) struct ThreadBlob {
     /// The bot's typed state.
     #[serde(default)]
     pub(crate) bot_state: serde_json::Value,
-    /// Recent messages, oldest first (at most [`HISTORY_LIMIT`]).
-    #[serde(default)]
-    pub(crate) history: Vec<StoredMessage>,
+    /// Recent messages, oldest first (at most [`HISTORY_LIMIT`]); shared with the events'
+    /// contexts, not copied for each.
+    #[serde(default, with = "history_serde")]
+    pub(crate) history: Arc<Vec<Message>>,
     /// A join waiting for its history grant.
     #[serde(default)]
     pub(crate) pending: Option<PendingJoin>,
@@ -90,8 +93,71 @@ pub(crate) fn honour_claim(
     ThreadState::restore(keys, snapshot).map_err(|e| BotError::Protocol(e.to_string()))
 }
 
+/// The history as stored: each message through [`StoredMessage`], borrowed when written.
+mod history_serde {
+    use std::sync::Arc;
+
+    use serde::ser::SerializeSeq as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use switchboard_protocol::{AgentKind, Content, DeviceId, MessageId, Sender, ThreadId};
+
+    use super::StoredMessage;
+    use crate::bot::Message;
+
+    #[derive(Serialize)]
+    struct Borrowed<'a> {
+        id: MessageId,
+        thread: ThreadId,
+        sender: DeviceId,
+        from: BorrowedSender<'a>,
+        content: &'a Content,
+        quoted: Option<MessageId>,
+    }
+
+    #[derive(Serialize)]
+    #[serde(tag = "who", rename_all = "snake_case")]
+    enum BorrowedSender<'a> {
+        Customer,
+        Admin,
+        Agent { display_name: &'a str, bot: bool },
+    }
+
+    pub(super) fn serialize<S: Serializer>(
+        history: &Arc<Vec<Message>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(history.len()))?;
+        for m in history.iter() {
+            let from = match &m.from {
+                Sender::Customer => BorrowedSender::Customer,
+                Sender::Admin => BorrowedSender::Admin,
+                Sender::Agent { display_name, kind } => BorrowedSender::Agent {
+                    display_name,
+                    bot: *kind == AgentKind::Bot,
+                },
+            };
+            seq.serialize_element(&Borrowed {
+                id: m.id,
+                thread: m.thread,
+                sender: m.sender,
+                from,
+                content: &m.content,
+                quoted: m.quoted,
+            })?;
+        }
+        seq.end()
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Arc<Vec<Message>>, D::Error> {
+        let stored = Vec::<StoredMessage>::deserialize(d)?;
+        Ok(Arc::new(stored.into_iter().map(Message::from).collect()))
+    }
+}
+
 /// A message as stored in the history.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StoredMessage {
     id: MessageId,
@@ -102,7 +168,7 @@ pub(crate) struct StoredMessage {
     quoted: Option<MessageId>,
 }
 
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Deserialize)]
 #[serde(tag = "who", rename_all = "snake_case", deny_unknown_fields)]
 enum StoredSender {
     Customer,
@@ -110,35 +176,14 @@ enum StoredSender {
     Agent { display_name: String, bot: bool },
 }
 
-impl From<&Message> for StoredMessage {
-    fn from(m: &Message) -> Self {
-        let from = match &m.from {
-            Sender::Customer => StoredSender::Customer,
-            Sender::Admin => StoredSender::Admin,
-            Sender::Agent { display_name, kind } => StoredSender::Agent {
-                display_name: display_name.clone(),
-                bot: *kind == AgentKind::Bot,
-            },
-        };
-        Self {
-            id: m.id,
-            thread: m.thread,
-            sender: m.sender,
-            from,
-            content: m.content.clone(),
-            quoted: m.quoted,
-        }
-    }
-}
-
-impl From<&StoredMessage> for Message {
-    fn from(m: &StoredMessage) -> Self {
-        let from = match &m.from {
+impl From<StoredMessage> for Message {
+    fn from(m: StoredMessage) -> Self {
+        let from = match m.from {
             StoredSender::Customer => Sender::Customer,
             StoredSender::Admin => Sender::Admin,
             StoredSender::Agent { display_name, bot } => Sender::Agent {
-                display_name: display_name.clone(),
-                kind: if *bot {
+                display_name,
+                kind: if bot {
                     AgentKind::Bot
                 } else {
                     AgentKind::Human
@@ -150,8 +195,95 @@ impl From<&StoredMessage> for Message {
             thread: m.thread,
             sender: m.sender,
             from,
-            content: m.content.clone(),
+            content: m.content,
             quoted: m.quoted,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use switchboard_protocol::{CipherSuite, Csprng, EntityId, Timestamp};
+
+    use super::*;
+
+    fn customer_thread() -> (DeviceKeys, ThreadState) {
+        let mut rng = Csprng::from_os().unwrap();
+        let now = Timestamp(1_800_000_000);
+        let device = |rng: &mut Csprng| {
+            DeviceKeys::generate(DeviceId::random(rng), CipherSuite::default(), rng)
+        };
+        let (customer, admin) = (device(&mut rng), device(&mut rng));
+        let acme = EntityId::new("acme").unwrap();
+        let (state, _) =
+            ThreadState::open(&customer, acme, &admin.bundle(now), now, &mut rng).unwrap();
+        (customer, state)
+    }
+
+    #[test]
+    fn a_claimed_generation_is_never_sealed_again() {
+        let (keys, mut state) = customer_thread();
+        let first = state.seal(&keys, &Content::text("a"), None).unwrap();
+        assert_eq!(first.header.generation, 0);
+        let claim = Claim {
+            epoch: state.epoch(),
+            next_generation: 5,
+        };
+        let mut state = honour_claim(&keys, state, claim).unwrap();
+        let next = state.seal(&keys, &Content::text("b"), None).unwrap();
+        assert_eq!(next.header.generation, 5);
+        // A claim below the counter, or of another epoch, changes nothing.
+        let mut state = honour_claim(&keys, state, claim).unwrap();
+        assert_eq!(
+            state
+                .seal(&keys, &Content::text("c"), None)
+                .unwrap()
+                .header
+                .generation,
+            6
+        );
+        let other = Claim {
+            epoch: Epoch(9),
+            next_generation: 100,
+        };
+        let mut state = honour_claim(&keys, state, other).unwrap();
+        assert_eq!(
+            state
+                .seal(&keys, &Content::text("d"), None)
+                .unwrap()
+                .header
+                .generation,
+            7
+        );
+    }
+
+    #[test]
+    fn a_blob_round_trips_and_an_empty_record_is_a_new_thread() {
+        let (_, state) = customer_thread();
+        let message = Message {
+            id: MessageId::derive(state.thread(), Epoch(0), DeviceId::from_bytes([1; 16]), 0),
+            thread: state.thread(),
+            sender: DeviceId::from_bytes([1; 16]),
+            from: Sender::Agent {
+                display_name: "OrderBot".into(),
+                kind: AgentKind::Bot,
+            },
+            content: Content::text("hi"),
+            quoted: None,
+        };
+        let blob = ThreadBlob {
+            snapshot: Some(state.snapshot()),
+            bot_state: serde_json::json!({"seen": 3}),
+            history: Arc::new(vec![message.clone()]),
+            ..ThreadBlob::default()
+        };
+        let back = ThreadBlob::decode(&blob.encode().unwrap()).unwrap();
+        assert!(back.snapshot == blob.snapshot);
+        assert_eq!(back.bot_state, blob.bot_state);
+        assert_eq!(back.history[0], message);
+        assert!(ThreadBlob::decode(&[]).unwrap().snapshot.is_none());
+        assert!(ThreadBlob::decode(b"{").is_err());
     }
 }

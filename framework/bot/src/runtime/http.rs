@@ -1,5 +1,6 @@
 //! The metrics and health listener: GET /metrics, /healthz, /readyz.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::Router;
@@ -18,8 +19,17 @@ pub(crate) fn app(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
+/// Outbox entries counted at most, per scrape.
+const OUTBOX_COUNT_LIMIT: u32 = 10_000;
+
 async fn metrics(State(shared): State<Arc<Shared>>) -> String {
-    shared.metrics.render()
+    let mut text = shared.metrics.render();
+    // The outbox depth, as the store has it (messages committed and not yet posted).
+    if let Ok(entries) = shared.store.outbox(OUTBOX_COUNT_LIMIT).await {
+        let _ = writeln!(text, "# TYPE switchboard_outbox_depth gauge");
+        let _ = writeln!(text, "switchboard_outbox_depth {}", entries.len());
+    }
+    text
 }
 
 async fn ready(State(shared): State<Arc<Shared>>) -> (StatusCode, &'static str) {

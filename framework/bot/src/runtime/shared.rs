@@ -79,6 +79,8 @@ pub(crate) struct Shared {
     /// The queue of each busy thread.
     pub(crate) queues: Mutex<HashMap<ThreadId, mpsc::UnboundedSender<WorkItem>>>,
     pub(crate) acks: Mutex<AckTracker>,
+    /// Each thread's entries waiting to be posted, in order.
+    pub(crate) sender: crate::runtime::sender::Sender,
     pub(crate) ready: AtomicBool,
     /// The position acknowledged (and kept as this instance's cursor).
     pub(crate) acked: AtomicU64,
@@ -137,5 +139,28 @@ impl Shared {
             .inc();
         self.store.sent(&entry.message_id).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_stop_below_the_oldest_item_not_committed() {
+        let mut acks = AckTracker::starting_at(10);
+        assert_eq!(acks.up_to(), 10);
+        for seq in [11, 12, 13] {
+            acks.fetched(seq);
+        }
+        assert_eq!(acks.up_to(), 10);
+        acks.done(12);
+        assert_eq!(acks.up_to(), 10);
+        acks.done(11);
+        assert_eq!(acks.up_to(), 12);
+        acks.done(13);
+        assert_eq!(acks.up_to(), 13);
+        acks.skipped_to(20);
+        assert_eq!(acks.up_to(), 20);
     }
 }

@@ -4,22 +4,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use switchboard_client::engine::{ItemContext, apply_item};
-use switchboard_client::{Event, now};
+use switchboard_client::now;
 use switchboard_protocol::api::{InboxItem, ItemKind};
-use switchboard_protocol::{
-    Content, DeviceId, DeviceKeys, ReceivedMessage, ReplayPolicy, Roster, SeenWraps, Sender,
-    ThreadId, ThreadState,
-};
+use switchboard_protocol::{DeviceKeys, ReplayPolicy, SeenWraps, ThreadId, ThreadState};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tower::ServiceExt as _;
 use tracing::Instrument as _;
 
-use crate::bot::{Identity, MemberChange, Message, Receipt, ThreadInfo};
 use crate::ctx::{Ctx, EventShared, Scratch};
 use crate::error::BotError;
 use crate::pipeline::{BotEvent, Inbound};
-use crate::runtime::blob::{HISTORY_LIMIT, PendingJoin, ThreadBlob, honour_claim};
+use crate::runtime::blob::{HISTORY_LIMIT, ThreadBlob, honour_claim};
+use crate::runtime::events::{identity, journal_key, map_event, thread_info};
 use crate::runtime::outbox_entry;
+use crate::runtime::sender::post_thread;
 use crate::runtime::shared::Shared;
 use crate::store::{Effects, StoreError};
 
@@ -260,7 +258,7 @@ async fn attempt(
 ) -> Result<&'static str, Failure> {
     let keys = rt.keys();
     let journal_key = match kind {
-        WorkKind::Inbox(item) => Some(format!("seq:{}", item.seq)),
+        WorkKind::Inbox(item) => Some(journal_key(item)),
         WorkKind::FlushPending => None,
     };
     let cached = match cache.take() {
@@ -304,8 +302,6 @@ async fn attempt(
             };
             let mut seen_opens = SeenWraps::new();
             let applied = apply_item(&cx, &mut state, &mut blob.memory, &mut seen_opens, item);
-            // The state is taken only when there is a claim to honour: taking it first would
-            // drop it for every item without one.
             if let Some(claim) = blob.claimed
                 && let Some(s) = state.take()
             {
@@ -343,15 +339,29 @@ async fn attempt(
             }
         }
     }
-    for message in &new_history {
-        blob.history.push(message.into());
+    if version.is_none() && state.is_none() && events.is_empty() {
+        // An item for a thread this device never held, that changed nothing (refused): no
+        // row for it, so that junk cannot grow the store.
+        *cache = Some(Cached {
+            version,
+            blob,
+            state,
+            stored,
+        });
+        return Ok("nothing");
     }
-    let excess = blob.history.len().saturating_sub(HISTORY_LIMIT);
-    blob.history.drain(..excess);
+    let removed = events.iter().any(|e| matches!(e, BotEvent::Removed));
+    blob.memory.prune(at);
+    if !new_history.is_empty() {
+        let history = Arc::make_mut(&mut blob.history);
+        history.extend(new_history);
+        let excess = history.len().saturating_sub(HISTORY_LIMIT);
+        history.drain(..excess);
+    }
 
     // Run the bot.
     let identity = Arc::new(identity(rt, state.as_ref()));
-    let history: Arc<Vec<Message>> = Arc::new(blob.history.iter().map(Message::from).collect());
+    let history = Arc::clone(&blob.history);
     let shared = Arc::new(EventShared {
         thread,
         scratch: Mutex::new(Scratch {
@@ -400,6 +410,12 @@ async fn attempt(
     };
     blob.bot_state = bot_state;
     blob.claimed = None;
+    if removed {
+        // A tombstone: what the device must remember (its memory of the thread), no more.
+        blob.bot_state = serde_json::Value::Null;
+        blob.history = Arc::default();
+        blob.pending = None;
+    }
     blob.snapshot = state.as_ref().map(ThreadState::snapshot);
     let data = blob.encode().map_err(Failure::Fatal)?;
     blob.snapshot = None;
@@ -443,171 +459,12 @@ async fn attempt(
             }
         });
     }
-    for entry in outbox {
-        if let Err(e) = rt.deliver(entry).await {
+    if !outbox.is_empty() {
+        // Behind the thread's earlier replies (a failed one blocks the later ones).
+        rt.sender.push(thread, outbox);
+        if let Err(e) = post_thread(rt, thread).await {
             tracing::warn!(error = %e, "delivery failed; the outbox keeps the message for later");
-            break;
         }
     }
     Ok(outcome)
-}
-
-fn identity(rt: &Shared, state: Option<&ThreadState>) -> Identity {
-    let display_name = state
-        .and_then(|s| s.roster().get(rt.me))
-        .and_then(|m| m.credential())
-        .map(|c| c.display_name.clone())
-        .unwrap_or_default();
-    Identity {
-        device: rt.me,
-        entity: rt.entity.clone(),
-        display_name,
-        fingerprint: rt.fingerprint,
-    }
-}
-
-fn thread_info(me: DeviceId, state: &ThreadState, pending: PendingJoin) -> ThreadInfo {
-    ThreadInfo {
-        thread: state.thread(),
-        entity: state.entity().clone(),
-        epoch: pending.epoch,
-        customer: state.roster().customer().map(|m| m.device()),
-        has_floor: state.roster().may_post(me),
-    }
-}
-
-fn message_of(thread: ThreadId, m: ReceivedMessage) -> Message {
-    Message {
-        id: m.id,
-        thread,
-        sender: m.sender,
-        from: m.sender_info,
-        content: m.content,
-        quoted: m.quoted,
-    }
-}
-
-fn sender_in(roster: &Roster, device: DeviceId) -> Sender {
-    match roster.get(device).and_then(|m| m.credential()) {
-        Some(c) => Sender::Agent {
-            display_name: c.display_name.clone(),
-            kind: c.kind,
-        },
-        None if roster.customer().is_some_and(|m| m.device() == device) => Sender::Customer,
-        None => Sender::Admin,
-    }
-}
-
-/// Turns what the engine reported into the bot's events. Returns whether the bot joined.
-#[allow(clippy::too_many_arguments)]
-fn map_event(
-    rt: &Shared,
-    event: Event,
-    state: Option<&ThreadState>,
-    before: Option<(Roster, bool)>,
-    blob: &mut ThreadBlob,
-    events: &mut Vec<BotEvent>,
-    history: &mut Vec<Message>,
-) -> bool {
-    let count = |kind: &'static str| {
-        rt.metrics
-            .counter("switchboard_items_dropped_total", &[("reason", kind)])
-            .inc();
-    };
-    let flush_pending = |blob: &mut ThreadBlob, events: &mut Vec<BotEvent>| {
-        if let (Some(pending), Some(s)) = (blob.pending.take(), state) {
-            events.push(BotEvent::Thread {
-                info: thread_info(rt.me, s, pending),
-                history: Vec::new(),
-            });
-        }
-    };
-    match event {
-        Event::Joined { epoch, .. } => {
-            blob.pending = Some(PendingJoin {
-                epoch,
-                since: now().0,
-            });
-            return true;
-        }
-        Event::History { thread, messages } => {
-            let granted: Vec<Message> = messages
-                .into_iter()
-                .filter(|m| !matches!(m.content, Content::Typing { .. } | Content::Receipt { .. }))
-                .map(|m| message_of(thread, m))
-                .collect();
-            history.extend(granted.iter().cloned());
-            if let (Some(pending), Some(s)) = (blob.pending.take(), state) {
-                events.push(BotEvent::Thread {
-                    info: thread_info(rt.me, s, pending),
-                    history: granted,
-                });
-            }
-        }
-        Event::RosterChanged { .. } => {
-            if let (Some((old, had_floor)), Some(s)) = (before, state) {
-                let new = s.roster();
-                for (device, _) in new.members.iter().filter(|(d, _)| !old.contains(**d)) {
-                    events.push(BotEvent::Member(MemberChange::Joined {
-                        device: *device,
-                        who: sender_in(new, *device),
-                    }));
-                }
-                for (device, _) in old.members.iter().filter(|(d, _)| !new.contains(**d)) {
-                    events.push(BotEvent::Member(MemberChange::Left {
-                        device: *device,
-                        who: sender_in(&old, *device),
-                    }));
-                }
-                if had_floor && !new.may_post(rt.me) {
-                    events.push(BotEvent::FloorLost);
-                }
-            }
-        }
-        Event::Removed { .. } => {
-            blob.pending = None;
-            if before.is_some_and(|(_, had_floor)| had_floor) {
-                events.push(BotEvent::FloorLost);
-            }
-            events.push(BotEvent::Removed);
-        }
-        Event::Message {
-            thread, message, ..
-        } => {
-            if message.sender == rt.me {
-                return false;
-            }
-            match &message.content {
-                Content::Typing { .. } => {}
-                Content::Receipt { kind, messages } => {
-                    events.push(BotEvent::Receipt(Receipt {
-                        from: message.sender,
-                        kind: *kind,
-                        messages: messages.clone(),
-                    }));
-                }
-                Content::Text { .. } | Content::Reply { .. } => {
-                    flush_pending(blob, events);
-                    let message = message_of(thread, message);
-                    history.push(message.clone());
-                    events.push(BotEvent::Message(message));
-                }
-                _ => history.push(message_of(thread, message)),
-            }
-        }
-        Event::Refused { seq, reason, .. } => {
-            count("refused");
-            tracing::warn!(seq, %reason, "an inbox item was refused");
-        }
-        Event::Equivocation { sender, .. } => {
-            count("equivocation");
-            tracing::warn!(%sender, "a member equivocated; the second message was dropped");
-        }
-        Event::LateMessage { sender, .. } => {
-            count("late_message");
-            tracing::warn!(%sender, "a late message of an old epoch was dropped");
-        }
-        Event::ThreadOpened { .. } => {}
-    }
-    false
 }

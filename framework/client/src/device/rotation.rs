@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use switchboard_protocol::{CommitAction, DeviceId, Epoch, KeyBundle, ThreadId, Timestamp};
+use switchboard_protocol::{
+    CommitAction, DeviceId, Epoch, KeyBundle, ThreadId, ThreadState, Timestamp,
+};
 
 use super::{Device, DeviceRole};
 use crate::error::ClientError;
@@ -127,7 +129,7 @@ impl Device {
             unpublished: true,
             published_at: self.rotation.published_at,
         };
-        self.save()?;
+        self.persist().await?;
         tracing::info!(device = %self.id(), key = %self.keys.kem_key_id(), "KEM key rotated");
         self.publish().await?;
         Ok(self.bundle())
@@ -141,14 +143,14 @@ impl Device {
     /// # Errors
     /// Keystore errors; relay errors from publishing.
     pub async fn maintain_keys(&mut self) -> Result<Option<KeyBundle>, ClientError> {
-        self.delete_expired_kem_keys()?;
+        self.delete_expired_kem_keys().await?;
         self.publish_or_rotate().await
     }
 
     /// Deletes retired KEM keys whose grace period ended, counted from the publication of the
     /// key that replaced them; never while that key is unpublished (senders still wrap to the
     /// old key, which is all the relay serves). Returns how many were deleted.
-    pub(super) fn delete_expired_kem_keys(&mut self) -> Result<usize, ClientError> {
+    pub(super) async fn delete_expired_kem_keys(&mut self) -> Result<usize, ClientError> {
         if self.rotation.unpublished {
             return Ok(0);
         }
@@ -167,7 +169,7 @@ impl Device {
         let deleted = keys.delete_retired_kem_keys(at, grace);
         if deleted > 0 {
             self.replace_keys(keys);
-            self.save()?;
+            self.persist().await?;
             tracing::info!(device = %self.id(), deleted, "retired KEM keys deleted");
         }
         Ok(deleted)
@@ -209,7 +211,7 @@ impl Device {
         self.relay.publish_bundle(&self.bundle()).await?;
         self.rotation.unpublished = false;
         self.rotation.published_at = now();
-        self.save()
+        self.persist().await
     }
 
     /// Admin: the current bundles of `thread`'s other members, fetched from the relay, that
@@ -225,21 +227,37 @@ impl Device {
             .threads
             .get(&thread)
             .ok_or(ClientError::UnknownThread(thread))?;
-        let mut fetched = Vec::new();
-        for device in state.roster().members.keys() {
-            if *device == self.id() {
-                continue;
-            }
-            match self.current_bundle(*device).await {
-                Ok(Some(bundle)) => fetched.push(bundle),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, %device, "cannot fetch a member's bundle; wrapping to the roster's");
-                    break;
-                }
-            }
+        let (fetched, failed) = self.member_bundles(state, &mut BTreeMap::new()).await;
+        if let Some((device, e)) = failed {
+            tracing::warn!(error = %e, %device, "cannot fetch a member's bundle; wrapping to the roster's");
         }
         Ok(state.key_updates(fetched))
+    }
+
+    /// The current bundles of `state`'s other members (see [`Device::current_bundle`]), looked
+    /// up in `known` first and added to it. Stops at the first failed fetch and returns it with
+    /// the bundles fetched until then.
+    async fn member_bundles(
+        &self,
+        state: &ThreadState,
+        known: &mut BTreeMap<DeviceId, Option<KeyBundle>>,
+    ) -> (Vec<KeyBundle>, Option<(DeviceId, ClientError)>) {
+        let me = self.id();
+        let mut fetched = Vec::new();
+        for device in state.roster().members.keys().filter(|d| **d != me) {
+            let bundle = match known.get(device) {
+                Some(bundle) => bundle.clone(),
+                None => match self.current_bundle(*device).await {
+                    Ok(bundle) => {
+                        known.insert(*device, bundle.clone());
+                        bundle
+                    }
+                    Err(e) => return (fetched, Some((*device, e))),
+                },
+            };
+            fetched.extend(bundle);
+        }
+        (fetched, None)
     }
 
     /// A member's bundle as the relay serves it; `None` for an unknown device or a bundle dated
@@ -274,18 +292,12 @@ impl Device {
                 "only the entity's admin device rekeys threads".to_owned(),
             ));
         }
-        let me = self.id();
         let mut current: BTreeMap<DeviceId, Option<KeyBundle>> = BTreeMap::new();
         let mut stale = Vec::new();
         for state in self.threads.values() {
-            let mut fetched = Vec::new();
-            for device in state.roster().members.keys().filter(|d| **d != me) {
-                if !current.contains_key(device) {
-                    current.insert(*device, self.current_bundle(*device).await?);
-                }
-                if let Some(Some(bundle)) = current.get(device) {
-                    fetched.push(bundle.clone());
-                }
+            let (fetched, failed) = self.member_bundles(state, &mut current).await;
+            if let Some((_, e)) = failed {
+                return Err(e);
             }
             if !state.key_updates(fetched).is_empty() {
                 stale.push(state.thread());

@@ -287,3 +287,33 @@ async fn keystores_sharing_a_stem_never_replace_each_other() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_save_fails_the_send_and_nothing_is_posted() {
+    let mut cast = Cast::new().await;
+    let thread = cast.customer.open_thread(&cast.entity).await.unwrap();
+    cast.customer
+        .send(thread, &Content::text("first"), None)
+        .await
+        .unwrap();
+    assert_eq!(messages(&events(&mut cast.admin, 2).await).len(), 1);
+
+    // The keystore path becomes a directory: the atomic replace (rename over it) fails, even
+    // for root, so the new generation cannot reach the disk.
+    let path = cast.dir.join("customer.keystore");
+    std::fs::rename(&path, cast.dir.join("customer.keystore.moved")).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    let err = cast
+        .customer
+        .send(thread, &Content::text("never posted"), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Keystore(KeystoreError::Io { .. })),
+        "{err:?}"
+    );
+
+    // `send` returned only after the post would have finished, so the relay would hold it now.
+    let at_admin = cast.admin.receive(std::time::Duration::ZERO).await.unwrap();
+    assert!(messages(&at_admin).is_empty(), "{at_admin:?}");
+}

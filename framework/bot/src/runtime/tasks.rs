@@ -1,0 +1,217 @@
+//! The runtime's background tasks: the inbox fetch, acknowledgements, the outbox sweep, the
+//! hourly upkeep.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use switchboard_client::{ClientError, Device};
+use switchboard_protocol::ThreadId;
+
+use super::sender::post_thread;
+use super::shared::Shared;
+use super::worker::{self, WorkItem, WorkKind, dispatch};
+use crate::store::OutboxEntry;
+
+/// Inbox items fetched per request at most.
+pub(super) const FETCH_LIMIT: u32 = 100;
+/// The long-poll wait.
+const FETCH_WAIT: Duration = Duration::from_secs(25);
+/// How often the KEM keys are looked after.
+const KEY_UPKEEP: Duration = Duration::from_secs(3600);
+/// How long journal entries are kept.
+const JOURNAL_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often the outbox is swept for messages whose delivery failed.
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
+/// How often acknowledgements are sent (when there is something new to acknowledge).
+const ACK_EVERY: Duration = Duration::from_millis(100);
+/// Outbox entries read per sweep.
+const SWEEP_PAGE: u32 = crate::store::MAX_OUTBOX_PAGE;
+
+/// Fetches the inbox (leased to this instance) and hands the items to their threads.
+pub(super) async fn fetch_loop(shared: Arc<Shared>, mut after: u64) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        // Backpressure: wait for room for at least one item.
+        let first = tokio::select! {
+            permit = Arc::clone(&shared.inflight).acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            () = shared.shutdown.cancelled() => return,
+        };
+        let room = u32::try_from(shared.inflight.available_permits())
+            .unwrap_or(u32::MAX)
+            .saturating_add(1)
+            .min(FETCH_LIMIT);
+        let page = tokio::select! {
+            page = shared.relay.inbox_page(after, room, FETCH_WAIT, Some(&shared.instance)) => page,
+            () = shared.shutdown.cancelled() => return,
+        };
+        let (items, highest) = match page {
+            Ok(page) => {
+                backoff = Duration::from_millis(100);
+                shared.ready.store(true, Ordering::Relaxed);
+                page
+            }
+            Err(e) => {
+                drop(first);
+                let pause = pause_after(&e, backoff);
+                shared.count_error("relay");
+                if e.is_transient() {
+                    tracing::warn!(error = %e, pause_ms = pause.as_millis(), "inbox fetch failed; reconnecting");
+                } else {
+                    tracing::error!(error = %e, pause_ms = pause.as_millis(), "the relay refused the inbox fetch");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = shared.shutdown.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        let mut first = Some(first);
+        for item in items {
+            let permit = match first.take() {
+                Some(p) => p,
+                None => match Arc::clone(&shared.inflight).acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            after = after.max(item.seq);
+            shared.acks().fetched(item.seq);
+            let thread = item.thread;
+            dispatch(
+                &shared,
+                thread,
+                WorkItem {
+                    kind: WorkKind::Inbox(Box::new(item)),
+                    permit: Some(permit),
+                },
+            );
+        }
+        if let Some(highest) = highest {
+            after = after.max(highest);
+            shared.acks().skipped_to(highest);
+        }
+    }
+}
+
+/// The pause after a failed fetch: the relay's `Retry-After`, or the backoff with jitter.
+fn pause_after(e: &ClientError, backoff: Duration) -> Duration {
+    if let ClientError::Refused {
+        retry_after: Some(secs),
+        ..
+    } = e
+    {
+        return Duration::from_secs(*secs);
+    }
+    worker::jittered(backoff)
+}
+
+/// Acknowledges handled items as they are committed.
+pub(super) async fn acker(shared: Arc<Shared>, cursor_key: String) {
+    loop {
+        tokio::time::sleep(ACK_EVERY).await;
+        flush_acks(&shared, &cursor_key).await;
+    }
+}
+
+/// Acknowledges up to the highest position below which everything is committed, and keeps
+/// that position as this instance's cursor.
+pub(super) async fn flush_acks(shared: &Shared, cursor_key: &str) {
+    let up_to = shared.acks().up_to();
+    if up_to <= shared.acked.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Err(e) = shared.relay.ack(up_to, Some(&shared.instance)).await {
+        tracing::warn!(error = %e, up_to, "ack failed; the next one covers it");
+        return;
+    }
+    if let Err(e) = shared
+        .store
+        .put_meta(cursor_key, up_to.to_string().as_bytes())
+        .await
+    {
+        tracing::warn!(error = %e, "cannot keep the inbox cursor");
+        return;
+    }
+    shared.acked.fetch_max(up_to, Ordering::Relaxed);
+}
+
+/// Posts what the outbox holds, now and then (messages whose delivery failed, and after a
+/// crash).
+pub(super) async fn sweeper(shared: Arc<Shared>) {
+    loop {
+        sweep(&shared).await;
+        tokio::time::sleep(SWEEP_EVERY).await;
+    }
+}
+
+pub(super) async fn sweep(shared: &Shared) {
+    load_outbox(shared).await;
+    let threads = shared.sender.waiting();
+    let posts = threads.into_iter().map(|thread| async move {
+        if let Err(e) = post_thread(shared, thread).await {
+            tracing::warn!(error = %e, %thread, "delivery failed; trying again later");
+        }
+    });
+    futures_util::future::join_all(posts).await;
+}
+
+/// Puts what the store's outbox holds (oldest first) into the threads' queues.
+pub(super) async fn load_outbox(shared: &Shared) {
+    let entries = match shared.store.outbox(SWEEP_PAGE).await {
+        Ok(entries) => entries,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the outbox");
+            return;
+        }
+    };
+    let mut by_thread: HashMap<ThreadId, Vec<OutboxEntry>> = HashMap::new();
+    for entry in entries {
+        by_thread.entry(entry.thread).or_default().push(entry);
+    }
+    for (thread, entries) in by_thread {
+        shared.sender.merge(thread, entries);
+    }
+}
+
+/// Hourly upkeep: KEM keys (under the device's lock; the workers get the new keys), and the
+/// inbound journal (entries older than [`JOURNAL_KEEP`] are forgotten: the relay redelivers
+/// only unacknowledged items, and messages that old are refused by the protocol's own replay
+/// windows anyway).
+pub(super) async fn key_upkeep(shared: Arc<Shared>, device: Arc<tokio::sync::Mutex<Device>>) {
+    let mut interval = tokio::time::interval(KEY_UPKEEP);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let older_than = switchboard_client::now()
+            .0
+            .saturating_sub(JOURNAL_KEEP.as_secs());
+        match shared.store.prune_journal(older_than).await {
+            Ok(pruned) if pruned > 0 => tracing::debug!(pruned, "journal pruned"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot prune the journal"),
+        }
+        let mut device = device.lock().await;
+        match device.maintain_keys().await {
+            Ok(published) => {
+                if published.is_some() {
+                    tracing::info!("published a new KEM key");
+                }
+                *shared
+                    .keys
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = device.shared_keys();
+            }
+            Err(e) => {
+                shared.count_error("keys");
+                tracing::warn!(error = %e, "KEM key upkeep failed; trying again later");
+            }
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! A lightweight simulated customer for load tests and benchmarks: the protocol of a real
+//! customer [`Device`](switchboard_client::Device) (directory lookup, admin key pinned at first
+//! contact, thread open, sealed messages, the same item engine on receive), with its state in
+//! memory only: no keystore, no Argon2, no fsync. Thousands fit in one process.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_client::engine::{ItemContext, apply_item};
+use switchboard_client::{ClientError, DeviceRole, Event, PinnedAdmin, RelayClient, now};
+use switchboard_protocol::{
+    CipherSuite, Content, Csprng, DeviceId, DeviceKeys, DeviceMemory, EntityId, MessageId,
+    ReplayPolicy, SeenWraps, ThreadId, ThreadState,
+};
+
+/// Inbox items fetched per request (as a real device does).
+const FETCH_LIMIT: u32 = 100;
+
+/// A customer whose keys and thread states live in memory (see the module docs). Not
+/// persistent: dropped, it is gone (its threads with it).
+pub struct SimCustomer {
+    keys: Arc<DeviceKeys>,
+    relay: RelayClient,
+    role: DeviceRole,
+    rng: Csprng,
+    cursor: u64,
+    pinned: HashMap<EntityId, PinnedAdmin>,
+    threads: HashMap<ThreadId, ThreadState>,
+    memory: DeviceMemory,
+    seen_opens: SeenWraps,
+}
+
+impl std::fmt::Debug for SimCustomer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimCustomer")
+            .field("device", &self.keys.device())
+            .field("cursor", &self.cursor)
+            .field("threads", &self.threads.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimCustomer {
+    /// A new customer with fresh keys, registered at the relay at `relay_url`
+    /// (`http://HOST:PORT`).
+    ///
+    /// # Errors
+    /// [`ClientError::BadUrl`], or the relay's errors registering.
+    pub async fn register(relay_url: &str) -> Result<Self, ClientError> {
+        let mut rng = Csprng::from_os().map_err(|e| ClientError::Protocol(e.into()))?;
+        let keys = Arc::new(DeviceKeys::generate(
+            DeviceId::random(&mut rng),
+            CipherSuite::default(),
+            &mut rng,
+        ));
+        let relay = RelayClient::new(relay_url, Arc::clone(&keys))?;
+        relay.register().await?;
+        Ok(Self {
+            keys,
+            relay,
+            role: DeviceRole::Customer,
+            rng,
+            cursor: 0,
+            pinned: HashMap::new(),
+            threads: HashMap::new(),
+            memory: DeviceMemory::new(),
+            seen_opens: SeenWraps::new(),
+        })
+    }
+
+    /// The customer's device id.
+    #[must_use]
+    pub fn id(&self) -> DeviceId {
+        self.keys.device()
+    }
+
+    /// Its position in its inbox.
+    #[must_use]
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// The state of `thread`, if the customer holds it.
+    #[must_use]
+    pub fn thread(&self, thread: ThreadId) -> Option<&ThreadState> {
+        self.threads.get(&thread)
+    }
+
+    /// Opens a thread with `entity`: fetches its directory record, pins the admin key at first
+    /// contact (and refuses a changed one), wraps epoch 0 to the admin, and posts the open.
+    ///
+    /// # Errors
+    /// [`ClientError::AdminKeyChanged`]; protocol and relay errors.
+    pub async fn open_thread(&mut self, entity: &EntityId) -> Result<ThreadId, ClientError> {
+        let record = self.relay.directory(entity).await?;
+        let served = PinnedAdmin {
+            device: record.admin.device,
+            identity_key: record.admin.identity_key,
+        };
+        match self.pinned.get(entity) {
+            Some(pinned) if *pinned != served => {
+                return Err(ClientError::AdminKeyChanged {
+                    entity: entity.clone(),
+                    pinned: pinned.fingerprint(),
+                    served: served.fingerprint(),
+                });
+            }
+            Some(_) => {}
+            None => {
+                self.pinned.insert(entity.clone(), served);
+            }
+        }
+        let (state, open) = ThreadState::open(
+            &self.keys,
+            entity.clone(),
+            &record.admin,
+            now(),
+            &mut self.rng,
+        )?;
+        let thread = state.thread();
+        self.threads.insert(thread, state);
+        self.relay.open_thread(&open).await?;
+        Ok(thread)
+    }
+
+    /// Seals `text` into `thread` and posts it. Returns the message's id.
+    ///
+    /// # Errors
+    /// [`ClientError::UnknownThread`]; protocol and relay errors.
+    pub async fn send(&mut self, thread: ThreadId, text: &str) -> Result<MessageId, ClientError> {
+        let state = self
+            .threads
+            .get_mut(&thread)
+            .ok_or(ClientError::UnknownThread(thread))?;
+        let sealed = state.seal_with(&self.keys, &Content::text(text), None, &mut self.rng)?;
+        self.relay.post_message(thread, &sealed).await?;
+        Ok(sealed.header.message_id())
+    }
+
+    /// Fetches inbox items (long-polling up to `wait`), applies them to the threads as a
+    /// customer [`Device`](switchboard_client::Device) does, moves the cursor past them and
+    /// acknowledges them. Items at or before the cursor (redeliveries) are skipped.
+    ///
+    /// # Errors
+    /// Relay errors fetching (nothing was applied then). A failed acknowledgement is not an
+    /// error: the next one covers it.
+    pub async fn receive(&mut self, wait: Duration) -> Result<Vec<Event>, ClientError> {
+        let (items, highest) = self
+            .relay
+            .inbox_page(self.cursor, FETCH_LIMIT, wait, None)
+            .await?;
+        let Some(last) = items.last().map(|item| item.seq).max(highest) else {
+            return Ok(Vec::new());
+        };
+        let cx = ItemContext {
+            keys: &self.keys,
+            role: &self.role,
+            replay: ReplayPolicy::default(),
+            at: now(),
+        };
+        let mut events = Vec::new();
+        for item in &items {
+            if item.seq <= self.cursor {
+                continue;
+            }
+            let mut slot = self.threads.remove(&item.thread);
+            let applied = apply_item(&cx, &mut slot, &mut self.memory, &mut self.seen_opens, item);
+            if let Some(state) = slot {
+                self.threads.insert(item.thread, state);
+            }
+            events.extend(applied.event);
+        }
+        if last > self.cursor {
+            self.cursor = last;
+            // Best effort: the cursor already skips what was applied.
+            let _ = self.relay.ack(self.cursor, None).await;
+        }
+        Ok(events)
+    }
+}
