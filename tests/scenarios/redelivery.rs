@@ -1,6 +1,7 @@
 //! Redelivery and a crash: the relay (through a hostile proxy) gives the bot every inbox item
-//! again, and the bot process is SIGKILLed mid-conversation and restarted on the same keystore
-//! and store. Every customer message still gets exactly one reply, counted at the customers.
+//! three times, and the bot process is SIGKILLed mid-conversation and restarted on the same
+//! keystore and store. Every customer message still gets exactly one reply, counted at the
+//! customers.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -56,6 +57,9 @@ async fn converse(
 async fn bot_killed_and_restarted_under_redelivery_replies_exactly_once() {
     let scene = Scene::new("redelivery").await;
     let hostile = HostileRelay::start(&scene.relay.url()).await;
+    // Every inbox item of the bot three times: twice in the answer that brings it, once more
+    // in a later answer (after the bot acknowledged it, too).
+    hostile.redeliver(scene.bot, 3);
     let store = format!("sqlite://{}", scene.dir.join("bot-state.db").display());
     let args = scene.bot_args(&hostile.url(), &store, "echo-1");
     let first = BotProcess::start(&args).await;
