@@ -163,6 +163,27 @@ pub struct Post<'a> {
     pub key: Option<PostKey>,
 }
 
+/// A leased inbox fetch (see [`Store::fetch_leased`]), owned so that a writer task can run it.
+#[derive(Debug, Clone)]
+pub(crate) struct LeasedFetch {
+    pub(crate) device: DeviceId,
+    pub(crate) instance: String,
+    pub(crate) after: u64,
+    pub(crate) limit: u32,
+    pub(crate) max_bytes: u64,
+    pub(crate) now: u64,
+    pub(crate) lease_secs: u64,
+}
+
+/// An acknowledgement up to a position (see [`Store::ack`]), of the threads `instance` holds
+/// if it is set (see [`Store::ack_leased`]).
+#[derive(Debug, Clone)]
+pub(crate) struct AckUpTo {
+    pub(crate) device: DeviceId,
+    pub(crate) instance: Option<String>,
+    pub(crate) up_to: u64,
+}
+
 /// A [`Post`] that owns its data (to queue it for group commit).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct OwnedPost {

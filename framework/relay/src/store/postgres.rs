@@ -86,6 +86,23 @@ impl PostgresStore {
         Ok(posted)
     }
 
+    async fn fetch_leased_committed(
+        &self,
+        fetch: super::LeasedFetch,
+    ) -> Result<Vec<super::InboxItem>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let items = fetch_leased_in(&mut tx, &fetch).await?;
+        tx.commit().await?;
+        Ok(items)
+    }
+
+    async fn ack_committed(&self, ack: super::AckUpTo) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = ack_in(&mut tx, &ack).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
     async fn use_nonce_committed(
         &self,
         device: switchboard_protocol::DeviceId,

@@ -256,66 +256,16 @@ macro_rules! impl_store {
                 now: u64,
                 lease_secs: u64,
             ) -> Result<Vec<crate::store::InboxItem>, crate::store::StoreError> {
-                use crate::store::{page_end, to_i64};
-                let mut tx = self.pool.begin_with($begin).await?;
-                // Serialise the device's lease decisions (a no-op update takes the row lock in
-                // PostgreSQL; SQLite's write transaction already excludes others).
-                sqlx::query("UPDATE devices SET next_seq = next_seq WHERE device_id = $1")
-                    .bind(device.to_string())
-                    .execute(&mut *tx)
-                    .await?;
-                let now_i = to_i64(now, "time")?;
-                let after = to_i64(after, "cursor")?;
-                const AVAILABLE: &str = "FROM inbox i LEFT JOIN leases l \
-                       ON l.device_id = i.device_id AND l.thread_id = i.thread_id \
-                     WHERE i.device_id = $1 \
-                       AND (l.instance IS NULL OR l.expires_at <= $3 OR l.instance = $2) \
-                       AND (i.seq > $4 OR l.instance IS NULL OR l.expires_at <= $3)";
-                let sizes: Vec<(i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "SELECT i.seq, CAST(length(i.payload) AS BIGINT) {AVAILABLE} ORDER BY i.seq LIMIT $5"
-                )))
-                .bind(device.to_string())
-                .bind(instance)
-                .bind(now_i)
-                .bind(after)
-                .bind(i64::from(limit))
-                .fetch_all(&mut *tx)
-                .await?;
-                let Some(end) = page_end(&sizes, max_bytes) else {
-                    tx.commit().await?;
-                    return Ok(Vec::new());
-                };
-                let rows: Vec<crate::store::InboxRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "SELECT i.seq, i.thread_id, i.thread_seq, i.sender, i.kind, i.payload \
-                     {AVAILABLE} AND i.seq <= $6 ORDER BY i.seq LIMIT $5"
-                )))
-                .bind(device.to_string())
-                .bind(instance)
-                .bind(now_i)
-                .bind(after)
-                .bind(i64::from(limit))
-                .bind(end)
-                .fetch_all(&mut *tx)
-                .await?;
-                let expires = to_i64(now.saturating_add(lease_secs), "lease expiry")?;
-                let mut leased: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
-                leased.sort_unstable();
-                leased.dedup();
-                for thread in leased {
-                    sqlx::query(
-                        "INSERT INTO leases (device_id, thread_id, instance, expires_at) \
-                         VALUES ($1, $2, $3, $4) ON CONFLICT (device_id, thread_id) \
-                         DO UPDATE SET instance = excluded.instance, expires_at = excluded.expires_at",
-                    )
-                    .bind(device.to_string())
-                    .bind(thread)
-                    .bind(instance)
-                    .bind(expires)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                tx.commit().await?;
-                rows.into_iter().map(crate::store::inbox_item).collect()
+                self.fetch_leased_committed(crate::store::LeasedFetch {
+                    device,
+                    instance: instance.to_owned(),
+                    after,
+                    limit,
+                    max_bytes,
+                    now,
+                    lease_secs,
+                })
+                .await
             }
 
             async fn ack_leased(
@@ -324,18 +274,12 @@ macro_rules! impl_store {
                 instance: &str,
                 up_to: u64,
             ) -> Result<u64, crate::store::StoreError> {
-                use crate::store::to_i64;
-                let done = sqlx::query(
-                    "DELETE FROM inbox WHERE device_id = $1 AND seq <= $2 AND thread_id IN \
-                     (SELECT thread_id FROM leases WHERE device_id = $1 AND instance = $3)",
-                )
-                .bind(device.to_string())
-                .bind(to_i64(up_to, "cursor")?)
-                .bind(instance)
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
-                Ok(done)
+                self.ack_committed(crate::store::AckUpTo {
+                    device,
+                    instance: Some(instance.to_owned()),
+                    up_to,
+                })
+                .await
             }
 
             async fn ack(
@@ -343,14 +287,12 @@ macro_rules! impl_store {
                 device: switchboard_protocol::DeviceId,
                 up_to: u64,
             ) -> Result<u64, crate::store::StoreError> {
-                use crate::store::to_i64;
-                let done = sqlx::query("DELETE FROM inbox WHERE device_id = $1 AND seq <= $2")
-                    .bind(device.to_string())
-                    .bind(to_i64(up_to, "cursor")?)
-                    .execute(&self.pool)
-                    .await?
-                    .rows_affected();
-                Ok(done)
+                self.ack_committed(crate::store::AckUpTo {
+                    device,
+                    instance: None,
+                    up_to,
+                })
+                .await
             }
 
             async fn use_nonce(
@@ -489,6 +431,99 @@ macro_rules! impl_store {
                 == 1;
             tx.commit().await?;
             Ok(fresh)
+        }
+
+        /// A leased fetch (see `Store::fetch_leased`) inside `tx`: the page available to the
+        /// instance, whose threads it then leases.
+        async fn fetch_leased_in(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            f: &crate::store::LeasedFetch,
+        ) -> Result<Vec<crate::store::InboxItem>, crate::store::StoreError> {
+            use crate::store::{page_end, to_i64};
+            // Serialise the device's lease decisions (a no-op update takes the row lock in
+            // PostgreSQL; SQLite's write transaction already excludes others).
+            sqlx::query("UPDATE devices SET next_seq = next_seq WHERE device_id = $1")
+                .bind(f.device.to_string())
+                .execute(&mut **tx)
+                .await?;
+            let now_i = to_i64(f.now, "time")?;
+            let after = to_i64(f.after, "cursor")?;
+            const AVAILABLE: &str = "FROM inbox i LEFT JOIN leases l \
+                   ON l.device_id = i.device_id AND l.thread_id = i.thread_id \
+                 WHERE i.device_id = $1 \
+                   AND (l.instance IS NULL OR l.expires_at <= $3 OR l.instance = $2) \
+                   AND (i.seq > $4 OR l.instance IS NULL OR l.expires_at <= $3)";
+            let sizes: Vec<(i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT i.seq, CAST(length(i.payload) AS BIGINT) {AVAILABLE} ORDER BY i.seq LIMIT $5"
+            )))
+            .bind(f.device.to_string())
+            .bind(f.instance.as_str())
+            .bind(now_i)
+            .bind(after)
+            .bind(i64::from(f.limit))
+            .fetch_all(&mut **tx)
+            .await?;
+            let Some(end) = page_end(&sizes, f.max_bytes) else {
+                return Ok(Vec::new());
+            };
+            let rows: Vec<crate::store::InboxRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT i.seq, i.thread_id, i.thread_seq, i.sender, i.kind, i.payload \
+                 {AVAILABLE} AND i.seq <= $6 ORDER BY i.seq LIMIT $5"
+            )))
+            .bind(f.device.to_string())
+            .bind(f.instance.as_str())
+            .bind(now_i)
+            .bind(after)
+            .bind(i64::from(f.limit))
+            .bind(end)
+            .fetch_all(&mut **tx)
+            .await?;
+            let expires = to_i64(f.now.saturating_add(f.lease_secs), "lease expiry")?;
+            let mut leased: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+            leased.sort_unstable();
+            leased.dedup();
+            for thread in leased {
+                sqlx::query(
+                    "INSERT INTO leases (device_id, thread_id, instance, expires_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (device_id, thread_id) \
+                     DO UPDATE SET instance = excluded.instance, expires_at = excluded.expires_at",
+                )
+                .bind(f.device.to_string())
+                .bind(thread)
+                .bind(f.instance.as_str())
+                .bind(expires)
+                .execute(&mut **tx)
+                .await?;
+            }
+            rows.into_iter().map(crate::store::inbox_item).collect()
+        }
+
+        /// An acknowledgement (see `Store::ack` and `Store::ack_leased`) inside `tx`.
+        async fn ack_in(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            a: &crate::store::AckUpTo,
+        ) -> Result<u64, crate::store::StoreError> {
+            use crate::store::to_i64;
+            let up_to = to_i64(a.up_to, "cursor")?;
+            let done = match &a.instance {
+                Some(instance) => sqlx::query(
+                    "DELETE FROM inbox WHERE device_id = $1 AND seq <= $2 AND thread_id IN \
+                     (SELECT thread_id FROM leases WHERE device_id = $1 AND instance = $3)",
+                )
+                .bind(a.device.to_string())
+                .bind(up_to)
+                .bind(instance.as_str())
+                .execute(&mut **tx)
+                .await?
+                .rows_affected(),
+                None => sqlx::query("DELETE FROM inbox WHERE device_id = $1 AND seq <= $2")
+                    .bind(a.device.to_string())
+                    .bind(up_to)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected(),
+            };
+            Ok(done)
         }
 
         /// Applies one post inside `tx`.

@@ -19,9 +19,11 @@ mod batch;
 
 /// A [`Store`](super::Store) on SQLite.
 ///
-/// Writes on the hot path are group-committed: concurrent posts and request nonces queue for
-/// one writer task, which applies up to [`MAX_BATCH`] of them in one transaction (one fsync)
-/// with a handful of multi-row statements, and answers each only after the commit.
+/// Writes on the hot path are group-committed: concurrent posts, request nonces, leased
+/// fetches (they write leases) and acknowledgements queue for one writer task, which applies up
+/// to [`MAX_BATCH`] of them in one transaction (one fsync) with a handful of multi-row
+/// statements, and answers each only after the commit. No two of them ever wait for SQLite's
+/// write lock (whose busy handler sleeps whole milliseconds).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -120,6 +122,21 @@ impl SqliteStore {
             now,
         };
         self.queue(batch::Op::Nonce(nonce, answer)).await?;
+        result.await.map_err(|_| writer_stopped())?
+    }
+
+    async fn fetch_leased_committed(
+        &self,
+        fetch: super::LeasedFetch,
+    ) -> Result<Vec<super::InboxItem>, StoreError> {
+        let (answer, result) = oneshot::channel();
+        self.queue(batch::Op::Fetch(fetch, answer)).await?;
+        result.await.map_err(|_| writer_stopped())?
+    }
+
+    async fn ack_committed(&self, ack: super::AckUpTo) -> Result<u64, StoreError> {
+        let (answer, result) = oneshot::channel();
+        self.queue(batch::Op::Ack(ack, answer)).await?;
         result.await.map_err(|_| writer_stopped())?
     }
 

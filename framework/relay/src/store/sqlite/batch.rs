@@ -17,7 +17,8 @@ use switchboard_protocol::{DeviceId, ThreadId};
 use tokio::sync::{mpsc, oneshot};
 
 use super::super::{
-    OwnedPost, PostKey, Posted, StoreError, device_from_text, recipients, to_i64, to_u64,
+    AckUpTo, InboxItem, LeasedFetch, OwnedPost, PostKey, Posted, StoreError, device_from_text,
+    recipients, to_i64, to_u64,
 };
 use super::MAX_BATCH;
 
@@ -41,6 +42,13 @@ pub(super) enum Op {
     Post(OwnedPost, oneshot::Sender<Result<Posted, StoreError>>),
     /// A request nonce.
     Nonce(NonceUse, oneshot::Sender<Result<bool, StoreError>>),
+    /// A leased inbox fetch (it writes the leases).
+    Fetch(
+        LeasedFetch,
+        oneshot::Sender<Result<Vec<InboxItem>, StoreError>>,
+    ),
+    /// An acknowledgement.
+    Ack(AckUpTo, oneshot::Sender<Result<u64, StoreError>>),
 }
 
 /// The writer task: takes whatever is queued (at least one op), commits it together, answers
@@ -48,17 +56,21 @@ pub(super) enum Op {
 pub(super) async fn writer(pool: SqlitePool, mut queue: mpsc::Receiver<Op>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let mut posts = Vec::new();
-        let mut nonces = Vec::new();
+        let mut work = Work::default();
         for op in &batch {
             match op {
-                Op::Post(post, _) => posts.push(post),
-                Op::Nonce(nonce, _) => nonces.push(nonce),
+                Op::Post(post, _) => work.posts.push(post),
+                Op::Nonce(nonce, _) => work.nonces.push(nonce),
+                Op::Fetch(fetch, _) => work.fetches.push(fetch),
+                Op::Ack(ack, _) => work.acks.push(ack),
             }
         }
-        match apply(&pool, &posts, &nonces).await {
-            Ok((posted, fresh)) => {
-                let (mut posted, mut fresh) = (posted.into_iter(), fresh.into_iter());
+        match apply(&pool, &work).await {
+            Ok(done) => {
+                let mut posted = done.posted.into_iter();
+                let mut fresh = done.fresh.into_iter();
+                let mut fetched = done.fetched.into_iter();
+                let mut acked = done.acked.into_iter();
                 for op in batch.drain(..) {
                     // A missing result would be a bug here; answer it as a failed commit rather
                     // than leave the caller waiting.
@@ -68,6 +80,12 @@ pub(super) async fn writer(pool: SqlitePool, mut queue: mpsc::Receiver<Op>) {
                         }
                         Op::Nonce(_, answer) => {
                             let _ = answer.send(fresh.next().unwrap_or_else(|| Err(lost())));
+                        }
+                        Op::Fetch(_, answer) => {
+                            let _ = answer.send(fetched.next().unwrap_or_else(|| Err(lost())));
+                        }
+                        Op::Ack(_, answer) => {
+                            let _ = answer.send(acked.next().unwrap_or_else(|| Err(lost())));
                         }
                     }
                 }
@@ -83,6 +101,12 @@ pub(super) async fn writer(pool: SqlitePool, mut queue: mpsc::Receiver<Op>) {
                         Op::Nonce(_, answer) => {
                             let _ = answer.send(Err(failed));
                         }
+                        Op::Fetch(_, answer) => {
+                            let _ = answer.send(Err(failed));
+                        }
+                        Op::Ack(_, answer) => {
+                            let _ = answer.send(Err(failed));
+                        }
                     }
                 }
             }
@@ -90,44 +114,81 @@ pub(super) async fn writer(pool: SqlitePool, mut queue: mpsc::Receiver<Op>) {
     }
 }
 
+/// One batch's writes, by kind (each in queue order).
+#[derive(Default)]
+struct Work<'a> {
+    posts: Vec<&'a OwnedPost>,
+    nonces: Vec<&'a NonceUse>,
+    fetches: Vec<&'a LeasedFetch>,
+    acks: Vec<&'a AckUpTo>,
+}
+
+/// One result per write of a [`Work`], by kind, in its order.
+struct Done {
+    posted: Vec<Result<Posted, StoreError>>,
+    fresh: Vec<Result<bool, StoreError>>,
+    fetched: Vec<Result<Vec<InboxItem>, StoreError>>,
+    acked: Vec<Result<u64, StoreError>>,
+}
+
 fn lost() -> StoreError {
     StoreError::CommitFailed("the group commit lost track of this write".to_owned())
 }
 
-type Outcomes = (
-    Vec<Result<Posted, StoreError>>,
-    Vec<Result<bool, StoreError>>,
-);
+/// Runs one write of a batch under a savepoint: if it fails, it is rolled back alone and its
+/// error is its answer; the transaction goes on.
+macro_rules! alone {
+    ($tx:ident, $write:expr) => {{
+        sqlx::query("SAVEPOINT op").execute(&mut *$tx).await?;
+        let result = $write.await;
+        if result.is_err() {
+            sqlx::query("ROLLBACK TO SAVEPOINT op")
+                .execute(&mut *$tx)
+                .await?;
+        }
+        sqlx::query("RELEASE SAVEPOINT op")
+            .execute(&mut *$tx)
+            .await?;
+        result
+    }};
+}
 
-/// Applies `nonces` then `posts` (in queue order) in one transaction. Returns one result per
-/// item, or an error if the transaction itself failed (then nothing happened).
-async fn apply(
-    pool: &SqlitePool,
-    posts: &[&OwnedPost],
-    nonces: &[&NonceUse],
-) -> Result<Outcomes, StoreError> {
+/// Applies the batch's nonces, then its posts (in queue order), then its acknowledgements,
+/// then its leased fetches (which so see the posts and acknowledgements of the same batch), in
+/// one transaction. Returns one result per write, or an error if the transaction itself failed
+/// (then nothing happened). A fetch or acknowledgement that fails alone is rolled back to its
+/// savepoint and answered with its error; the others commit.
+async fn apply(pool: &SqlitePool, work: &Work<'_>) -> Result<Done, StoreError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let fresh = use_nonces(&mut tx, nonces).await?;
-    let mut posted = Vec::with_capacity(posts.len());
-    for run in posts.chunk_by(|a, b| a.new_roster.is_none() && b.new_roster.is_none()) {
+    let fresh = use_nonces(&mut tx, &work.nonces).await?;
+    let mut posted = Vec::with_capacity(work.posts.len());
+    for run in work
+        .posts
+        .chunk_by(|a, b| a.new_roster.is_none() && b.new_roster.is_none())
+    {
         if run.iter().all(|post| post.new_roster.is_none()) {
             posted.extend(plain_posts(&mut tx, run).await?);
         } else {
             for post in run {
-                sqlx::query("SAVEPOINT post").execute(&mut *tx).await?;
-                let result = super::post_in(&mut tx, &post.as_post()).await;
-                let end = if result.is_ok() {
-                    "RELEASE SAVEPOINT post"
-                } else {
-                    "ROLLBACK TO SAVEPOINT post"
-                };
-                sqlx::query(end).execute(&mut *tx).await?;
-                posted.push(result);
+                posted.push(alone!(tx, super::post_in(&mut tx, &post.as_post())));
             }
         }
     }
+    let mut acked = Vec::with_capacity(work.acks.len());
+    for ack in &work.acks {
+        acked.push(alone!(tx, super::ack_in(&mut tx, ack)));
+    }
+    let mut fetched = Vec::with_capacity(work.fetches.len());
+    for fetch in &work.fetches {
+        fetched.push(alone!(tx, super::fetch_leased_in(&mut tx, fetch)));
+    }
     tx.commit().await?;
-    Ok((posted, fresh))
+    Ok(Done {
+        posted,
+        fresh,
+        fetched,
+        acked,
+    })
 }
 
 /// Records nonces, grouped by their `now` (oldest first): expired rows are pruned as of that
