@@ -1,4 +1,4 @@
-//! Group commit: one writer task per store takes every commit queued while it was busy (up to
+//! Group commit: one writer task per store takes every write queued while it was busy (up to
 //! [`MAX_BATCH`], lingering up to [`LINGER`] for more when there is company) and applies them in
 //! one database transaction, then answers each caller through its own oneshot.
 //!
@@ -78,12 +78,11 @@ impl Prepared {
     }
 }
 
-/// The batch in the order to write it: by thread (queue order within a thread), so that two
-/// processes writing batches to one PostgreSQL database take row locks in the same order and do
-/// not deadlock. Each item keeps its index in the batch.
-pub(super) fn in_lock_order(batch: &[Prepared]) -> Vec<(usize, &Prepared)> {
-    let mut order: Vec<(usize, &Prepared)> = batch.iter().enumerate().collect();
-    order.sort_by(|a, b| a.1.thread_hex.cmp(&b.1.thread_hex));
+/// The batch in the order to write it (see [`Write::lock_key`]; queue order within a thread).
+/// Each item keeps its index in the batch.
+pub(super) fn in_lock_order(batch: &[Write]) -> Vec<(usize, &Write)> {
+    let mut order: Vec<(usize, &Write)> = batch.iter().enumerate().collect();
+    order.sort_by(|a, b| a.1.lock_key().cmp(&b.1.lock_key()));
     order
 }
 
@@ -92,15 +91,44 @@ pub(super) fn to_i64(n: u64) -> Result<i64, StoreError> {
     i64::try_from(n).map_err(|_| StoreError::Config(format!("{n} does not fit the database")))
 }
 
-/// A database that applies a batch of prepared commits in one transaction.
-#[async_trait]
-pub(super) trait ApplyBatch: Send + Sync + 'static {
-    /// One result per commit, in order; `Err` if the transaction failed (nothing was written).
-    async fn apply(&self, batch: &[Prepared]) -> Result<Vec<Result<u64, StoreError>>, StoreError>;
+/// One write queued for the writer task. Every write of the store goes through it, so no two
+/// writers ever wait for the database's write lock (SQLite's busy handler sleeps whole
+/// milliseconds).
+#[derive(Debug)]
+pub(super) enum Write {
+    /// An event's effects; answered with the thread's new version.
+    Event(Prepared),
+    /// An outbox entry was posted (by message id): its row goes; answered with rows deleted.
+    Sent(String),
+    /// A metadata value to set (key, value); answered with 1.
+    Meta(String, Vec<u8>),
+    /// Journal entries handled before this time (Unix seconds) go; answered with rows deleted.
+    PruneJournal(i64),
 }
 
-/// One queued commit and where its answer goes.
-type Pending = (Prepared, oneshot::Sender<Result<u64, StoreError>>);
+impl Write {
+    /// The order writes take in a transaction: events by thread, then the others by key, so
+    /// that two processes writing batches to one PostgreSQL database take row locks in the same
+    /// order and do not deadlock.
+    fn lock_key(&self) -> (u8, &str) {
+        match self {
+            Self::Event(p) => (0, p.thread_hex.as_str()),
+            Self::Sent(id) => (1, id.as_str()),
+            Self::Meta(key, _) => (2, key.as_str()),
+            Self::PruneJournal(_) => (3, ""),
+        }
+    }
+}
+
+/// A database that applies a batch of writes in one transaction.
+#[async_trait]
+pub(super) trait ApplyBatch: Send + Sync + 'static {
+    /// One result per write, in order; `Err` if the transaction failed (nothing was written).
+    async fn apply(&self, batch: &[Write]) -> Result<Vec<Result<u64, StoreError>>, StoreError>;
+}
+
+/// One queued write and where its answer goes.
+type Pending = (Write, oneshot::Sender<Result<u64, StoreError>>);
 
 /// The queue in front of a store's writer task.
 #[derive(Debug, Clone)]
@@ -120,9 +148,14 @@ impl GroupCommit {
 
     /// Queues one commit and waits for its outcome.
     pub(super) async fn commit(&self, prepared: Prepared) -> Result<u64, StoreError> {
+        self.write(Write::Event(prepared)).await
+    }
+
+    /// Queues one write and waits for its outcome.
+    pub(super) async fn write(&self, write: Write) -> Result<u64, StoreError> {
         let (answer, outcome) = oneshot::channel();
         self.queue
-            .send((prepared, answer))
+            .send((write, answer))
             .await
             .map_err(|_| StoreError::Closed)?;
         outcome.await.map_err(|_| StoreError::Closed)?
@@ -148,12 +181,12 @@ async fn writer(db: impl ApplyBatch, mut rx: mpsc::Receiver<Pending>, counters: 
                 }
             }
         }
-        let (prepared, answers): (Vec<Prepared>, Vec<_>) = batch.drain(..).unzip();
-        match db.apply(&prepared).await {
+        let (writes, answers): (Vec<Write>, Vec<_>) = batch.drain(..).unzip();
+        match db.apply(&writes).await {
             Ok(outcomes) => {
                 counters.transactions.fetch_add(1, Ordering::Relaxed);
                 let mut outcomes = outcomes.into_iter();
-                for answer in answers {
+                for (write, answer) in writes.iter().zip(answers) {
                     // A missing outcome would be a bug: answer it as failed rather than hang.
                     let outcome = outcomes.next().unwrap_or_else(|| {
                         Err(StoreError::Database(
@@ -161,7 +194,9 @@ async fn writer(db: impl ApplyBatch, mut rx: mpsc::Receiver<Pending>, counters: 
                         ))
                     });
                     // Counted here: a caller that gave up waiting still committed.
-                    counters.outcome(&outcome);
+                    if matches!(write, Write::Event(_)) {
+                        counters.outcome(&outcome);
+                    }
                     let _ = answer.send(outcome);
                 }
             }

@@ -95,6 +95,45 @@ macro_rules! impl_bot_store {
         }
 
         impl $writer {
+            /// Writes what is not an event (see [`Write`](crate::store::group::Write)).
+            async fn write_other(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                device: &str,
+                write: &crate::store::group::Write,
+            ) -> Result<u64, crate::store::StoreError> {
+                use crate::store::group::Write;
+                let done = match write {
+                    Write::Event(_) => 0,
+                    Write::Sent(message_id) => sqlx::query(
+                        "DELETE FROM bot_outbox WHERE device = $1 AND message_id = $2",
+                    )
+                    .bind(device)
+                    .bind(message_id.as_str())
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected(),
+                    Write::Meta(key, value) => sqlx::query(
+                        "INSERT INTO bot_meta (device, key, value) VALUES ($1, $2, $3) \
+                         ON CONFLICT (device, key) DO UPDATE SET value = excluded.value",
+                    )
+                    .bind(device)
+                    .bind(key.as_str())
+                    .bind(value.as_slice())
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected(),
+                    Write::PruneJournal(older_than) => sqlx::query(
+                        "DELETE FROM bot_journal WHERE device = $1 AND handled_at < $2",
+                    )
+                    .bind(device)
+                    .bind(*older_than)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected(),
+                };
+                Ok(done)
+            }
+
             /// Writes one event; `Ok(None)` if it conflicts (the caller rolls it back).
             async fn write_event(
                 conn: &mut <$db as sqlx::Database>::Connection,
@@ -197,12 +236,25 @@ macro_rules! impl_bot_store {
         impl crate::store::group::ApplyBatch for $writer {
             async fn apply(
                 &self,
-                batch: &[crate::store::group::Prepared],
+                batch: &[crate::store::group::Write],
             ) -> Result<Vec<Result<u64, crate::store::StoreError>>, crate::store::StoreError> {
+                use crate::store::group::Write;
                 let mut tx = self.pool.begin_with($begin).await?;
-                let mut outcomes: Vec<Result<u64, crate::store::StoreError>> =
-                    batch.iter().map(|p| Err(p.conflict())).collect();
-                for (i, p) in crate::store::group::in_lock_order(batch) {
+                let mut outcomes: Vec<Result<u64, crate::store::StoreError>> = batch
+                    .iter()
+                    .map(|_| Err(crate::store::StoreError::Closed))
+                    .collect();
+                for (i, write) in crate::store::group::in_lock_order(batch) {
+                    let p = match write {
+                        Write::Event(p) => p,
+                        other => {
+                            let outcome = Self::write_other(&mut tx, &self.device, other).await?;
+                            if let Some(slot) = outcomes.get_mut(i) {
+                                *slot = Ok(outcome);
+                            }
+                            continue;
+                        }
+                    };
                     sqlx::query("SAVEPOINT bot_event").execute(&mut *tx).await?;
                     let outcome = match Self::write_event(&mut tx, &self.device, p).await? {
                         Some(version) => Ok(version),
@@ -284,10 +336,13 @@ macro_rules! impl_bot_store {
             }
 
             async fn sent(&self, message_id: &str) -> Result<(), crate::store::StoreError> {
-                sqlx::query("DELETE FROM bot_outbox WHERE device = $1 AND message_id = $2")
-                    .bind(self.device_hex.as_str())
-                    .bind(message_id)
-                    .execute(&self.pool)
+                crate::store::at_most(
+                    "a message id",
+                    message_id.len(),
+                    crate::store::MAX_KEY_LEN,
+                )?;
+                self.group
+                    .write(crate::store::group::Write::Sent(message_id.to_owned()))
                     .await?;
                 Ok(())
             }
@@ -305,30 +360,18 @@ macro_rules! impl_bot_store {
 
             async fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), crate::store::StoreError> {
                 crate::store::validate_meta(key, Some(value))?;
-                sqlx::query(
-                    "INSERT INTO bot_meta (device, key, value) VALUES ($1, $2, $3) \
-                     ON CONFLICT (device, key) DO UPDATE SET value = excluded.value",
-                )
-                .bind(self.device_hex.as_str())
-                .bind(key)
-                .bind(value)
-                .execute(&self.pool)
-                .await?;
+                self.group
+                    .write(crate::store::group::Write::Meta(key.to_owned(), value.to_vec()))
+                    .await?;
                 Ok(())
             }
 
             async fn prune_journal(&self, older_than: u64) -> Result<u64, crate::store::StoreError> {
                 // Times past the database's range prune everything.
                 let older_than = i64::try_from(older_than).unwrap_or(i64::MAX);
-                let pruned = sqlx::query(
-                    "DELETE FROM bot_journal WHERE device = $1 AND handled_at < $2",
-                )
-                .bind(self.device_hex.as_str())
-                .bind(older_than)
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
-                Ok(pruned)
+                self.group
+                    .write(crate::store::group::Write::PruneJournal(older_than))
+                    .await
             }
 
             fn stats(&self) -> crate::store::StoreStats {
