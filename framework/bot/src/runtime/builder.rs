@@ -39,6 +39,7 @@ pub struct RuntimeBuilder {
     store: Option<Arc<dyn BotStore>>,
     instance: Option<String>,
     concurrency: usize,
+    thread_cache: usize,
     metrics_addr: Option<SocketAddr>,
     http: Option<reqwest::Client>,
     inbound: Vec<Wrap<InboundService>>,
@@ -56,6 +57,7 @@ impl std::fmt::Debug for RuntimeBuilder {
             .field("store", &self.store_url)
             .field("instance", &self.instance)
             .field("concurrency", &self.concurrency)
+            .field("thread_cache", &self.thread_cache)
             .finish_non_exhaustive()
     }
 }
@@ -70,6 +72,7 @@ impl RuntimeBuilder {
             store: None,
             instance: None,
             concurrency: 64,
+            thread_cache: crate::runtime::cache::DEFAULT_CAPACITY,
             metrics_addr: None,
             http: None,
             inbound: Vec::new(),
@@ -135,6 +138,17 @@ impl RuntimeBuilder {
     #[must_use]
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
+        self
+    }
+
+    /// How many threads' decoded state is kept in memory between their events (default
+    /// 1024; 0 keeps none). A cached thread's next event needs no read or decode from the
+    /// store; each commit still checks the thread's version, so several instances sharing a
+    /// store stay correct. Memory: about the thread's state plus its recent history (up to
+    /// 100 messages) per thread.
+    #[must_use]
+    pub fn thread_cache(mut self, threads: usize) -> Self {
+        self.thread_cache = threads;
         self
     }
 
@@ -321,6 +335,7 @@ impl RuntimeBuilder {
             inflight: Arc::new(Semaphore::new(max_inflight as usize)),
             max_inflight,
             thread_slots: Arc::new(Semaphore::new(concurrency)),
+            cache: crate::runtime::cache::ThreadCache::new(self.thread_cache),
             queues: Mutex::new(HashMap::new()),
             acks: Mutex::new(AckTracker::starting_at(cursor)),
             sender: crate::runtime::sender::Sender::default(),

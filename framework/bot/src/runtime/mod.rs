@@ -16,6 +16,7 @@ use crate::store::OutboxEntry;
 
 pub(crate) mod blob;
 mod builder;
+pub(crate) mod cache;
 mod events;
 mod http;
 pub(crate) mod sender;

@@ -76,6 +76,8 @@ pub(crate) struct Shared {
     pub(crate) max_inflight: u32,
     /// Threads being worked on at once.
     pub(crate) thread_slots: Arc<Semaphore>,
+    /// Threads' decoded state between their workers.
+    pub(crate) cache: crate::runtime::cache::ThreadCache<crate::runtime::worker::Cached>,
     /// The queue of each busy thread.
     pub(crate) queues: Mutex<HashMap<ThreadId, mpsc::UnboundedSender<WorkItem>>>,
     pub(crate) acks: Mutex<AckTracker>,

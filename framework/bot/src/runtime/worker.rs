@@ -43,13 +43,19 @@ pub(crate) enum WorkKind {
     FlushPending,
 }
 
-/// The thread as the worker holds it between items.
-struct Cached {
+/// The thread as the worker holds it between items (and the runtime's cache between
+/// workers).
+pub(crate) struct Cached {
     version: Option<u64>,
     blob: ThreadBlob,
     state: Option<ThreadState>,
     /// The bytes stored at `version`.
     stored: Arc<Vec<u8>>,
+    /// The highest inbox position this instance committed since it read the thread from the
+    /// store. Items of the thread come in order, so an item past it cannot be in the journal
+    /// yet, unless another instance handled it: then the thread's version moved and the commit
+    /// conflicts (and the journal's own uniqueness refuses a second entry in any case).
+    last_seq: Option<u64>,
 }
 
 /// Hands `item` to its thread's worker, starting one if the thread is idle.
@@ -78,7 +84,7 @@ async fn run_thread(rt: Arc<Shared>, thread: ThreadId, mut rx: mpsc::UnboundedRe
     let Ok(_slot) = Arc::clone(&rt.thread_slots).acquire_owned().await else {
         return;
     };
-    let mut cache: Option<Cached> = None;
+    let mut cache: Option<Cached> = rt.cache.take(thread);
     loop {
         let item = {
             let mut queues = rt
@@ -88,6 +94,11 @@ async fn run_thread(rt: Arc<Shared>, thread: ThreadId, mut rx: mpsc::UnboundedRe
             if let Ok(item) = rx.try_recv() {
                 item
             } else {
+                // Back in the cache before the thread's next worker can start (it would be
+                // started under this lock).
+                if let Some(cached) = cache.take() {
+                    rt.cache.put(thread, cached);
+                }
                 queues.remove(&thread);
                 return;
             }
@@ -219,6 +230,7 @@ async fn load(rt: &Shared, thread: ThreadId, keys: &DeviceKeys) -> Result<Cached
             blob: ThreadBlob::default(),
             state: None,
             stored: Arc::new(Vec::new()),
+            last_seq: None,
         });
     };
     let mut blob = ThreadBlob::decode(&record.data).map_err(Failure::Fatal)?;
@@ -234,6 +246,7 @@ async fn load(rt: &Shared, thread: ThreadId, keys: &DeviceKeys) -> Result<Cached
         blob,
         state,
         stored: Arc::new(record.data),
+        last_seq: None,
     })
 }
 
@@ -257,16 +270,18 @@ async fn attempt(
     last_bot_attempt: bool,
 ) -> Result<&'static str, Failure> {
     let keys = rt.keys();
-    let journal_key = match kind {
-        WorkKind::Inbox(item) => Some(journal_key(item)),
-        WorkKind::FlushPending => None,
+    let (journal_key, seq) = match kind {
+        WorkKind::Inbox(item) => (Some(journal_key(item)), Some(item.seq)),
+        WorkKind::FlushPending => (None, None),
     };
     let cached = match cache.take() {
         Some(cached) => cached,
         None => load(rt, thread, &keys).await?,
     };
+    let surely_new = matches!((cached.last_seq, seq), (Some(last), Some(seq)) if seq > last);
     if let Some(key) = &journal_key
         && cached.version.is_some()
+        && !surely_new
         && rt
             .store
             .handled(thread, key)
@@ -281,6 +296,7 @@ async fn attempt(
         mut blob,
         mut state,
         stored,
+        last_seq,
     } = cached;
     let at = now();
     let mut events = Vec::new();
@@ -334,6 +350,7 @@ async fn attempt(
                     blob,
                     state,
                     stored,
+                    last_seq,
                 });
                 return Ok("nothing");
             }
@@ -347,6 +364,7 @@ async fn attempt(
             blob,
             state,
             stored,
+            last_seq,
         });
         return Ok("nothing");
     }
@@ -442,6 +460,7 @@ async fn attempt(
         blob,
         state,
         stored: Arc::new(data),
+        last_seq: seq.max(last_seq),
     });
     if joined && pending {
         let rt2 = Arc::clone(rt);
