@@ -132,6 +132,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Conflict(m) => Self::Conflict(m),
             StoreError::NotFound(m) => Self::NotFound(m),
+            StoreError::Replayed => Self::ReplayedRequest,
             StoreError::Database(_) | StoreError::Migration(_) | StoreError::CommitFailed(_) => {
                 tracing::error!(error = %e, "store failure");
                 Self::Unavailable

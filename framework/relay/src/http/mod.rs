@@ -55,7 +55,7 @@ pub use switchboard_protocol::api::{
 };
 pub use threads::{LEASE_SECS, MAX_FETCH, MAX_WAIT_SECS};
 
-use crate::store::{DeviceRecord, EntityRecord, Registered, Store};
+use crate::store::{DeviceRecord, EntityRecord, Registered, RequestNonce, Store};
 
 /// The largest key bundle registration accepts (bundles are a few KiB).
 pub const MAX_BUNDLE_BYTES: usize = 16 * 1024;
@@ -267,25 +267,33 @@ async fn read_body(
     }
 }
 
-/// Checks the signature against `key`, then spends the nonce (only after the signature
-/// verified, so nobody can burn another device's nonces).
-async fn check_signed(
+/// Checks the signature against `key`; returns the request's nonce, to be spent (only after
+/// the signature verified, so nobody can burn another device's nonces).
+fn check_signed(
     state: &RelayState,
     auth: &RequestAuth,
     key: &IdentityPublicKey,
     method: &Method,
     uri: &Uri,
     body: &[u8],
-) -> Result<(), ApiError> {
+) -> Result<RequestNonce, ApiError> {
     let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
     if !auth.verify(key, method.as_str(), target, body) {
         return Err(ApiError::BadSignature(auth.device.to_string()));
     }
-    let now = (state.clock)();
-    let expires = auth.timestamp.0.saturating_add(MAX_CLOCK_SKEW_SECS);
+    Ok(RequestNonce {
+        device: auth.device,
+        nonce: auth.nonce.to_vec(),
+        expires_at: auth.timestamp.0.saturating_add(MAX_CLOCK_SKEW_SECS),
+        now: (state.clock)().0,
+    })
+}
+
+/// Spends a request's nonce in a transaction of its own.
+async fn spend(state: &RelayState, nonce: &RequestNonce) -> Result<(), ApiError> {
     if !state
         .store
-        .use_nonce(auth.device, &auth.nonce, expires, now.0)
+        .use_nonce(nonce.device, &nonce.nonce, nonce.expires_at, nonce.now)
         .await?
     {
         return Err(ApiError::ReplayedRequest);
@@ -326,21 +334,68 @@ impl<const MAX: usize> axum::extract::FromRequest<RelayState> for Signed<MAX> {
         state: &RelayState,
     ) -> Result<Self, Self::Rejection> {
         let (parts, body) = request.into_parts();
-        let auth = fresh_auth(state, &parts.headers)?;
-        let device = state
-            .store
-            .device(auth.device)
-            .await?
-            .ok_or_else(|| ApiError::UnknownDevice(auth.device.to_string()))?;
-        let key =
-            IdentityPublicKey::from_bytes(&device.identity_key).map_err(|_| ApiError::Internal)?;
-        let raw = read_body(state, &parts.headers, body, MAX).await?;
-        check_signed(state, &auth, &key, &parts.method, &parts.uri, &raw).await?;
+        let (device, body, nonce) = authenticate::<MAX>(state, parts, body).await?;
+        spend(state, &nonce).await?;
         // Counted only for requests the device really signed, so nobody can get another device
         // banned by sending requests in its name.
-        admit(state, auth.device).await?;
-        Ok(Self { device, body: raw })
+        admit(state, device.device).await?;
+        Ok(Self { device, body })
     }
+}
+
+/// Like [`Signed`], but the request's nonce is not spent yet: the handler spends it in the
+/// same transaction as its write (one fsync instead of two: see
+/// [`Store::post_once`](crate::store::Store::post_once)), and must not write anything
+/// without it.
+///
+/// The rate limit counts the request before its nonce is known to be fresh: a replay (by
+/// someone who captured the signed request, within its timestamp window) is refused at the
+/// write but costs the device one request of its budget.
+pub(super) struct SignedOnce<const MAX: usize> {
+    /// The requesting device.
+    pub(super) device: DeviceRecord,
+    /// The request body.
+    pub(super) body: Bytes,
+    /// The request's nonce, not spent yet.
+    pub(super) nonce: RequestNonce,
+}
+
+impl<const MAX: usize> axum::extract::FromRequest<RelayState> for SignedOnce<MAX> {
+    type Rejection = ApiError;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &RelayState,
+    ) -> Result<Self, Self::Rejection> {
+        let (parts, body) = request.into_parts();
+        let (device, body, nonce) = authenticate::<MAX>(state, parts, body).await?;
+        admit(state, device.device).await?;
+        Ok(Self {
+            device,
+            body,
+            nonce,
+        })
+    }
+}
+
+/// A signed request's device, body (at most `MAX` bytes) and nonce (not spent), once the
+/// headers, timestamp, body size and signature are checked.
+async fn authenticate<const MAX: usize>(
+    state: &RelayState,
+    parts: Parts,
+    body: Body,
+) -> Result<(DeviceRecord, Bytes, RequestNonce), ApiError> {
+    let auth = fresh_auth(state, &parts.headers)?;
+    let device = state
+        .store
+        .device(auth.device)
+        .await?
+        .ok_or_else(|| ApiError::UnknownDevice(auth.device.to_string()))?;
+    let key =
+        IdentityPublicKey::from_bytes(&device.identity_key).map_err(|_| ApiError::Internal)?;
+    let raw = read_body(state, &parts.headers, body, MAX).await?;
+    let nonce = check_signed(state, &auth, &key, &parts.method, &parts.uri, &raw)?;
+    Ok((device, raw, nonce))
 }
 
 /// The OpenAPI 3.1 document of this API, for clients in other languages.
@@ -387,15 +442,15 @@ async fn register_device(
             auth.device, bundle.device
         )));
     }
-    check_signed(
+    let nonce = check_signed(
         &state,
         &auth,
         &bundle.identity_key,
         &parts.method,
         &parts.uri,
         &raw,
-    )
-    .await?;
+    )?;
+    spend(&state, &nonce).await?;
     // A bundle dated in the future would make every genuine later rotation "older" (409), so a
     // thief of the identity key could pin its own KEM key for good.
     let now = (state.clock)();

@@ -17,8 +17,8 @@ use switchboard_protocol::{
 use tokio::sync::Notify;
 
 use super::{
-    Ack, ApiError, InboxAnswer, MAX_ACK_BYTES, PathId, PostAnswer, RelayState, Signed, WireItem,
-    wire,
+    Ack, ApiError, InboxAnswer, MAX_ACK_BYTES, PathId, PostAnswer, RelayState, Signed, SignedOnce,
+    WireItem, wire,
 };
 use crate::store::{InboxItem, ItemKind, Post, PostKey, Posted, ThreadRecord};
 
@@ -235,10 +235,11 @@ pub(super) async fn post_commit(
 pub(super) async fn post_message(
     State(state): State<RelayState>,
     PathId(thread): PathId,
-    Signed {
+    SignedOnce {
         device: sender,
         body: raw,
-    }: Signed<MESSAGE_MAX>,
+        nonce,
+    }: SignedOnce<MESSAGE_MAX>,
 ) -> Result<Response, ApiError> {
     let thread = parse_thread(&thread)?;
     let record = thread_of(&state, thread).await?;
@@ -268,7 +269,7 @@ pub(super) async fn post_message(
             digest: sha2::Sha256::digest(&raw).into(),
         }),
     };
-    let result = state.store.post(&post).await?;
+    let result = state.store.post_once(&post, &nonce).await?;
     Ok(posted(&state, thread, &result))
 }
 

@@ -40,6 +40,23 @@ pub enum StoreError {
     /// A stored value could not be read back (corruption or a bug).
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// The request's nonce was used before (a replayed request): nothing was written.
+    #[error("the request was seen before (its nonce was used)")]
+    Replayed,
+}
+
+/// A request's nonce, to be spent in the same transaction as the request's write (see
+/// [`Store::post_once`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestNonce {
+    /// The requesting device.
+    pub device: DeviceId,
+    /// The nonce.
+    pub nonce: Vec<u8>,
+    /// Until when it is remembered (Unix seconds).
+    pub expires_at: u64,
+    /// Now (Unix seconds): nonces that expired before it are forgotten.
+    pub now: u64,
 }
 
 /// A registered device.
@@ -163,6 +180,15 @@ pub struct Post<'a> {
     pub key: Option<PostKey>,
 }
 
+/// The inbox items of device `$1` available to instance `$2` at time `$3` past cursor `$4`:
+/// those of threads nobody holds (or whose lease expired), and those of the instance's own
+/// threads past its cursor. The `FROM ... WHERE` of a leased fetch.
+pub(crate) const LEASE_AVAILABLE: &str = "FROM inbox i LEFT JOIN leases l \
+       ON l.device_id = i.device_id AND l.thread_id = i.thread_id \
+     WHERE i.device_id = $1 \
+       AND (l.instance IS NULL OR l.expires_at <= $3 OR l.instance = $2) \
+       AND (i.seq > $4 OR l.instance IS NULL OR l.expires_at <= $3)";
+
 /// A leased inbox fetch (see [`Store::fetch_leased`]), owned so that a writer task can run it.
 #[derive(Debug, Clone)]
 pub(crate) struct LeasedFetch {
@@ -194,6 +220,8 @@ pub(crate) struct OwnedPost {
     pub(crate) new_roster: Option<(u64, Vec<DeviceId>)>,
     pub(crate) to: Option<DeviceId>,
     pub(crate) key: Option<PostKey>,
+    /// The request's nonce, spent in the post's transaction (see [`Store::post_once`]).
+    pub(crate) nonce: Option<RequestNonce>,
 }
 
 impl OwnedPost {
@@ -208,6 +236,7 @@ impl OwnedPost {
                 .map(|(epoch, members)| (epoch, members.to_vec())),
             to: post.to,
             key: post.key,
+            nonce: None,
         }
     }
 
@@ -292,6 +321,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// [`StoreError::NotFound`] if the thread does not exist.
     async fn post(&self, post: &Post<'_>) -> Result<Posted, StoreError>;
+
+    /// [`post`](Self::post) and [`use_nonce`](Self::use_nonce) in one transaction (one fsync
+    /// instead of two): refused with [`StoreError::Replayed`], nothing posted, if the nonce was
+    /// used before. The nonce stays spent even if the post is refused.
+    async fn post_once(&self, post: &Post<'_>, nonce: &RequestNonce) -> Result<Posted, StoreError>;
 
     /// Up to `limit` unacknowledged items of `device` with `seq > after`, oldest first, and no
     /// more than `max_bytes` of payload in all, except that the first item always comes.

@@ -86,6 +86,37 @@ impl PostgresStore {
         Ok(posted)
     }
 
+    async fn post_once_committed(
+        &self,
+        post: &super::Post<'_>,
+        nonce: &super::RequestNonce,
+    ) -> Result<super::Posted, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if !nonce_in(
+            &mut tx,
+            nonce.device,
+            &nonce.nonce,
+            nonce.expires_at,
+            nonce.now,
+        )
+        .await?
+        {
+            // Spent before: nothing to write.
+            tx.rollback().await?;
+            return Err(StoreError::Replayed);
+        }
+        // The nonce stays spent even if the post is refused: the post runs under a savepoint.
+        sqlx::query("SAVEPOINT post").execute(&mut *tx).await?;
+        let result = post_in(&mut tx, post).await;
+        if result.is_err() {
+            sqlx::query("ROLLBACK TO SAVEPOINT post")
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        result
+    }
+
     async fn fetch_leased_committed(
         &self,
         fetch: super::LeasedFetch,

@@ -295,6 +295,14 @@ macro_rules! impl_store {
                 .await
             }
 
+            async fn post_once(
+                &self,
+                post: &crate::store::Post<'_>,
+                nonce: &crate::store::RequestNonce,
+            ) -> Result<crate::store::Posted, crate::store::StoreError> {
+                self.post_once_committed(post, nonce).await
+            }
+
             async fn use_nonce(
                 &self,
                 device: switchboard_protocol::DeviceId,
@@ -412,11 +420,25 @@ macro_rules! impl_store {
             expires_at: u64,
             now: u64,
         ) -> Result<bool, crate::store::StoreError> {
-            use crate::store::to_i64;
+
             let mut tx = pool.begin_with($begin).await?;
+            let fresh = nonce_in(&mut tx, device, nonce, expires_at, now).await?;
+            tx.commit().await?;
+            Ok(fresh)
+        }
+
+        /// Records one request nonce inside `tx`; `false` if it was used before.
+        async fn nonce_in(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            device: switchboard_protocol::DeviceId,
+            nonce: &[u8],
+            expires_at: u64,
+            now: u64,
+        ) -> Result<bool, crate::store::StoreError> {
+            use crate::store::to_i64;
             sqlx::query("DELETE FROM nonces WHERE expires_at < $1")
                 .bind(to_i64(now, "time")?)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
             let fresh = sqlx::query(
                 "INSERT INTO nonces (device_id, nonce, expires_at) VALUES ($1, $2, $3) \
@@ -425,11 +447,10 @@ macro_rules! impl_store {
             .bind(device.to_string())
             .bind(nonce)
             .bind(to_i64(expires_at, "expiry")?)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?
             .rows_affected()
                 == 1;
-            tx.commit().await?;
             Ok(fresh)
         }
 
@@ -448,11 +469,7 @@ macro_rules! impl_store {
                 .await?;
             let now_i = to_i64(f.now, "time")?;
             let after = to_i64(f.after, "cursor")?;
-            const AVAILABLE: &str = "FROM inbox i LEFT JOIN leases l \
-                   ON l.device_id = i.device_id AND l.thread_id = i.thread_id \
-                 WHERE i.device_id = $1 \
-                   AND (l.instance IS NULL OR l.expires_at <= $3 OR l.instance = $2) \
-                   AND (i.seq > $4 OR l.instance IS NULL OR l.expires_at <= $3)";
+            use crate::store::LEASE_AVAILABLE as AVAILABLE;
             let sizes: Vec<(i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT i.seq, CAST(length(i.payload) AS BIGINT) {AVAILABLE} ORDER BY i.seq LIMIT $5"
             )))

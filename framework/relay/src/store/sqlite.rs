@@ -79,7 +79,9 @@ impl SqliteStore {
             options.journal_mode(SqliteJournalMode::Wal)
         };
         // In memory, every connection would be its own database: keep exactly one.
+        // No ping before each use: a file or memory database has no connection to lose.
         let pool = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(if memory { 1 } else { 4 })
             .min_connections(if memory { 1 } else { 0 })
             .idle_timeout(if memory {
@@ -125,13 +127,90 @@ impl SqliteStore {
         result.await.map_err(|_| writer_stopped())?
     }
 
+    async fn post_once_committed(
+        &self,
+        post: &super::Post<'_>,
+        nonce: &super::RequestNonce,
+    ) -> Result<Posted, StoreError> {
+        let (answer, result) = oneshot::channel();
+        let mut owned = OwnedPost::from_post(post);
+        owned.nonce = Some(nonce.clone());
+        self.queue(batch::Op::Post(owned, answer)).await?;
+        result.await.map_err(|_| writer_stopped())?
+    }
+
     async fn fetch_leased_committed(
         &self,
         fetch: super::LeasedFetch,
     ) -> Result<Vec<super::InboxItem>, StoreError> {
+        if let Some(items) = self.fetch_leased_read(&fetch).await? {
+            return Ok(items);
+        }
         let (answer, result) = oneshot::channel();
         self.queue(batch::Op::Fetch(fetch, answer)).await?;
         result.await.map_err(|_| writer_stopped())?
+    }
+
+    /// A leased fetch that writes nothing, read beside the writer: when every item of the page
+    /// belongs to a thread the instance holds with more than half its lease left (the
+    /// steady state of a busy instance), or nothing is available. `None`: the fetch takes or
+    /// renews leases, so it goes through the writer. Nobody else can take a lease that has
+    /// not expired, so what this read saw stays true.
+    async fn fetch_leased_read(
+        &self,
+        f: &super::LeasedFetch,
+    ) -> Result<Option<Vec<super::InboxItem>>, StoreError> {
+        use super::{LEASE_AVAILABLE, page_end, to_i64};
+        let now = to_i64(f.now, "time")?;
+        let after = to_i64(f.after, "cursor")?;
+        let renew_before = to_i64(f.now.saturating_add(f.lease_secs / 2), "lease expiry")?;
+        // One snapshot for both reads (a deferred transaction that writes nothing).
+        let mut tx = self.pool.begin().await?;
+        let sizes: Vec<(i64, i64, Option<String>, Option<i64>)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT i.seq, CAST(length(i.payload) AS BIGINT), l.instance, l.expires_at \
+                 {LEASE_AVAILABLE} ORDER BY i.seq LIMIT $5"
+            )))
+            .bind(f.device.to_string())
+            .bind(f.instance.as_str())
+            .bind(now)
+            .bind(after)
+            .bind(i64::from(f.limit))
+            .fetch_all(&mut *tx)
+            .await?;
+        let held = |(_, _, instance, expires): &(i64, i64, Option<String>, Option<i64>)| {
+            instance.as_deref() == Some(f.instance.as_str())
+                && expires.is_some_and(|at| at >= renew_before)
+        };
+        if !sizes.iter().all(held) {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let sizes: Vec<(i64, i64)> = sizes
+            .into_iter()
+            .map(|(seq, len, _, _)| (seq, len))
+            .collect();
+        let Some(end) = page_end(&sizes, f.max_bytes) else {
+            tx.rollback().await?;
+            return Ok(Some(Vec::new()));
+        };
+        let rows: Vec<super::InboxRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT i.seq, i.thread_id, i.thread_seq, i.sender, i.kind, i.payload \
+             {LEASE_AVAILABLE} AND i.seq <= $6 ORDER BY i.seq LIMIT $5"
+        )))
+        .bind(f.device.to_string())
+        .bind(f.instance.as_str())
+        .bind(now)
+        .bind(after)
+        .bind(i64::from(f.limit))
+        .bind(end)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.rollback().await?;
+        rows.into_iter()
+            .map(super::inbox_item)
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 
     async fn ack_committed(&self, ack: super::AckUpTo) -> Result<u64, StoreError> {

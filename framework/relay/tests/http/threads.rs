@@ -113,6 +113,49 @@ async fn a_thread_flows_through_the_relay_and_only_members_and_the_admin_may_pos
         )
         .await;
     assert_eq!(status, StatusCode::CREATED);
+    // The same signed request again (its nonce spent in the post's own transaction): refused
+    // as a replay, and the admin still has the message once.
+    let message_path = format!("{thread_path}/messages");
+    let hello_bytes = encode(&hello).unwrap();
+    let auth = switchboard_protocol::RequestAuth::sign(
+        &c.customer,
+        "POST",
+        &message_path,
+        &hello_bytes,
+        relay.now(),
+        &mut relay.rng,
+    );
+    let (status, _) = relay
+        .send(super::with_auth(
+            &auth,
+            "POST",
+            &message_path,
+            hello_bytes.clone(),
+        ))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a new request posting the message again: stored before"
+    );
+    let (status, json) = relay
+        .send(super::with_auth(&auth, "POST", &message_path, hello_bytes))
+        .await;
+    assert_eq!(
+        (status, code(&json)),
+        (StatusCode::UNAUTHORIZED, "replayed_request"),
+        "{json}"
+    );
+    let messages = relay.inbox(&c.admin, "after=0").await;
+    assert_eq!(
+        messages
+            .items
+            .iter()
+            .filter(|i| i.kind == ItemKind::Message)
+            .count(),
+        1,
+        "the message reached the admin once"
+    );
 
     // The bot is not a member yet: refused.
     let (status, json) = relay

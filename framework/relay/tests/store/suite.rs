@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use switchboard_protocol::{Csprng, DeviceId, EntityId, ThreadId};
 use switchboard_relay::store::{
-    DeviceRecord, DeviceRole, EntityRecord, ItemKind, Post, PostKey, Registered, Store, StoreError,
-    ThreadRecord,
+    DeviceRecord, DeviceRole, EntityRecord, ItemKind, Post, PostKey, Registered, RequestNonce,
+    Store, StoreError, ThreadRecord,
 };
 
 pub fn random_hex() -> String {
@@ -268,6 +268,62 @@ pub async fn replayed_nonce_is_refused_and_expired_ones_forgotten(store: &dyn St
     assert!(store.use_nonce(other, b"n1", 100, 20).await.unwrap());
     // After expiry the row is pruned (requests that old are refused by their timestamp).
     assert!(store.use_nonce(d, b"n1", 300, 200).await.unwrap());
+}
+
+pub async fn a_post_spends_its_nonce_once_in_its_own_transaction(store: &dyn Store) {
+    let (record, customer, admin) = thread(store).await;
+    let nonce = |bytes: &[u8]| RequestNonce {
+        device: customer,
+        nonce: bytes.to_vec(),
+        expires_at: 100,
+        now: 10,
+    };
+    let first = store
+        .post_once(&message(record.thread, customer, b"one"), &nonce(b"a"))
+        .await
+        .unwrap();
+    // The same request again (same nonce): refused, and nothing more reaches the admin.
+    let again = store
+        .post_once(&message(record.thread, customer, b"one"), &nonce(b"a"))
+        .await;
+    assert!(matches!(again, Err(StoreError::Replayed)), "{again:?}");
+    // The nonce a post spent is spent for other requests too, and the other way round.
+    assert!(!store.use_nonce(customer, b"a", 100, 10).await.unwrap());
+    assert!(store.use_nonce(customer, b"b", 100, 10).await.unwrap());
+    let replay = store
+        .post_once(&message(record.thread, customer, b"two"), &nonce(b"b"))
+        .await;
+    assert!(matches!(replay, Err(StoreError::Replayed)), "{replay:?}");
+    // A post refused for another reason still spends its nonce.
+    let stranger = ThreadId::from_bytes([0xee; 16]);
+    let missing = store
+        .post_once(&message(stranger, customer, b"x"), &nonce(b"c"))
+        .await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound(_))),
+        "{missing:?}"
+    );
+    assert!(!store.use_nonce(customer, b"c", 100, 10).await.unwrap());
+    // Two posts with one nonce at once: one is stored, the other refused.
+    let (post_x, post_y, d) = (
+        message(record.thread, customer, b"x"),
+        message(record.thread, customer, b"y"),
+        nonce(b"d"),
+    );
+    let (x, y) = tokio::join!(store.post_once(&post_x, &d), store.post_once(&post_y, &d));
+    assert!(
+        x.is_ok() != y.is_ok(),
+        "exactly one of two posts with one nonce is stored: {x:?} {y:?}"
+    );
+    let items = store.fetch(admin, 0, 100, u64::MAX).await.unwrap();
+    let payloads: Vec<&[u8]> = items
+        .iter()
+        .filter(|i| i.kind == ItemKind::Message)
+        .map(|i| i.payload.as_slice())
+        .collect();
+    assert_eq!(payloads.len(), 2, "{payloads:?}");
+    assert_eq!(payloads[0], b"one");
+    assert!(first.recipients.contains(&admin));
 }
 
 pub async fn concurrent_posts_keep_one_order_per_thread(store: &dyn Store) {

@@ -17,8 +17,8 @@ use switchboard_protocol::{DeviceId, ThreadId};
 use tokio::sync::{mpsc, oneshot};
 
 use super::super::{
-    AckUpTo, InboxItem, LeasedFetch, OwnedPost, PostKey, Posted, StoreError, device_from_text,
-    recipients, to_i64, to_u64,
+    AckUpTo, InboxItem, LeasedFetch, OwnedPost, PostKey, Posted, RequestNonce, StoreError,
+    device_from_text, recipients, to_i64, to_u64,
 };
 use super::MAX_BATCH;
 
@@ -27,13 +27,7 @@ use super::MAX_BATCH;
 const CHUNK: usize = 500;
 
 /// A request nonce to record (see [`Store::use_nonce`](crate::store::Store::use_nonce)).
-#[derive(Debug)]
-pub(super) struct NonceUse {
-    pub(super) device: DeviceId,
-    pub(super) nonce: Vec<u8>,
-    pub(super) expires_at: u64,
-    pub(super) now: u64,
-}
+pub(super) type NonceUse = RequestNonce;
 
 /// One queued write and where its answer goes.
 #[derive(Debug)]
@@ -160,20 +154,51 @@ macro_rules! alone {
 /// savepoint and answered with its error; the others commit.
 async fn apply(pool: &SqlitePool, work: &Work<'_>) -> Result<Done, StoreError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let fresh = use_nonces(&mut tx, &work.nonces).await?;
-    let mut posted = Vec::with_capacity(work.posts.len());
-    for run in work
-        .posts
-        .chunk_by(|a, b| a.new_roster.is_none() && b.new_roster.is_none())
-    {
-        if run.iter().all(|post| post.new_roster.is_none()) {
-            posted.extend(plain_posts(&mut tx, run).await?);
+    // The nonces of requests, then those of posts that spend theirs in the same transaction.
+    let mut all_nonces = work.nonces.clone();
+    all_nonces.extend(work.posts.iter().filter_map(|p| p.nonce.as_ref()));
+    let mut fresh = use_nonces(&mut tx, &all_nonces).await?;
+    let post_fresh = fresh.split_off(work.nonces.len());
+    // A post whose nonce was spent before is refused alone; the others go on.
+    let mut posted: Vec<Option<Result<Posted, StoreError>>> = Vec::with_capacity(work.posts.len());
+    let mut accepted: Vec<(usize, &OwnedPost)> = Vec::with_capacity(work.posts.len());
+    let mut post_fresh = post_fresh.into_iter();
+    for (i, post) in work.posts.iter().enumerate() {
+        let refused = match post.nonce {
+            None => None,
+            Some(_) => match post_fresh.next() {
+                Some(Ok(true)) => None,
+                Some(Ok(false)) => Some(Err(StoreError::Replayed)),
+                Some(Err(e)) => Some(Err(e)),
+                None => Some(Err(lost())),
+            },
+        };
+        if refused.is_none() {
+            accepted.push((i, post));
+        }
+        posted.push(refused);
+    }
+    for run in accepted.chunk_by(|a, b| a.1.new_roster.is_none() && b.1.new_roster.is_none()) {
+        let (indices, run): (Vec<usize>, Vec<&OwnedPost>) = run.iter().copied().unzip();
+        let results = if run.iter().all(|post| post.new_roster.is_none()) {
+            plain_posts(&mut tx, &run).await?
         } else {
+            let mut results = Vec::with_capacity(run.len());
             for post in run {
-                posted.push(alone!(tx, super::post_in(&mut tx, &post.as_post())));
+                results.push(alone!(tx, super::post_in(&mut tx, &post.as_post())));
+            }
+            results
+        };
+        for (i, result) in indices.into_iter().zip(results) {
+            if let Some(slot) = posted.get_mut(i) {
+                *slot = Some(result);
             }
         }
     }
+    let posted = posted
+        .into_iter()
+        .map(|p| p.unwrap_or_else(|| Err(lost())))
+        .collect();
     let mut acked = Vec::with_capacity(work.acks.len());
     for ack in &work.acks {
         acked.push(alone!(tx, super::ack_in(&mut tx, ack)));
