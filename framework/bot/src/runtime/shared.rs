@@ -139,7 +139,15 @@ impl Shared {
         self.metrics
             .counter("switchboard_replies_sent_total", &[])
             .inc();
-        self.store.sent(&entry.message_id).await?;
+        // Forgotten from the outbox beside the caller's next work (the store groups it with
+        // other writes): if it does not commit, the sweep posts the message again and the relay
+        // answers it as stored before (idempotent by message id), then it is forgotten then.
+        let store = Arc::clone(&self.store);
+        tokio::spawn(async move {
+            if let Err(e) = store.sent(&entry.message_id).await {
+                tracing::warn!(error = %e, message = %entry.message_id, "cannot forget a posted reply; it will be posted again");
+            }
+        });
         Ok(())
     }
 }

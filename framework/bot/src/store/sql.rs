@@ -240,6 +240,20 @@ macro_rules! impl_bot_store {
             ) -> Result<Vec<Result<u64, crate::store::StoreError>>, crate::store::StoreError> {
                 use crate::store::group::Write;
                 let mut tx = self.pool.begin_with($begin).await?;
+                if let [Write::Event(p)] = batch {
+                    // Alone in its transaction: a conflict rolls the whole of it back, no
+                    // savepoint needed.
+                    return match Self::write_event(&mut tx, &self.device, p).await? {
+                        Some(version) => {
+                            tx.commit().await?;
+                            Ok(vec![Ok(version)])
+                        }
+                        None => {
+                            tx.rollback().await?;
+                            Ok(vec![Err(p.conflict())])
+                        }
+                    };
+                }
                 let mut outcomes: Vec<Result<u64, crate::store::StoreError>> = batch
                     .iter()
                     .map(|_| Err(crate::store::StoreError::Closed))

@@ -53,6 +53,7 @@ impl SqliteStore {
         let (options, pool) = if memory {
             // Every connection would be a database of its own: keep exactly one, for good.
             let pool = SqlitePoolOptions::new()
+                .test_before_acquire(false)
                 .max_connections(1)
                 .min_connections(1)
                 .idle_timeout(None)
@@ -60,7 +61,9 @@ impl SqliteStore {
             (options, pool)
         } else {
             // The writer task plus readers beside it (WAL lets them read during a commit).
+            // No ping before each use: a file has no connection to lose.
             let pool = SqlitePoolOptions::new()
+                .test_before_acquire(false)
                 .max_connections(4)
                 .idle_timeout(Duration::from_secs(600));
             (options.journal_mode(SqliteJournalMode::Wal), pool)
