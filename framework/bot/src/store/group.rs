@@ -127,6 +127,13 @@ pub(super) trait ApplyBatch: Send + Sync + 'static {
     async fn apply(&self, batch: &[Write]) -> Result<Vec<Result<u64, StoreError>>, StoreError>;
 }
 
+/// A database that applies a batch of writes in one transaction synchronously, on the writer's
+/// own thread (every statement a plain function call: no hop to another thread per statement).
+pub(super) trait ApplySync: Send + 'static {
+    /// One result per write, in order; `Err` if the transaction failed (nothing was written).
+    fn apply(&mut self, batch: &[Write]) -> Result<Vec<Result<u64, StoreError>>, StoreError>;
+}
+
 /// One queued write and where its answer goes.
 type Pending = (Write, oneshot::Sender<Result<u64, StoreError>>);
 
@@ -144,6 +151,20 @@ impl GroupCommit {
         let counters = Arc::new(Counters::default());
         tokio::spawn(writer(db, rx, Arc::clone(&counters)));
         Self { queue, counters }
+    }
+
+    /// Starts the writer on an OS thread of its own over `db` (a synchronous database). The
+    /// thread takes whatever is queued (up to [`MAX_BATCH`]) while it was busy, so commits
+    /// arriving during a transaction share the next one; it ends when the store is dropped.
+    pub(super) fn start_thread(db: impl ApplySync, name: &str) -> Result<Self, StoreError> {
+        let (queue, rx) = mpsc::channel(4 * MAX_BATCH);
+        let counters = Arc::new(Counters::default());
+        let for_thread = Arc::clone(&counters);
+        std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || blocking_writer(db, rx, &for_thread))
+            .map_err(|e| StoreError::Database(format!("cannot start the store's writer: {e}")))?;
+        Ok(Self { queue, counters })
     }
 
     /// Queues one commit and waits for its outcome.
@@ -182,32 +203,61 @@ async fn writer(db: impl ApplyBatch, mut rx: mpsc::Receiver<Pending>, counters: 
             }
         }
         let (writes, answers): (Vec<Write>, Vec<_>) = batch.drain(..).unzip();
-        match db.apply(&writes).await {
-            Ok(outcomes) => {
-                counters.transactions.fetch_add(1, Ordering::Relaxed);
-                let mut outcomes = outcomes.into_iter();
-                for (write, answer) in writes.iter().zip(answers) {
-                    // A missing outcome would be a bug: answer it as failed rather than hang.
-                    let outcome = outcomes.next().unwrap_or_else(|| {
-                        Err(StoreError::Database(
-                            "the group commit lost track of this commit".to_owned(),
-                        ))
-                    });
-                    // Counted here: a caller that gave up waiting still committed.
-                    if matches!(write, Write::Event(_)) {
-                        counters.outcome(&outcome);
-                    }
-                    let _ = answer.send(outcome);
-                }
+        let outcome = db.apply(&writes).await;
+        answer(&counters, &writes, answers, outcome);
+    }
+}
+
+/// The writer on its own thread: blocks for the first write, takes what else is queued, applies
+/// the batch, answers; ends when every sender is gone.
+fn blocking_writer(mut db: impl ApplySync, mut rx: mpsc::Receiver<Pending>, counters: &Counters) {
+    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(pending) => batch.push(pending),
+                Err(_) => break,
             }
-            Err(e) => {
-                counters.failed_transactions.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, commits = answers.len(), "group commit failed");
-                for answer in answers {
-                    let _ = answer.send(Err(StoreError::Database(format!(
-                        "the transaction holding this commit failed: {e}"
-                    ))));
+        }
+        let (writes, answers): (Vec<Write>, Vec<_>) = batch.drain(..).unzip();
+        let outcome = db.apply(&writes);
+        answer(counters, &writes, answers, outcome);
+    }
+}
+
+/// Answers each write of a batch with its outcome (or the transaction's failure).
+fn answer(
+    counters: &Counters,
+    writes: &[Write],
+    answers: Vec<oneshot::Sender<Result<u64, StoreError>>>,
+    outcome: Result<Vec<Result<u64, StoreError>>, StoreError>,
+) {
+    match outcome {
+        Ok(outcomes) => {
+            counters.transactions.fetch_add(1, Ordering::Relaxed);
+            let mut outcomes = outcomes.into_iter();
+            for (write, answer) in writes.iter().zip(answers) {
+                // A missing outcome would be a bug: answer it as failed rather than hang.
+                let outcome = outcomes.next().unwrap_or_else(|| {
+                    Err(StoreError::Database(
+                        "the group commit lost track of this commit".to_owned(),
+                    ))
+                });
+                // Counted here: a caller that gave up waiting still committed.
+                if matches!(write, Write::Event(_)) {
+                    counters.outcome(&outcome);
                 }
+                let _ = answer.send(outcome);
+            }
+        }
+        Err(e) => {
+            counters.failed_transactions.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, commits = answers.len(), "group commit failed");
+            for answer in answers {
+                let _ = answer.send(Err(StoreError::Database(format!(
+                    "the transaction holding this commit failed: {e}"
+                ))));
             }
         }
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use switchboard_protocol::DeviceId;
 
-use super::sql::{impl_bot_store, migrator};
+use super::sql::{impl_bot_store, impl_sqlx_writer, migrator};
 use super::{StoreError, StoreKey, redact};
 
 /// A [`BotStore`](super::BotStore) on PostgreSQL.
@@ -50,8 +50,20 @@ impl PostgresStore {
         migrator(include_str!("migrations/postgres/0001_init.sql"))
             .run(&pool)
             .await?;
-        Ok(Self::start(pool, device, key))
+        let device_hex = device.to_string();
+        let group = super::group::GroupCommit::start(PostgresWriter {
+            pool: pool.clone(),
+            device: device_hex.clone(),
+        });
+        Ok(Self {
+            pool,
+            device,
+            device_hex,
+            key,
+            group,
+        })
     }
 }
 
-impl_bot_store!(PostgresStore, PostgresWriter, sqlx::Postgres, "BEGIN");
+impl_sqlx_writer!(PostgresWriter, sqlx::Postgres, "BEGIN");
+impl_bot_store!(PostgresStore);

@@ -34,6 +34,33 @@ pub(super) fn migrator(init_sql: &'static str) -> Migrator {
     migrator
 }
 
+/// A new thread's row (version 1); `ON CONFLICT DO NOTHING`: no row means a conflict.
+pub(super) const INSERT_THREAD: &str = "INSERT INTO bot_threads \
+     (device, thread, version, nonce, ciphertext, updated_at) \
+     VALUES ($1, $2, 1, $3, $4, $5) ON CONFLICT (device, thread) DO NOTHING";
+/// Whether a thread has a row.
+pub(super) const THREAD_EXISTS: &str =
+    "SELECT thread FROM bot_threads WHERE device = $1 AND thread = $2";
+/// The compare-and-swap: bumps the version by $1 (0 or 1) if it is still $7.
+pub(super) const UPDATE_THREAD: &str = "UPDATE bot_threads SET version = version + $1, \
+     nonce = COALESCE($2, nonce), ciphertext = COALESCE($3, ciphertext), \
+     updated_at = $4 WHERE device = $5 AND thread = $6 AND version = $7";
+/// A journal entry; no row inserted means the key was handled before.
+pub(super) const INSERT_JOURNAL: &str = "INSERT INTO bot_journal (device, thread, key, handled_at) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
+/// An outbox entry; no row inserted means the message id is queued already.
+pub(super) const INSERT_OUTBOX: &str = "INSERT INTO bot_outbox \
+     (device, thread, message_id, body, created_at) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (device, message_id) DO NOTHING";
+/// A posted outbox entry goes.
+pub(super) const DELETE_SENT: &str = "DELETE FROM bot_outbox WHERE device = $1 AND message_id = $2";
+/// A metadata value.
+pub(super) const UPSERT_META: &str = "INSERT INTO bot_meta (device, key, value) VALUES ($1, $2, $3) \
+     ON CONFLICT (device, key) DO UPDATE SET value = excluded.value";
+/// Journal entries older than $2 go.
+pub(super) const PRUNE_JOURNAL: &str =
+    "DELETE FROM bot_journal WHERE device = $1 AND handled_at < $2";
+
 /// A thread row as read: version, nonce, ciphertext.
 pub(super) type ThreadRow = (i64, Vec<u8>, Vec<u8>);
 
@@ -67,33 +94,10 @@ pub(super) fn outbox_entry(
     })
 }
 
-/// Implements the backend's batch writer (`$writer`, a struct with `pool` and `device` fields)
-/// and `BotStore` for `$store` (a struct with `pool`, `device`, `device_hex`, `key` and `group`
-/// fields).
-macro_rules! impl_bot_store {
-    ($store:ident, $writer:ident, $db:ty, $begin:expr) => {
-        impl $store {
-            /// The store over `pool` (its schema up to date), with its writer task.
-            fn start(
-                pool: sqlx::Pool<$db>,
-                device: switchboard_protocol::DeviceId,
-                key: crate::store::StoreKey,
-            ) -> Self {
-                let device_hex = device.to_string();
-                let group = crate::store::group::GroupCommit::start($writer {
-                    pool: pool.clone(),
-                    device: device_hex.clone(),
-                });
-                Self {
-                    pool,
-                    device,
-                    device_hex,
-                    key,
-                    group,
-                }
-            }
-        }
-
+/// Implements an sqlx batch writer (`$writer`, a struct with `pool` and `device` fields): each
+/// statement is a round trip to the connection (used for PostgreSQL, where it is one anyway).
+macro_rules! impl_sqlx_writer {
+    ($writer:ident, $db:ty, $begin:expr) => {
         impl $writer {
             /// Writes what is not an event (see [`Write`](crate::store::group::Write)).
             async fn write_other(
@@ -104,32 +108,27 @@ macro_rules! impl_bot_store {
                 use crate::store::group::Write;
                 let done = match write {
                     Write::Event(_) => 0,
-                    Write::Sent(message_id) => sqlx::query(
-                        "DELETE FROM bot_outbox WHERE device = $1 AND message_id = $2",
-                    )
-                    .bind(device)
-                    .bind(message_id.as_str())
-                    .execute(&mut *conn)
-                    .await?
-                    .rows_affected(),
-                    Write::Meta(key, value) => sqlx::query(
-                        "INSERT INTO bot_meta (device, key, value) VALUES ($1, $2, $3) \
-                         ON CONFLICT (device, key) DO UPDATE SET value = excluded.value",
-                    )
-                    .bind(device)
-                    .bind(key.as_str())
-                    .bind(value.as_slice())
-                    .execute(&mut *conn)
-                    .await?
-                    .rows_affected(),
-                    Write::PruneJournal(older_than) => sqlx::query(
-                        "DELETE FROM bot_journal WHERE device = $1 AND handled_at < $2",
-                    )
-                    .bind(device)
-                    .bind(*older_than)
-                    .execute(&mut *conn)
-                    .await?
-                    .rows_affected(),
+                    Write::Sent(message_id) => sqlx::query(crate::store::sql::DELETE_SENT)
+                        .bind(device)
+                        .bind(message_id.as_str())
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected(),
+                    Write::Meta(key, value) => sqlx::query(crate::store::sql::UPSERT_META)
+                        .bind(device)
+                        .bind(key.as_str())
+                        .bind(value.as_slice())
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected(),
+                    Write::PruneJournal(older_than) => {
+                        sqlx::query(crate::store::sql::PRUNE_JOURNAL)
+                            .bind(device)
+                            .bind(*older_than)
+                            .execute(&mut *conn)
+                            .await?
+                            .rows_affected()
+                    }
                 };
                 Ok(done)
             }
@@ -142,30 +141,24 @@ macro_rules! impl_bot_store {
             ) -> Result<Option<u64>, crate::store::StoreError> {
                 let thread_ok = match (p.expected, &p.sealed) {
                     (None, Some((nonce, ciphertext))) => {
-                        sqlx::query(
-                            "INSERT INTO bot_threads \
-                             (device, thread, version, nonce, ciphertext, updated_at) \
-                             VALUES ($1, $2, 1, $3, $4, $5) ON CONFLICT (device, thread) DO NOTHING",
-                        )
-                        .bind(device)
-                        .bind(p.thread_hex.as_str())
-                        .bind(nonce.as_slice())
-                        .bind(ciphertext.as_slice())
-                        .bind(p.now)
-                        .execute(&mut *conn)
-                        .await?
-                        .rows_affected()
+                        sqlx::query(crate::store::sql::INSERT_THREAD)
+                            .bind(device)
+                            .bind(p.thread_hex.as_str())
+                            .bind(nonce.as_slice())
+                            .bind(ciphertext.as_slice())
+                            .bind(p.now)
+                            .execute(&mut *conn)
+                            .await?
+                            .rows_affected()
                             == 1
                     }
                     (None, None) => {
-                        sqlx::query_as::<_, (String,)>(
-                            "SELECT thread FROM bot_threads WHERE device = $1 AND thread = $2",
-                        )
-                        .bind(device)
-                        .bind(p.thread_hex.as_str())
-                        .fetch_optional(&mut *conn)
-                        .await?
-                        .is_none()
+                        sqlx::query_as::<_, (String,)>(crate::store::sql::THREAD_EXISTS)
+                            .bind(device)
+                            .bind(p.thread_hex.as_str())
+                            .fetch_optional(&mut *conn)
+                            .await?
+                            .is_none()
                     }
                     // Without a new blob the version stays, but the row must still be at it
                     // (the update also holds PostgreSQL's row lock until the commit).
@@ -174,21 +167,17 @@ macro_rules! impl_bot_store {
                             .as_ref()
                             .map(|(n, c)| (n.as_slice(), c.as_slice()))
                             .unzip();
-                        sqlx::query(
-                            "UPDATE bot_threads SET version = version + $1, \
-                             nonce = COALESCE($2, nonce), ciphertext = COALESCE($3, ciphertext), \
-                             updated_at = $4 WHERE device = $5 AND thread = $6 AND version = $7",
-                        )
-                        .bind(i64::from(sealed.is_some()))
-                        .bind(nonce)
-                        .bind(ciphertext)
-                        .bind(p.now)
-                        .bind(device)
-                        .bind(p.thread_hex.as_str())
-                        .bind(expected)
-                        .execute(&mut *conn)
-                        .await?
-                        .rows_affected()
+                        sqlx::query(crate::store::sql::UPDATE_THREAD)
+                            .bind(i64::from(sealed.is_some()))
+                            .bind(nonce)
+                            .bind(ciphertext)
+                            .bind(p.now)
+                            .bind(device)
+                            .bind(p.thread_hex.as_str())
+                            .bind(expected)
+                            .execute(&mut *conn)
+                            .await?
+                            .rows_affected()
                             == 1
                     }
                 };
@@ -196,34 +185,28 @@ macro_rules! impl_bot_store {
                     return Ok(None);
                 }
                 for key in &p.handled {
-                    let inserted = sqlx::query(
-                        "INSERT INTO bot_journal (device, thread, key, handled_at) \
-                         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(device)
-                    .bind(p.thread_hex.as_str())
-                    .bind(key.as_str())
-                    .bind(p.now)
-                    .execute(&mut *conn)
-                    .await?
-                    .rows_affected();
+                    let inserted = sqlx::query(crate::store::sql::INSERT_JOURNAL)
+                        .bind(device)
+                        .bind(p.thread_hex.as_str())
+                        .bind(key.as_str())
+                        .bind(p.now)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected();
                     if inserted != 1 {
                         return Ok(None);
                     }
                 }
                 for (message_id, body) in &p.outbox {
-                    let inserted = sqlx::query(
-                        "INSERT INTO bot_outbox (device, thread, message_id, body, created_at) \
-                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (device, message_id) DO NOTHING",
-                    )
-                    .bind(device)
-                    .bind(p.thread_hex.as_str())
-                    .bind(message_id.as_str())
-                    .bind(body.as_slice())
-                    .bind(p.now)
-                    .execute(&mut *conn)
-                    .await?
-                    .rows_affected();
+                    let inserted = sqlx::query(crate::store::sql::INSERT_OUTBOX)
+                        .bind(device)
+                        .bind(p.thread_hex.as_str())
+                        .bind(message_id.as_str())
+                        .bind(body.as_slice())
+                        .bind(p.now)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected();
                     if inserted != 1 {
                         return Ok(None);
                     }
@@ -290,7 +273,13 @@ macro_rules! impl_bot_store {
                 Ok(outcomes)
             }
         }
+    };
+}
 
+/// Implements [`BotStore`](super::BotStore) for `$store` (a struct with `pool`, `device`,
+/// `device_hex`, `key` and `group` fields): reads on the pool, writes through the group commit.
+macro_rules! impl_bot_store {
+    ($store:ident) => {
         #[async_trait::async_trait]
         impl crate::store::BotStore for $store {
             async fn load(
@@ -346,22 +335,23 @@ macro_rules! impl_bot_store {
                 .bind(i64::from(limit.min(crate::store::MAX_OUTBOX_PAGE)))
                 .fetch_all(&self.pool)
                 .await?;
-                rows.into_iter().map(crate::store::sql::outbox_entry).collect()
+                rows.into_iter()
+                    .map(crate::store::sql::outbox_entry)
+                    .collect()
             }
 
             async fn sent(&self, message_id: &str) -> Result<(), crate::store::StoreError> {
-                crate::store::at_most(
-                    "a message id",
-                    message_id.len(),
-                    crate::store::MAX_KEY_LEN,
-                )?;
+                crate::store::at_most("a message id", message_id.len(), crate::store::MAX_KEY_LEN)?;
                 self.group
                     .write(crate::store::group::Write::Sent(message_id.to_owned()))
                     .await?;
                 Ok(())
             }
 
-            async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
+            async fn get_meta(
+                &self,
+                key: &str,
+            ) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
                 crate::store::validate_meta(key, None)?;
                 let row: Option<(Vec<u8>,)> =
                     sqlx::query_as("SELECT value FROM bot_meta WHERE device = $1 AND key = $2")
@@ -372,15 +362,25 @@ macro_rules! impl_bot_store {
                 Ok(row.map(|(value,)| value))
             }
 
-            async fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), crate::store::StoreError> {
+            async fn put_meta(
+                &self,
+                key: &str,
+                value: &[u8],
+            ) -> Result<(), crate::store::StoreError> {
                 crate::store::validate_meta(key, Some(value))?;
                 self.group
-                    .write(crate::store::group::Write::Meta(key.to_owned(), value.to_vec()))
+                    .write(crate::store::group::Write::Meta(
+                        key.to_owned(),
+                        value.to_vec(),
+                    ))
                     .await?;
                 Ok(())
             }
 
-            async fn prune_journal(&self, older_than: u64) -> Result<u64, crate::store::StoreError> {
+            async fn prune_journal(
+                &self,
+                older_than: u64,
+            ) -> Result<u64, crate::store::StoreError> {
                 // Times past the database's range prune everything.
                 let older_than = i64::try_from(older_than).unwrap_or(i64::MAX);
                 self.group
@@ -395,4 +395,4 @@ macro_rules! impl_bot_store {
     };
 }
 
-pub(super) use impl_bot_store;
+pub(super) use {impl_bot_store, impl_sqlx_writer};

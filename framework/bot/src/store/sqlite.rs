@@ -1,78 +1,96 @@
-//! The embedded default backend: SQLite in WAL mode with full fsync, a file or in memory.
+//! The embedded default backend: SQLite in WAL mode with full fsync, a file (or, for
+//! `sqlite::memory:`, a private temporary file removed when the store is dropped).
+//!
+//! Writes go through one writer on an OS thread of its own, over a synchronous `rusqlite`
+//! connection: a group of commits costs its statements as plain function calls and one fsync.
+//! Reads run on an sqlx pool beside it (WAL lets them read during a commit).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use rusqlite::{OptionalExtension as _, TransactionBehavior, params};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use switchboard_protocol::DeviceId;
 
-use super::sql::{impl_bot_store, migrator};
+use super::group::{ApplySync, GroupCommit, Prepared, Write, in_lock_order};
+use super::sql::{self, impl_bot_store, migrator};
 use super::{StoreError, StoreKey, redact};
+
+/// How long a statement waits for another process's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A [`BotStore`](super::BotStore) on SQLite.
 ///
-/// Commits are group-committed by one writer task (`BEGIN IMMEDIATE`, one fsync per group);
-/// reads run on the pool's other connections beside it (WAL).
+/// Commits are group-committed by one writer thread (`BEGIN IMMEDIATE`, one fsync per group);
+/// reads run on the pool's connections beside it (WAL).
 #[derive(Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
     device: DeviceId,
     device_hex: String,
     key: StoreKey,
-    group: super::group::GroupCommit,
-}
-
-/// The batch writer behind [`SqliteStore`].
-#[derive(Debug)]
-struct SqliteWriter {
-    pool: SqlitePool,
-    device: String,
+    group: GroupCommit,
+    /// The temporary file behind `sqlite::memory:`, removed on drop.
+    _temporary: Option<Temporary>,
 }
 
 impl SqliteStore {
     /// Opens `sqlite://PATH` (the file is created with mode 0600 if missing) or
-    /// `sqlite::memory:` (one connection), and brings the schema up to date.
+    /// `sqlite::memory:` (a private temporary file, without fsync, removed when the store is
+    /// dropped), and brings the schema up to date.
     ///
     /// # Errors
     /// [`StoreError::Config`] for a URL SQLite does not understand or a newer schema,
     /// [`StoreError::Database`] if the file cannot be created or opened.
     pub async fn open(url: &str, device: DeviceId, key: StoreKey) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Config(format!("bad SQLite URL {:?}: {e}", redact(url))))?;
         let memory = url.contains(":memory:") || url.contains("mode=memory");
-        if !memory {
-            create_private(options.get_filename()).await?;
-        }
+        let (options, temporary) = if memory {
+            let temporary = Temporary::new();
+            let options = SqliteConnectOptions::new().filename(&temporary.0);
+            (options, Some(temporary))
+        } else {
+            let options = SqliteConnectOptions::from_str(url).map_err(|e| {
+                StoreError::Config(format!("bad SQLite URL {:?}: {e}", redact(url)))
+            })?;
+            (options, None)
+        };
+        let path = options.get_filename().to_path_buf();
+        create_private(&path).await?;
+        let synchronous = if memory {
+            SqliteSynchronous::Off
+        } else {
+            SqliteSynchronous::Full
+        };
         let options = options
             .create_if_missing(true)
-            .busy_timeout(Duration::from_secs(10))
-            .synchronous(SqliteSynchronous::Full);
-        let (options, pool) = if memory {
-            // Every connection would be a database of its own: keep exactly one, for good.
-            let pool = SqlitePoolOptions::new()
-                .test_before_acquire(false)
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None);
-            (options, pool)
-        } else {
-            // The writer task plus readers beside it (WAL lets them read during a commit).
-            // No ping before each use: a file has no connection to lose.
-            let pool = SqlitePoolOptions::new()
-                .test_before_acquire(false)
-                .max_connections(4)
-                .idle_timeout(Duration::from_secs(600));
-            (options.journal_mode(SqliteJournalMode::Wal), pool)
-        };
-        let pool = pool.connect_with(options).await?;
+            .busy_timeout(BUSY_TIMEOUT)
+            .synchronous(synchronous)
+            .journal_mode(SqliteJournalMode::Wal);
+        // No ping before each use: a file has no connection to lose.
+        let pool = SqlitePoolOptions::new()
+            .test_before_acquire(false)
+            .max_connections(4)
+            .idle_timeout(Duration::from_secs(600))
+            .connect_with(options)
+            .await?;
         migrator(include_str!("migrations/sqlite/0001_init.sql"))
             .run(&pool)
             .await?;
-        Ok(Self::start(pool, device, key))
+        let device_hex = device.to_string();
+        let writer = SyncWriter::open(&path, device_hex.clone(), !memory)?;
+        let group = GroupCommit::start_thread(writer, "bot-store-writer")?;
+        Ok(Self {
+            pool,
+            device,
+            device_hex,
+            key,
+            group,
+            _temporary: temporary,
+        })
     }
 }
 
@@ -93,4 +111,210 @@ async fn create_private(path: &Path) -> Result<(), StoreError> {
     }
 }
 
-impl_bot_store!(SqliteStore, SqliteWriter, sqlx::Sqlite, "BEGIN IMMEDIATE");
+/// The private file behind `sqlite::memory:`: a new name under the system's temporary
+/// directory, removed (with its `-wal` and `-shm` files) on drop.
+#[derive(Debug)]
+struct Temporary(PathBuf);
+
+impl Temporary {
+    fn new() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let name = format!(
+            "switchboard-botstore-{}-{nanos}-{}.db",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        Self(std::env::temp_dir().join(name))
+    }
+}
+
+impl Drop for Temporary {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.0.clone().into_os_string();
+            path.push(suffix);
+            // Gone already, or never created: nothing to do.
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Database(e.to_string())
+    }
+}
+
+/// The writer's own connection.
+struct SyncWriter {
+    conn: rusqlite::Connection,
+    device: String,
+}
+
+impl SyncWriter {
+    fn open(path: &Path, device: String, durable: bool) -> Result<Self, StoreError> {
+        let conn = rusqlite::Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "OFF" })?;
+        Ok(Self { conn, device })
+    }
+}
+
+impl ApplySync for SyncWriter {
+    fn apply(&mut self, batch: &[Write]) -> Result<Vec<Result<u64, StoreError>>, StoreError> {
+        let device = self.device.as_str();
+        let mut tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let [Write::Event(p)] = batch {
+            // Alone in its transaction: a conflict rolls the whole of it back.
+            return match write_event(&tx, device, p)? {
+                Some(version) => {
+                    tx.commit()?;
+                    Ok(vec![Ok(version)])
+                }
+                None => {
+                    tx.rollback()?;
+                    Ok(vec![Err(p.conflict())])
+                }
+            };
+        }
+        let mut outcomes: Vec<Result<u64, StoreError>> =
+            batch.iter().map(|_| Err(StoreError::Closed)).collect();
+        for (i, write) in in_lock_order(batch) {
+            let outcome = match write {
+                Write::Event(p) => {
+                    // Each event under a savepoint: a conflicting one is rolled back alone.
+                    let savepoint = tx.savepoint()?;
+                    match write_event(&savepoint, device, p)? {
+                        Some(version) => {
+                            savepoint.commit()?;
+                            Ok(version)
+                        }
+                        None => {
+                            // Dropping the savepoint rolls it back.
+                            drop(savepoint);
+                            Err(p.conflict())
+                        }
+                    }
+                }
+                other => write_other(&tx, device, other),
+            };
+            if let Some(slot) = outcomes.get_mut(i) {
+                *slot = outcome;
+            }
+        }
+        tx.commit()?;
+        Ok(outcomes)
+    }
+}
+
+/// Writes one event; `Ok(None)` if it conflicts (the caller rolls it back).
+fn write_event(
+    conn: &rusqlite::Connection,
+    device: &str,
+    p: &Prepared,
+) -> Result<Option<u64>, StoreError> {
+    let thread = p.thread_hex.as_str();
+    let thread_ok = match (p.expected, &p.sealed) {
+        (None, Some((nonce, ciphertext))) => {
+            conn.prepare_cached(sql::INSERT_THREAD)?
+                .execute(params![device, thread, nonce, ciphertext, p.now])?
+                == 1
+        }
+        (None, None) => conn
+            .prepare_cached(sql::THREAD_EXISTS)?
+            .query_row(params![device, thread], |_| Ok(()))
+            .optional()?
+            .is_none(),
+        // Without a new blob the version stays, but the row must still be at it.
+        (Some(expected), sealed) => {
+            let (nonce, ciphertext) = sealed
+                .as_ref()
+                .map(|(n, c)| (n.as_slice(), c.as_slice()))
+                .unzip();
+            conn.prepare_cached(sql::UPDATE_THREAD)?.execute(params![
+                i64::from(sealed.is_some()),
+                nonce,
+                ciphertext,
+                p.now,
+                device,
+                thread,
+                expected
+            ])? == 1
+        }
+    };
+    if !thread_ok {
+        return Ok(None);
+    }
+    let mut journal = conn.prepare_cached(sql::INSERT_JOURNAL)?;
+    for key in &p.handled {
+        if journal.execute(params![device, thread, key, p.now])? != 1 {
+            return Ok(None);
+        }
+    }
+    let mut outbox = conn.prepare_cached(sql::INSERT_OUTBOX)?;
+    for (message_id, body) in &p.outbox {
+        if outbox.execute(params![device, thread, message_id, body, p.now])? != 1 {
+            return Ok(None);
+        }
+    }
+    Ok(Some(p.new_version))
+}
+
+/// Writes what is not an event (see [`Write`]).
+fn write_other(
+    conn: &rusqlite::Connection,
+    device: &str,
+    write: &Write,
+) -> Result<u64, StoreError> {
+    let rows = match write {
+        Write::Event(_) => 0,
+        Write::Sent(message_id) => conn
+            .prepare_cached(sql::DELETE_SENT)?
+            .execute(params![device, message_id])?,
+        Write::Meta(key, value) => conn
+            .prepare_cached(sql::UPSERT_META)?
+            .execute(params![device, key, value])?,
+        Write::PruneJournal(older_than) => conn
+            .prepare_cached(sql::PRUNE_JOURNAL)?
+            .execute(params![device, older_than])?,
+    };
+    Ok(u64::try_from(rows).unwrap_or(u64::MAX))
+}
+
+impl_bot_store!(SqliteStore);
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_memory_store_lives_in_a_private_file_that_goes_with_it() {
+        let device = DeviceId::from_bytes([7; 16]);
+        let key = StoreKey::derive(&[1; 32]);
+        let store = SqliteStore::open("sqlite::memory:", device, key)
+            .await
+            .unwrap();
+        let path = store._temporary.as_ref().unwrap().0.clone();
+        assert!(path.exists());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "readable by its owner only: {mode:o}");
+        }
+        let other = SqliteStore::open("sqlite::memory:", device, StoreKey::derive(&[1; 32]))
+            .await
+            .unwrap();
+        assert_ne!(other._temporary.as_ref().unwrap().0, path, "each its own");
+        drop(store);
+        assert!(!path.exists());
+    }
+}
