@@ -314,6 +314,8 @@ impl TypingHandle {
                 data: Some(data),
                 handled: Vec::new(),
                 outbox: vec![entry.clone()],
+                history: Vec::new(),
+                history_from: 0,
             };
             (entry, effects)
         };

@@ -26,9 +26,21 @@ pub(crate) struct ThreadBlob {
     #[serde(default)]
     pub(crate) bot_state: serde_json::Value,
     /// Recent messages, oldest first (at most [`HISTORY_LIMIT`]); shared with the events'
-    /// contexts, not copied for each.
-    #[serde(default, with = "history_serde")]
+    /// contexts, not copied for each. Stored as history rows of their own (see
+    /// [`HistoryEntry`](crate::store::HistoryEntry)), not in the blob: read here only from blobs
+    /// of earlier versions, which kept it inline.
+    #[serde(
+        default,
+        skip_serializing,
+        deserialize_with = "history_serde::deserialize"
+    )]
     pub(crate) history: Arc<Vec<Message>>,
+    /// The position the next history entry takes.
+    #[serde(default)]
+    pub(crate) history_next: u64,
+    /// How many of the newest messages of `history` are not stored as entries yet.
+    #[serde(skip)]
+    pub(crate) unsaved: usize,
     /// A join waiting for its history grant.
     #[serde(default)]
     pub(crate) pending: Option<PendingJoin>,
@@ -49,6 +61,19 @@ impl ThreadBlob {
     pub(crate) fn encode(&self) -> Result<Vec<u8>, BotError> {
         serde_json::to_vec(self).map_err(|e| BotError::State(e.to_string()))
     }
+}
+
+/// One history message as stored in its own entry.
+pub(crate) fn encode_message(message: &Message) -> Result<Vec<u8>, BotError> {
+    serde_json::to_vec(&history_serde::Borrowed::of(message))
+        .map_err(|e| BotError::State(e.to_string()))
+}
+
+/// A history message read back from its entry.
+pub(crate) fn decode_message(bytes: &[u8]) -> Result<Message, BotError> {
+    serde_json::from_slice::<StoredMessage>(bytes)
+        .map(Message::from)
+        .map_err(|e| BotError::State(format!("a stored history entry does not decode: {e}")))
 }
 
 /// A join waiting for the history grant that normally follows it.
@@ -97,15 +122,14 @@ pub(crate) fn honour_claim(
 mod history_serde {
     use std::sync::Arc;
 
-    use serde::ser::SerializeSeq as _;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde::{Deserialize, Deserializer, Serialize};
     use switchboard_protocol::{AgentKind, Content, DeviceId, MessageId, Sender, ThreadId};
 
     use super::StoredMessage;
     use crate::bot::Message;
 
     #[derive(Serialize)]
-    struct Borrowed<'a> {
+    pub(super) struct Borrowed<'a> {
         id: MessageId,
         thread: ThreadId,
         sender: DeviceId,
@@ -122,12 +146,8 @@ mod history_serde {
         Agent { display_name: &'a str, bot: bool },
     }
 
-    pub(super) fn serialize<S: Serializer>(
-        history: &Arc<Vec<Message>>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(history.len()))?;
-        for m in history.iter() {
+    impl<'a> Borrowed<'a> {
+        pub(super) fn of(m: &'a Message) -> Self {
             let from = match &m.from {
                 Sender::Customer => BorrowedSender::Customer,
                 Sender::Admin => BorrowedSender::Admin,
@@ -136,16 +156,15 @@ mod history_serde {
                     bot: *kind == AgentKind::Bot,
                 },
             };
-            seq.serialize_element(&Borrowed {
+            Self {
                 id: m.id,
                 thread: m.thread,
                 sender: m.sender,
                 from,
                 content: &m.content,
                 quoted: m.quoted,
-            })?;
+            }
         }
-        seq.end()
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(
@@ -277,12 +296,27 @@ mod tests {
             snapshot: Some(state.snapshot()),
             bot_state: serde_json::json!({"seen": 3}),
             history: Arc::new(vec![message.clone()]),
+            history_next: 7,
             ..ThreadBlob::default()
         };
-        let back = ThreadBlob::decode(&blob.encode().unwrap()).unwrap();
+        let bytes = blob.encode().unwrap();
+        let back = ThreadBlob::decode(&bytes).unwrap();
         assert!(back.snapshot == blob.snapshot);
         assert_eq!(back.bot_state, blob.bot_state);
-        assert_eq!(back.history[0], message);
+        assert_eq!(back.history_next, 7);
+        // The history is stored in entries of its own, not in the blob.
+        assert!(back.history.is_empty());
+        assert_eq!(
+            decode_message(&encode_message(&message).unwrap()).unwrap(),
+            message
+        );
+        // A blob of an earlier version, with the history inline, still reads.
+        let mut inline: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let stored: serde_json::Value =
+            serde_json::from_slice(&encode_message(&message).unwrap()).unwrap();
+        inline["history"] = serde_json::Value::Array(vec![stored]);
+        let legacy = ThreadBlob::decode(&serde_json::to_vec(&inline).unwrap()).unwrap();
+        assert_eq!(legacy.history[0], message);
         assert!(ThreadBlob::decode(&[]).unwrap().snapshot.is_none());
         assert!(ThreadBlob::decode(b"{").is_err());
     }

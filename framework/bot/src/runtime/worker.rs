@@ -14,12 +14,14 @@ use tracing::Instrument as _;
 use crate::ctx::{Ctx, EventShared, Scratch};
 use crate::error::BotError;
 use crate::pipeline::{BotEvent, Inbound};
-use crate::runtime::blob::{HISTORY_LIMIT, ThreadBlob, honour_claim};
+use crate::runtime::blob::{
+    HISTORY_LIMIT, ThreadBlob, decode_message, encode_message, honour_claim,
+};
 use crate::runtime::events::{identity, journal_key, map_event, thread_info};
 use crate::runtime::outbox_entry;
 use crate::runtime::sender::post_thread;
 use crate::runtime::shared::Shared;
-use crate::store::{Effects, StoreError};
+use crate::store::{Effects, HistoryEntry, StoreError};
 
 /// How long a join waits for its history grant before the bot hears of the thread anyway.
 pub(crate) const PENDING_JOIN_WAIT: Duration = Duration::from_secs(3);
@@ -234,6 +236,21 @@ async fn load(rt: &Shared, thread: ThreadId, keys: &DeviceKeys) -> Result<Cached
         });
     };
     let mut blob = ThreadBlob::decode(&record.data).map_err(Failure::Fatal)?;
+    let inline = std::mem::take(&mut blob.history);
+    let rows = record
+        .history
+        .iter()
+        .map(|entry| decode_message(&entry.data))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Failure::Fatal)?;
+    if rows.is_empty() && !inline.is_empty() {
+        // A blob of an earlier version, with its history inline: stored as entries at the
+        // next commit.
+        blob.unsaved = inline.len();
+        blob.history = inline;
+    } else {
+        blob.history = Arc::new(rows);
+    }
     let state = match blob.snapshot.take() {
         Some(snapshot) => Some(
             ThreadState::restore(keys, snapshot)
@@ -248,6 +265,33 @@ async fn load(rt: &Shared, thread: ThreadId, keys: &DeviceKeys) -> Result<Cached
         stored: Arc::new(record.data),
         last_seq: None,
     })
+}
+
+/// The history entries a commit appends (the messages not stored yet, at the next positions)
+/// and the position below which entries go (those no longer in the history); moves the blob's
+/// next position on.
+fn history_effects(blob: &mut ThreadBlob) -> Result<(Vec<HistoryEntry>, u64), BotError> {
+    let unsaved = blob.unsaved.min(blob.history.len());
+    let first = blob.history.len() - unsaved;
+    let entries = blob
+        .history
+        .get(first..)
+        .unwrap_or_default()
+        .iter()
+        .zip(blob.history_next..)
+        .map(|(message, index)| {
+            Ok(HistoryEntry {
+                index,
+                data: encode_message(message)?,
+            })
+        })
+        .collect::<Result<Vec<_>, BotError>>()?;
+    blob.history_next = blob
+        .history_next
+        .saturating_add(u64::try_from(unsaved).unwrap_or(u64::MAX));
+    blob.unsaved = 0;
+    let kept = u64::try_from(blob.history.len()).unwrap_or(u64::MAX);
+    Ok((entries, blob.history_next.saturating_sub(kept)))
 }
 
 fn store_failure(e: StoreError, thread: ThreadId) -> Failure {
@@ -371,10 +415,12 @@ async fn attempt(
     let removed = events.iter().any(|e| matches!(e, BotEvent::Removed));
     blob.memory.prune(at);
     if !new_history.is_empty() {
+        let added = new_history.len();
         let history = Arc::make_mut(&mut blob.history);
         history.extend(new_history);
         let excess = history.len().saturating_sub(HISTORY_LIMIT);
         history.drain(..excess);
+        blob.unsaved = blob.unsaved.saturating_add(added).min(history.len());
     }
 
     // Run the bot.
@@ -432,8 +478,10 @@ async fn attempt(
         // A tombstone: what the device must remember (its memory of the thread), no more.
         blob.bot_state = serde_json::Value::Null;
         blob.history = Arc::default();
+        blob.unsaved = 0;
         blob.pending = None;
     }
+    let (history, history_from) = history_effects(&mut blob).map_err(Failure::Fatal)?;
     blob.snapshot = state.as_ref().map(ThreadState::snapshot);
     let data = blob.encode().map_err(Failure::Fatal)?;
     blob.snapshot = None;
@@ -448,6 +496,8 @@ async fn attempt(
         data: Some(data.clone()),
         handled: journal_key.into_iter().collect(),
         outbox: outbox.clone(),
+        history,
+        history_from,
     };
     let version = rt
         .store

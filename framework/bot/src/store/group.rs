@@ -32,6 +32,10 @@ pub(super) struct Prepared {
     pub(super) handled: Vec<String>,
     /// Outbox entries: message id and body.
     pub(super) outbox: Vec<(String, Vec<u8>)>,
+    /// History entries to append: position, nonce and ciphertext.
+    pub(super) history: Vec<(i64, Vec<u8>, Vec<u8>)>,
+    /// History entries below this position go (0: none).
+    pub(super) history_from: i64,
     pub(super) now: i64,
 }
 
@@ -52,6 +56,16 @@ impl Prepared {
             }
             None => None,
         };
+        let history = effects
+            .history
+            .iter()
+            .map(|entry| {
+                let (nonce, ciphertext) =
+                    key.seal_history(device, effects.thread, entry.index, &entry.data)?;
+                Ok((to_i64(entry.index)?, nonce.to_vec(), ciphertext))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let history_from = to_i64(effects.history_from)?;
         let mut handled = effects.handled;
         handled.sort_unstable();
         handled.dedup();
@@ -67,6 +81,8 @@ impl Prepared {
                 .into_iter()
                 .map(|e| (e.message_id, e.body))
                 .collect(),
+            history,
+            history_from,
             now: to_i64(now_secs())?,
         })
     }

@@ -89,6 +89,66 @@ impl StoreKey {
             })
     }
 
+    /// Seals one history entry of a thread (its position `index`): bound to the device, the
+    /// thread and the position, and never interchangeable with a thread blob (other associated
+    /// data: a label and another length).
+    pub(super) fn seal_history(
+        &self,
+        device: DeviceId,
+        thread: ThreadId,
+        index: u64,
+        plaintext: &[u8],
+    ) -> Result<([u8; NONCE_LEN], Vec<u8>), StoreError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).map_err(|e| {
+            StoreError::Config(format!("the operating system's random source failed: {e}"))
+        })?;
+        let aad = history_aad(device, thread, index);
+        let ciphertext = self
+            .cipher()
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| StoreError::Config("a history entry cannot be sealed".to_owned()))?;
+        Ok((nonce, ciphertext))
+    }
+
+    /// Opens a history entry read back at position `index`.
+    pub(super) fn open_history(
+        &self,
+        device: DeviceId,
+        thread: ThreadId,
+        index: u64,
+        nonce: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<Vec<u8>, StoreError> {
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| {
+            StoreError::Corrupt(format!(
+                "thread {thread}: a history nonce is {} bytes, not {NONCE_LEN}",
+                nonce.len()
+            ))
+        })?;
+        let aad = history_aad(device, thread, index);
+        self.cipher()
+            .decrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| {
+                StoreError::Corrupt(format!(
+                    "thread {thread}: history entry {index} does not open with this store key: \
+                     another device's key or seed, or the row was altered or moved"
+                ))
+            })
+    }
+
     fn cipher(&self) -> ChaCha20Poly1305 {
         ChaCha20Poly1305::new(&(*self.0).into())
     }
@@ -98,6 +158,20 @@ impl fmt::Debug for StoreKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("StoreKey(..)")
     }
+}
+
+/// Label before the associated data of a history entry.
+const HISTORY_LABEL: &[u8] = b"history";
+
+/// Associated data of a history entry: "history" || device id || thread id || index
+/// (big-endian): 47 bytes, never the 40 of a thread blob.
+fn history_aad(device: DeviceId, thread: ThreadId, index: u64) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(HISTORY_LABEL.len() + 40);
+    aad.extend_from_slice(HISTORY_LABEL);
+    aad.extend_from_slice(device.as_bytes());
+    aad.extend_from_slice(thread.as_bytes());
+    aad.extend_from_slice(&index.to_be_bytes());
+    aad
 }
 
 /// Associated data of a sealed row: device id || thread id || version (big-endian).
@@ -116,6 +190,28 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn a_history_entry_never_opens_as_a_thread_blob_or_elsewhere() {
+        let key = StoreKey::derive(&[3; 32]);
+        let device = DeviceId::from_bytes([1; 16]);
+        let thread = ThreadId::from_bytes([2; 16]);
+        let (nonce, sealed) = key.seal_history(device, thread, 5, b"hello").unwrap();
+        assert_eq!(
+            key.open_history(device, thread, 5, &nonce, &sealed)
+                .unwrap(),
+            b"hello"
+        );
+        assert!(key.open(device, thread, 5, &nonce, &sealed).is_err());
+        assert!(
+            key.open_history(device, thread, 6, &nonce, &sealed)
+                .is_err()
+        );
+        let other = ThreadId::from_bytes([9; 16]);
+        assert!(key.open_history(device, other, 5, &nonce, &sealed).is_err());
+        let (nonce, blob) = key.seal(device, thread, 5, b"hello").unwrap();
+        assert!(key.open_history(device, thread, 5, &nonce, &blob).is_err());
+    }
 
     fn ids() -> (DeviceId, ThreadId) {
         (DeviceId::from_bytes([1; 16]), ThreadId::from_bytes([2; 16]))

@@ -55,8 +55,13 @@ impl State {
         let conflict = StoreError::Conflict {
             thread: effects.thread,
         };
-        let current = self.threads.get(&effects.thread).map(|r| r.version);
-        if current != effects.expected_version {
+        let current = self.threads.get(&effects.thread);
+        if current.map(|r| r.version) != effects.expected_version {
+            return Err(conflict);
+        }
+        let mut history = current.map(|r| r.history.clone()).unwrap_or_default();
+        let mut positions: HashSet<u64> = history.iter().map(|e| e.index).collect();
+        if effects.history.iter().any(|e| !positions.insert(e.index)) {
             return Err(conflict);
         }
         let handled: HashSet<&String> = effects.handled.iter().collect();
@@ -83,8 +88,21 @@ impl State {
             self.outbox.insert(entry.id, entry);
         }
         if let Some(data) = effects.data {
-            self.threads
-                .insert(effects.thread, ThreadRecord { version, data });
+            history.extend(effects.history);
+            history.retain(|e| e.index >= effects.history_from);
+            history.sort_by_key(|e| e.index);
+            self.threads.insert(
+                effects.thread,
+                ThreadRecord {
+                    version,
+                    data,
+                    history,
+                },
+            );
+        } else if effects.history_from > 0
+            && let Some(record) = self.threads.get_mut(&effects.thread)
+        {
+            record.history.retain(|e| e.index >= effects.history_from);
         }
         Ok(version)
     }

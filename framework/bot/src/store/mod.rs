@@ -53,6 +53,10 @@ pub const MAX_OUTBOX_BODY: usize = 1024 * 1024;
 pub const MAX_HANDLED_PER_EVENT: usize = 1024;
 /// The most outbox entries one event may queue.
 pub const MAX_OUTBOX_PER_EVENT: usize = 256;
+/// The most history entries one commit may append.
+pub const MAX_HISTORY_PER_EVENT: usize = 256;
+/// The most bytes of one history entry.
+pub const MAX_HISTORY_ENTRY: usize = 256 * 1024;
 /// The most entries one [`BotStore::outbox`] call returns, whatever `limit` asks for.
 pub const MAX_OUTBOX_PAGE: u32 = 1000;
 /// The most commits one group-commit transaction holds.
@@ -125,6 +129,27 @@ pub struct ThreadRecord {
     pub version: u64,
     /// The plaintext blob the runtime serialised (sealed at rest by the store).
     pub data: Vec<u8>,
+    /// The thread's history entries kept (oldest first), each sealed at rest on its own.
+    pub history: Vec<HistoryEntry>,
+}
+
+/// One entry of a thread's history (a message the bot saw), at its position in the thread's
+/// history. Appended by [`Effects::history`], pruned by [`Effects::history_from`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// Its position (increasing per thread).
+    pub index: u64,
+    /// The plaintext the runtime serialised (sealed at rest by the store).
+    pub data: Vec<u8>,
+}
+
+impl fmt::Debug for HistoryEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HistoryEntry")
+            .field("index", &self.index)
+            .field("data_len", &self.data.len())
+            .finish()
+    }
 }
 
 impl fmt::Debug for ThreadRecord {
@@ -132,6 +157,7 @@ impl fmt::Debug for ThreadRecord {
         f.debug_struct("ThreadRecord")
             .field("version", &self.version)
             .field("data_len", &self.data.len())
+            .field("history", &self.history.len())
             .finish()
     }
 }
@@ -149,6 +175,10 @@ pub struct Effects {
     pub handled: Vec<String>,
     /// Sealed messages to post.
     pub outbox: Vec<OutboxEntry>,
+    /// History entries to append (positions not used yet), written only with a new blob.
+    pub history: Vec<HistoryEntry>,
+    /// History entries at positions below this one are dropped (0: none).
+    pub history_from: u64,
 }
 
 impl fmt::Debug for Effects {
@@ -159,6 +189,8 @@ impl fmt::Debug for Effects {
             .field("data_len", &self.data.as_ref().map(Vec::len))
             .field("handled", &self.handled)
             .field("outbox", &self.outbox)
+            .field("history", &self.history)
+            .field("history_from", &self.history_from)
             .finish()
     }
 }
@@ -287,6 +319,25 @@ fn validate(effects: &Effects) -> Result<(), StoreError> {
     for entry in &effects.outbox {
         at_most("an outbox message id", entry.message_id.len(), MAX_KEY_LEN)?;
         at_most("an outbox body", entry.body.len(), MAX_OUTBOX_BODY)?;
+    }
+    at_most(
+        "the history of one event (entries)",
+        effects.history.len(),
+        MAX_HISTORY_PER_EVENT,
+    )?;
+    for entry in &effects.history {
+        at_most("a history entry", entry.data.len(), MAX_HISTORY_ENTRY)?;
+        if i64::try_from(entry.index).is_err() {
+            return Err(StoreError::Config(format!(
+                "history position {} does not fit the database",
+                entry.index
+            )));
+        }
+    }
+    if !effects.history.is_empty() && effects.data.is_none() {
+        return Err(StoreError::Config(
+            "history entries are appended only with a new thread state".to_owned(),
+        ));
     }
     Ok(())
 }

@@ -47,9 +47,18 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        migrator(include_str!("migrations/postgres/0001_init.sql"))
-            .run(&pool)
-            .await?;
+        migrator([
+            (
+                "bot store",
+                include_str!("migrations/postgres/0001_init.sql"),
+            ),
+            (
+                "history rows",
+                include_str!("migrations/postgres/0002_history.sql"),
+            ),
+        ])
+        .run(&pool)
+        .await?;
         let device_hex = device.to_string();
         let group = super::group::GroupCommit::start(PostgresWriter {
             pool: pool.clone(),

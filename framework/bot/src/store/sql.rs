@@ -15,21 +15,27 @@ use sqlx::SqlSafeStr as _;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use switchboard_protocol::{DeviceId, ThreadId};
 
-use super::{OutboxEntry, StoreError, StoreKey, ThreadRecord};
+use super::{HistoryEntry, OutboxEntry, StoreError, StoreKey, ThreadRecord};
 
 /// Where the store records its applied migrations (not `_sqlx_migrations`: the database may be
 /// shared with a relay).
 const MIGRATIONS_TABLE: &str = "_bot_store_migrations";
 
-/// The migrator for one backend's schema.
-pub(super) fn migrator(init_sql: &'static str) -> Migrator {
-    let mut migrator = Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("bot store"),
-        MigrationType::Simple,
-        init_sql.into_sql_str(),
-        false,
-    )]);
+/// The migrator for one backend's schema: its migrations in order (version 1, 2, ...).
+pub(super) fn migrator(steps: [(&'static str, &'static str); 2]) -> Migrator {
+    let migrations = (1..)
+        .zip(steps)
+        .map(|(version, (description, sql))| {
+            Migration::new(
+                version,
+                Cow::Borrowed(description),
+                MigrationType::Simple,
+                sql.into_sql_str(),
+                false,
+            )
+        })
+        .collect();
+    let mut migrator = Migrator::with_migrations(migrations);
     migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
     migrator
 }
@@ -61,20 +67,49 @@ pub(super) const UPSERT_META: &str = "INSERT INTO bot_meta (device, key, value) 
 pub(super) const PRUNE_JOURNAL: &str =
     "DELETE FROM bot_journal WHERE device = $1 AND handled_at < $2";
 
+/// A history entry of the thread $2 (position $3).
+pub(super) const INSERT_HISTORY: &str = "INSERT INTO bot_history \
+     (device, thread, idx, nonce, ciphertext) VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (device, thread, idx) DO NOTHING";
+/// The history entries of thread $2 below position $3 go.
+pub(super) const PRUNE_HISTORY: &str =
+    "DELETE FROM bot_history WHERE device = $1 AND thread = $2 AND idx < $3";
+/// A thread's history entries, oldest first.
+pub(super) const SELECT_HISTORY: &str = "SELECT idx, nonce, ciphertext FROM bot_history \
+     WHERE device = $1 AND thread = $2 ORDER BY idx";
+
 /// A thread row as read: version, nonce, ciphertext.
 pub(super) type ThreadRow = (i64, Vec<u8>, Vec<u8>);
 
-/// Opens a thread row.
+/// A history row as read: position, nonce, ciphertext.
+pub(super) type HistoryRow = (i64, Vec<u8>, Vec<u8>);
+
+/// Opens a thread row and its history rows.
 pub(super) fn open_row(
     key: &StoreKey,
     device: DeviceId,
     thread: ThreadId,
     (version, nonce, ciphertext): ThreadRow,
+    history: Vec<HistoryRow>,
 ) -> Result<ThreadRecord, StoreError> {
     let version = u64::try_from(version)
         .map_err(|_| StoreError::Corrupt(format!("thread {thread} has version {version}")))?;
     let data = key.open(device, thread, version, &nonce, &ciphertext)?;
-    Ok(ThreadRecord { version, data })
+    let history = history
+        .into_iter()
+        .map(|(index, nonce, ciphertext)| {
+            let index = u64::try_from(index).map_err(|_| {
+                StoreError::Corrupt(format!("thread {thread} has history entry {index}"))
+            })?;
+            let data = key.open_history(device, thread, index, &nonce, &ciphertext)?;
+            Ok(HistoryEntry { index, data })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(ThreadRecord {
+        version,
+        data,
+        history,
+    })
 }
 
 /// An outbox row as read: id, thread, message id, body.
@@ -211,6 +246,28 @@ macro_rules! impl_sqlx_writer {
                         return Ok(None);
                     }
                 }
+                for (index, nonce, ciphertext) in &p.history {
+                    let inserted = sqlx::query(crate::store::sql::INSERT_HISTORY)
+                        .bind(device)
+                        .bind(p.thread_hex.as_str())
+                        .bind(*index)
+                        .bind(nonce.as_slice())
+                        .bind(ciphertext.as_slice())
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected();
+                    if inserted != 1 {
+                        return Ok(None);
+                    }
+                }
+                if p.history_from > 0 {
+                    sqlx::query(crate::store::sql::PRUNE_HISTORY)
+                        .bind(device)
+                        .bind(p.thread_hex.as_str())
+                        .bind(p.history_from)
+                        .execute(&mut *conn)
+                        .await?;
+                }
                 Ok(Some(p.new_version))
             }
         }
@@ -286,16 +343,30 @@ macro_rules! impl_bot_store {
                 &self,
                 thread: switchboard_protocol::ThreadId,
             ) -> Result<Option<crate::store::ThreadRecord>, crate::store::StoreError> {
+                // One snapshot for the row and its history in SQLite; in PostgreSQL (read
+                // committed) a commit in between is caught by the version check of the next
+                // commit, which then reads again.
+                let mut tx = self.pool.begin().await?;
                 let row: Option<crate::store::sql::ThreadRow> = sqlx::query_as(
                     "SELECT version, nonce, ciphertext FROM bot_threads \
                      WHERE device = $1 AND thread = $2",
                 )
                 .bind(self.device_hex.as_str())
                 .bind(thread.to_string())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await?;
-                row.map(|row| crate::store::sql::open_row(&self.key, self.device, thread, row))
-                    .transpose()
+                let Some(row) = row else {
+                    tx.rollback().await?;
+                    return Ok(None);
+                };
+                let history: Vec<crate::store::sql::HistoryRow> =
+                    sqlx::query_as(crate::store::sql::SELECT_HISTORY)
+                        .bind(self.device_hex.as_str())
+                        .bind(thread.to_string())
+                        .fetch_all(&mut *tx)
+                        .await?;
+                tx.rollback().await?;
+                crate::store::sql::open_row(&self.key, self.device, thread, row, history).map(Some)
             }
 
             async fn handled(

@@ -77,9 +77,15 @@ impl SqliteStore {
             .idle_timeout(Duration::from_secs(600))
             .connect_with(options)
             .await?;
-        migrator(include_str!("migrations/sqlite/0001_init.sql"))
-            .run(&pool)
-            .await?;
+        migrator([
+            ("bot store", include_str!("migrations/sqlite/0001_init.sql")),
+            (
+                "history rows",
+                include_str!("migrations/sqlite/0002_history.sql"),
+            ),
+        ])
+        .run(&pool)
+        .await?;
         let device_hex = device.to_string();
         let writer = SyncWriter::open(&path, device_hex.clone(), !memory)?;
         let group = GroupCommit::start_thread(writer, "bot-store-writer")?;
@@ -262,6 +268,19 @@ fn write_event(
         if outbox.execute(params![device, thread, message_id, body, p.now])? != 1 {
             return Ok(None);
         }
+    }
+    let mut history = conn.prepare_cached(sql::INSERT_HISTORY)?;
+    for (index, nonce, ciphertext) in &p.history {
+        if history.execute(params![device, thread, index, nonce, ciphertext])? != 1 {
+            return Ok(None);
+        }
+    }
+    if p.history_from > 0 {
+        conn.prepare_cached(sql::PRUNE_HISTORY)?.execute(params![
+            device,
+            thread,
+            p.history_from
+        ])?;
     }
     Ok(Some(p.new_version))
 }

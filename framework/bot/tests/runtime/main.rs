@@ -297,13 +297,13 @@ impl World {
     }
 
     /// The bot's runtime (not running yet) over this world's store.
-    async fn runtime(&self, bot: TestBot) -> Runtime {
+    async fn runtime(&self, bot: impl Bot) -> Runtime {
         self.runtime_with(bot, |b| b).await
     }
 
     async fn runtime_with(
         &self,
-        bot: TestBot,
+        bot: impl Bot,
         setup: impl FnOnce(RuntimeBuilder) -> RuntimeBuilder,
     ) -> Runtime {
         let store = Arc::clone(&self.store);

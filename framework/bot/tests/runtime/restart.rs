@@ -212,3 +212,61 @@ async fn crash_with_outbox(kind: StoreKind) {
     stop(handle, task).await;
     world.stop_admin().await;
 }
+
+/// Replies with what the customer said in the thread so far, as the bot's history holds it.
+struct HistoryBot;
+
+#[async_trait]
+impl Bot for HistoryBot {
+    async fn on_thread(
+        &self,
+        cx: &mut Ctx,
+        _thread: &ThreadInfo,
+        _history: &[Message],
+    ) -> Result<(), BotError> {
+        cx.reply("hello").await?;
+        Ok(())
+    }
+
+    async fn on_message(&self, cx: &mut Ctx, _msg: &Message) -> Result<(), BotError> {
+        let said: Vec<&str> = cx
+            .history()
+            .iter()
+            .filter(|m| m.is_from_customer())
+            .map(Message::text)
+            .collect();
+        let reply = said.join(",");
+        cx.reply(reply).await?;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_threads_history_survives_a_restart() {
+    let Some(mut world) = World::with_store("bot-history", StoreKind::Sqlite).await else {
+        return;
+    };
+    let (handle, task) = spawn(world.runtime(HistoryBot).await);
+    let (mut customer, thread) = world.customer("customer", "order 7?").await;
+    world.outcome(|o| matches!(o, Outcome::Routed { .. })).await;
+    assert_eq!(bot_replies(&mut customer, thread, 1).await, ["hello"]);
+    customer
+        .send(thread, &Content::text("a"), None)
+        .await
+        .unwrap();
+    assert_eq!(bot_replies(&mut customer, thread, 1).await, ["order 7?,a"]);
+    stop(handle, task).await;
+    // A new process reads the history back from the store (no cache survives).
+    world.reopen_store().await;
+    let (handle, task) = spawn(world.runtime(HistoryBot).await);
+    customer
+        .send(thread, &Content::text("b"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        bot_replies(&mut customer, thread, 1).await,
+        ["order 7?,a,b"]
+    );
+    stop(handle, task).await;
+    world.stop_admin().await;
+}

@@ -167,6 +167,7 @@ macro_rules! run_suite {
                 }
                 case!(a_new_thread_is_stored_and_loads_back);
                 case!(a_stale_version_conflicts_and_writes_nothing);
+                case!(history_entries_append_prune_and_conflict_with_the_event);
                 case!(a_journal_key_handled_before_conflicts_and_writes_nothing);
                 case!(an_outbox_message_id_queued_before_conflicts);
                 case!(an_event_without_new_state_keeps_the_version_but_checks_it);

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use switchboard::store::{self, BotStore, Effects, OutboxEntry, StoreKey};
+use switchboard::store::{self, BotStore, Effects, HistoryEntry, OutboxEntry, StoreKey};
 
 use super::{SEED, random_device, random_thread, temp_db};
 
@@ -44,6 +44,8 @@ async fn a_new_store_file_is_private_to_its_owner() {
             data: Some(b"x".to_vec()),
             handled: vec!["k".to_owned()],
             outbox: vec![],
+            history: Vec::new(),
+            history_from: 0,
         })
         .await
         .unwrap();
@@ -59,6 +61,7 @@ async fn a_new_store_file_is_private_to_its_owner() {
 async fn the_file_never_holds_plaintext_thread_state() {
     const SECRET: &[u8] = b"PLAINTEXT-THREAD-STATE-MARKER";
     const JOURNAL_KEY: &str = "JOURNAL-KEY-MARKER";
+    const HISTORY: &[u8] = b"PLAINTEXT-HISTORY-MARKER";
     let (db, store) = open_file().await;
     let thread = random_thread();
     let mut state = SECRET.to_vec();
@@ -74,6 +77,11 @@ async fn the_file_never_holds_plaintext_thread_state() {
                 message_id: "m1".to_owned(),
                 body: b"sealed".to_vec(),
             }],
+            history: vec![HistoryEntry {
+                index: 0,
+                data: HISTORY.to_vec(),
+            }],
+            history_from: 0,
         })
         .await
         .unwrap();
@@ -85,6 +93,8 @@ async fn the_file_never_holds_plaintext_thread_state() {
             data: Some(state.clone()),
             handled: vec![],
             outbox: vec![],
+            history: Vec::new(),
+            history_from: 0,
         })
         .await
         .unwrap();
@@ -103,6 +113,11 @@ async fn the_file_never_holds_plaintext_thread_state() {
     assert!(
         !bytes.windows(SECRET.len()).any(|w| w == SECRET),
         "plaintext thread state in {}",
+        db.display()
+    );
+    assert!(
+        !bytes.windows(HISTORY.len()).any(|w| w == HISTORY),
+        "plaintext history in {}",
         db.display()
     );
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use switchboard::store::{
-    BotStore, Effects, MAX_META_VALUE, MAX_THREAD_DATA, OutboxEntry, StoreError,
+    BotStore, Effects, HistoryEntry, MAX_META_VALUE, MAX_THREAD_DATA, OutboxEntry, StoreError,
 };
 use switchboard_protocol::ThreadId;
 
@@ -31,7 +31,24 @@ fn effects(
         data: data.map(<[u8]>::to_vec),
         handled: handled.iter().map(|k| (*k).to_owned()).collect(),
         outbox,
+        history: Vec::new(),
+        history_from: 0,
     }
+}
+
+fn said(index: u64, text: &str) -> HistoryEntry {
+    HistoryEntry {
+        index,
+        data: text.as_bytes().to_vec(),
+    }
+}
+
+fn texts(record: &switchboard::store::ThreadRecord) -> Vec<(u64, String)> {
+    record
+        .history
+        .iter()
+        .map(|e| (e.index, String::from_utf8_lossy(&e.data).into_owned()))
+        .collect()
 }
 
 fn message_ids(entries: &[OutboxEntry]) -> Vec<&str> {
@@ -95,6 +112,60 @@ pub async fn a_new_thread_is_stored_and_loads_back(b: &Backend) {
     let record = store.load(thread).await.unwrap().unwrap();
     assert_eq!((record.version, record.data), (2, b"second".to_vec()));
     assert!(store.load(random_thread()).await.unwrap().is_none());
+}
+
+pub async fn history_entries_append_prune_and_conflict_with_the_event(b: &Backend) {
+    let store = b.store.as_ref();
+    let thread = random_thread();
+    let mut first = effects(thread, None, Some(b"s1"), &["k1"], vec![]);
+    first.history = vec![said(0, "hello"), said(1, "hi there")];
+    store.commit(first).await.unwrap();
+    let record = store.load(thread).await.unwrap().unwrap();
+    assert_eq!(
+        texts(&record),
+        [(0, "hello".to_owned()), (1, "hi there".to_owned())]
+    );
+    // The next event appends one and drops those below position 1.
+    let mut next = effects(thread, Some(1), Some(b"s2"), &["k2"], vec![]);
+    next.history = vec![said(2, "where is my order?")];
+    next.history_from = 1;
+    store.commit(next).await.unwrap();
+    let record = store.load(thread).await.unwrap().unwrap();
+    assert_eq!(
+        texts(&record),
+        [
+            (1, "hi there".to_owned()),
+            (2, "where is my order?".to_owned())
+        ]
+    );
+    // A position used before conflicts, and the whole event is undone (journal key too).
+    let mut again = effects(thread, Some(2), Some(b"s3"), &["k3"], vec![]);
+    again.history = vec![said(2, "other")];
+    assert_conflict(store.commit(again).await, thread);
+    assert!(!store.handled(thread, "k3").await.unwrap());
+    let record = store.load(thread).await.unwrap().unwrap();
+    assert_eq!(record.version, 2);
+    assert_eq!(record.history.len(), 2);
+    // History comes only with a new state.
+    let mut without_state = effects(thread, Some(2), None, &["k4"], vec![]);
+    without_state.history = vec![said(3, "x")];
+    assert!(matches!(
+        store.commit(without_state).await,
+        Err(StoreError::Config(_))
+    ));
+    // Everything can go (a removed thread).
+    let mut all = effects(thread, Some(2), Some(b"tombstone"), &["k5"], vec![]);
+    all.history_from = 3;
+    store.commit(all).await.unwrap();
+    assert!(
+        store
+            .load(thread)
+            .await
+            .unwrap()
+            .unwrap()
+            .history
+            .is_empty()
+    );
 }
 
 pub async fn a_stale_version_conflicts_and_writes_nothing(b: &Backend) {
