@@ -90,6 +90,40 @@ pub struct RelayState {
     /// Bytes of request bodies being read whose signature is not verified yet.
     body_budget: Arc<Semaphore>,
     body_read: Duration,
+    /// Identity keys of registered devices seen lately (a device's key never changes).
+    identities: Identities,
+}
+
+/// The identity keys of registered devices that sent requests lately, so that a request's
+/// signature is checked without reading the device from the store. Safe to keep: the relay
+/// never changes a registered device's identity key (a registration with another key is
+/// refused) and never deletes a device. Bounded: when full, it starts over. Only devices found
+/// in the store get in, so nobody can fill it with made-up ids.
+#[derive(Clone, Default)]
+struct Identities(Arc<std::sync::Mutex<std::collections::HashMap<DeviceId, [u8; 32]>>>);
+
+/// Devices whose identity keys are kept at most.
+const MAX_IDENTITIES: usize = 100_000;
+
+impl Identities {
+    fn get(&self, device: DeviceId) -> Option<[u8; 32]> {
+        let map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(&device).copied()
+    }
+
+    fn remember(&self, device: DeviceId, key: [u8; 32]) {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= MAX_IDENTITIES {
+            map.clear();
+        }
+        map.insert(device, key);
+    }
 }
 
 impl std::fmt::Debug for RelayState {
@@ -112,6 +146,7 @@ impl RelayState {
             metrics: metrics::Metrics::default(),
             body_budget: Arc::new(Semaphore::new(0)),
             body_read: Duration::ZERO,
+            identities: Identities::default(),
         }
         .with_limits(Limits::default())
     }
@@ -315,13 +350,22 @@ async fn admit(state: &RelayState, device: DeviceId) -> Result<(), ApiError> {
     state.limiter.admit(device, &role, now)
 }
 
+/// The registered device a request came from.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Caller {
+    /// The device.
+    pub(super) device: DeviceId,
+    /// Its Ed25519 identity key (the request's signature verified against it).
+    pub(super) identity_key: [u8; 32],
+}
+
 /// A request authenticated as coming from a registered device, with its body of at most `MAX`
 /// bytes. Use it as the last handler argument; it refuses the request (JSON error) when the
 /// headers, body size, signature, timestamp, nonce or rate limit is refused, and checks what it
 /// can before reading the body.
 pub(super) struct Signed<const MAX: usize> {
     /// The requesting device.
-    pub(super) device: DeviceRecord,
+    pub(super) device: Caller,
     /// The request body.
     pub(super) body: Bytes,
 }
@@ -353,7 +397,7 @@ impl<const MAX: usize> axum::extract::FromRequest<RelayState> for Signed<MAX> {
 /// write but costs the device one request of its budget.
 pub(super) struct SignedOnce<const MAX: usize> {
     /// The requesting device.
-    pub(super) device: DeviceRecord,
+    pub(super) device: Caller,
     /// The request body.
     pub(super) body: Bytes,
     /// The request's nonce, not spent yet.
@@ -384,18 +428,30 @@ async fn authenticate<const MAX: usize>(
     state: &RelayState,
     parts: Parts,
     body: Body,
-) -> Result<(DeviceRecord, Bytes, RequestNonce), ApiError> {
+) -> Result<(Caller, Bytes, RequestNonce), ApiError> {
     let auth = fresh_auth(state, &parts.headers)?;
-    let device = state
-        .store
-        .device(auth.device)
-        .await?
-        .ok_or_else(|| ApiError::UnknownDevice(auth.device.to_string()))?;
-    let key =
-        IdentityPublicKey::from_bytes(&device.identity_key).map_err(|_| ApiError::Internal)?;
+    let identity_key = match state.identities.get(auth.device) {
+        Some(key) => key,
+        None => {
+            let record = state
+                .store
+                .device(auth.device)
+                .await?
+                .ok_or_else(|| ApiError::UnknownDevice(auth.device.to_string()))?;
+            state
+                .identities
+                .remember(record.device, record.identity_key);
+            record.identity_key
+        }
+    };
+    let key = IdentityPublicKey::from_bytes(&identity_key).map_err(|_| ApiError::Internal)?;
     let raw = read_body(state, &parts.headers, body, MAX).await?;
     let nonce = check_signed(state, &auth, &key, &parts.method, &parts.uri, &raw)?;
-    Ok((device, raw, nonce))
+    let caller = Caller {
+        device: auth.device,
+        identity_key,
+    };
+    Ok((caller, raw, nonce))
 }
 
 /// The OpenAPI 3.1 document of this API, for clients in other languages.
