@@ -1,6 +1,6 @@
 //! [`RuntimeBuilder`]: what a runtime is made of.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -340,6 +340,7 @@ impl RuntimeBuilder {
             acks: Mutex::new(AckTracker::starting_at(cursor)),
             sender: crate::runtime::sender::Sender::default(),
             ready: AtomicBool::new(false),
+            quarantined: Mutex::new(HashSet::new()),
             acked: AtomicU64::new(cursor),
         });
         Ok(Runtime {

@@ -1,6 +1,6 @@
 //! What the runtime's tasks share.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
@@ -84,6 +84,10 @@ pub(crate) struct Shared {
     /// Each thread's entries waiting to be posted, in order.
     pub(crate) sender: crate::runtime::sender::Sender,
     pub(crate) ready: AtomicBool,
+    /// Threads whose stored state cannot be read or written: their items are left
+    /// unacknowledged at the relay (delivered again after a restart) and the instance is not
+    /// ready until it restarts.
+    pub(crate) quarantined: Mutex<HashSet<ThreadId>>,
     /// The position acknowledged (and kept as this instance's cursor).
     pub(crate) acked: AtomicU64,
 }
@@ -107,7 +111,46 @@ impl Shared {
     }
 
     pub(crate) fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && !self.shutdown.is_cancelled()
+        self.ready.load(Ordering::Relaxed)
+            && !self.shutdown.is_cancelled()
+            && self.quarantine_count() == 0
+    }
+
+    /// How many threads are quarantined.
+    pub(crate) fn quarantine_count(&self) -> usize {
+        self.quarantined
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether the thread is quarantined.
+    pub(crate) fn is_quarantined(&self, thread: ThreadId) -> bool {
+        self.quarantined
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&thread)
+    }
+
+    /// Stops handling a thread whose stored state cannot be used: its items (this one and any
+    /// later) are not acknowledged, so the relay keeps them for a restart after the store is
+    /// mended; the instance reports not ready meanwhile.
+    pub(crate) fn quarantine(&self, thread: ThreadId, why: &BotError) {
+        let mut quarantined = self
+            .quarantined
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if quarantined.insert(thread) {
+            self.metrics
+                .counter("switchboard_threads_quarantined_total", &[])
+                .inc();
+            tracing::error!(
+                %thread,
+                error = %why,
+                "thread quarantined: its stored state cannot be used; its messages stay at the \
+                 relay (unacknowledged) until the bot restarts with a mended store"
+            );
+        }
     }
 
     /// Counts an error by kind.

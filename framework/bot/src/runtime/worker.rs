@@ -27,8 +27,12 @@ use crate::store::{Effects, HistoryEntry, StoreError};
 pub(crate) const PENDING_JOIN_WAIT: Duration = Duration::from_secs(3);
 /// Attempts of an event whose bot hook failed transiently.
 const BOT_ATTEMPTS: u32 = 3;
-/// Redos of an event after store conflicts.
-const CONFLICT_ATTEMPTS: u32 = 8;
+/// The first pause before an event is redone after a store conflict (doubling, jittered).
+const CONFLICT_PAUSE: Duration = Duration::from_millis(5);
+/// The longest pause between redos after conflicts.
+const MAX_CONFLICT_PAUSE: Duration = Duration::from_millis(500);
+/// How long an event keeps trying after shutdown began, before it is left for redelivery.
+const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(5);
 
 /// What a thread's worker is given.
 #[derive(Debug)]
@@ -60,8 +64,13 @@ pub(crate) struct Cached {
     last_seq: Option<u64>,
 }
 
-/// Hands `item` to its thread's worker, starting one if the thread is idle.
+/// Hands `item` to its thread's worker, starting one if the thread is idle. An item of a
+/// quarantined thread is let go unacknowledged (the relay keeps it for a restart).
 pub(crate) fn dispatch(rt: &Arc<Shared>, thread: ThreadId, item: WorkItem) {
+    if rt.is_quarantined(thread) {
+        tracing::debug!(%thread, "left at the relay: the thread is quarantined");
+        return;
+    }
     let mut queues = rt
         .queues
         .lock()
@@ -110,15 +119,23 @@ async fn run_thread(rt: Arc<Shared>, thread: ThreadId, mut rx: mpsc::UnboundedRe
 }
 
 /// Why an attempt at an item did not commit.
+///
+/// The rule: an inbox item is acknowledged only once its journal entry is committed. Whatever
+/// fails, the item is either redone, committed without the bot's effects (and counted), or left
+/// unacknowledged for the relay to deliver again: never dropped unseen.
 enum Failure {
-    /// Another writer changed the thread: reload and redo.
+    /// Another writer changed the thread: reload and redo (after a short pause, unbounded).
     Conflict,
     /// The store failed (transiently): redo after a pause.
     Store(BotError),
     /// A bot hook failed transiently: redo after a pause (bounded).
     Bot(BotError),
-    /// Nothing to do but log.
-    Fatal(BotError),
+    /// The event's effects cannot be stored (too large, not encodable): commit the item without
+    /// them (the bot is not run again for it).
+    Effects(BotError),
+    /// The thread's stored state cannot be read or written (corrupt, another key, a bug): the
+    /// thread is quarantined; its items stay unacknowledged at the relay.
+    Thread(BotError),
 }
 
 async fn handle(rt: &Arc<Shared>, thread: ThreadId, cache: &mut Option<Cached>, item: WorkItem) {
@@ -130,24 +147,27 @@ async fn handle(rt: &Arc<Shared>, thread: ThreadId, cache: &mut Option<Cached>, 
     let started = Instant::now();
     let outcome = async {
         let mut bot_attempts = 0;
-        let mut conflicts = 0;
         let mut pause = Duration::from_millis(100);
+        let mut conflict_pause = CONFLICT_PAUSE;
+        let mut skip_bot = false;
         loop {
             let give_up_bot = bot_attempts + 1 >= BOT_ATTEMPTS;
-            match attempt(rt, thread, cache, &item.kind, give_up_bot).await {
+            match attempt(rt, thread, cache, &item.kind, give_up_bot, skip_bot).await {
                 Ok(outcome) => return outcome,
                 Err(failure) => {
                     *cache = None;
+                    let waited_out =
+                        rt.shutdown.is_cancelled() && started.elapsed() > SHUTDOWN_PATIENCE;
                     match failure {
-                        Failure::Conflict if conflicts < CONFLICT_ATTEMPTS => {
-                            conflicts += 1;
-                            tracing::debug!("the thread changed meanwhile; redoing the event");
-                            continue;
-                        }
                         Failure::Conflict => {
                             rt.count_error("conflict");
-                            tracing::error!("the thread keeps changing under this instance");
-                            return "failed";
+                            tracing::debug!("the thread changed meanwhile; redoing the event");
+                            if waited_out {
+                                return "abandoned";
+                            }
+                            sleep_or_cancel(rt, conflict_pause).await;
+                            conflict_pause = (conflict_pause * 2).min(MAX_CONFLICT_PAUSE);
+                            continue;
                         }
                         Failure::Bot(e) => {
                             bot_attempts += 1;
@@ -157,15 +177,21 @@ async fn handle(rt: &Arc<Shared>, thread: ThreadId, cache: &mut Option<Cached>, 
                         Failure::Store(e) => {
                             rt.count_error("store");
                             tracing::warn!(error = %e, "the store failed; retrying");
-                            if rt.shutdown.is_cancelled() && started.elapsed() > Duration::from_secs(5) {
+                            if waited_out {
                                 return "abandoned";
                             }
                             sleep_or_cancel(rt, pause).await;
                         }
-                        Failure::Fatal(e) => {
+                        Failure::Effects(e) if !skip_bot => {
+                            rt.count_error("effects_dropped");
+                            tracing::error!(error = %e, "the event's effects cannot be stored; committing the item without them");
+                            skip_bot = true;
+                            continue;
+                        }
+                        Failure::Effects(e) | Failure::Thread(e) => {
                             rt.count_error(e.label());
-                            tracing::error!(error = %e, "the event could not be handled");
-                            return "failed";
+                            rt.quarantine(thread, &e);
+                            return "quarantined";
                         }
                     }
                     pause = (pause * 2).min(Duration::from_secs(30));
@@ -184,8 +210,10 @@ async fn handle(rt: &Arc<Shared>, thread: ThreadId, cache: &mut Option<Cached>, 
     rt.metrics
         .histogram("switchboard_handle_seconds", &[("kind", kind)])
         .observe(started.elapsed().as_secs_f64());
+    // Acknowledged only once committed: an abandoned or quarantined item stays at the relay.
     if let Some(seq) = seq
         && outcome != "abandoned"
+        && outcome != "quarantined"
     {
         rt.acks().done(seq);
     }
@@ -235,14 +263,14 @@ async fn load(rt: &Shared, thread: ThreadId, keys: &DeviceKeys) -> Result<Cached
             last_seq: None,
         });
     };
-    let mut blob = ThreadBlob::decode(&record.data).map_err(Failure::Fatal)?;
+    let mut blob = ThreadBlob::decode(&record.data).map_err(Failure::Thread)?;
     let inline = std::mem::take(&mut blob.history);
     let rows = record
         .history
         .iter()
         .map(|entry| decode_message(&entry.data))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(Failure::Fatal)?;
+        .map_err(Failure::Thread)?;
     if rows.is_empty() && !inline.is_empty() {
         // A blob of an earlier version, with its history inline: stored as entries at the
         // next commit.
@@ -254,7 +282,7 @@ async fn load(rt: &Shared, thread: ThreadId, keys: &DeviceKeys) -> Result<Cached
     let state = match blob.snapshot.take() {
         Some(snapshot) => Some(
             ThreadState::restore(keys, snapshot)
-                .map_err(|e| Failure::Fatal(BotError::Protocol(e.to_string())))?,
+                .map_err(|e| Failure::Thread(BotError::Protocol(e.to_string())))?,
         ),
         None => None,
     };
@@ -298,9 +326,12 @@ fn store_failure(e: StoreError, thread: ThreadId) -> Failure {
     match e {
         StoreError::Conflict { .. } => Failure::Conflict,
         e if e.is_transient() => Failure::Store(e.into()),
+        // Shutting down: the item is left for redelivery.
+        StoreError::Closed => Failure::Store(e.into()),
+        e @ StoreError::TooLarge { .. } => Failure::Effects(e.into()),
         e => {
             tracing::error!(%thread, error = %e, "store error");
-            Failure::Fatal(e.into())
+            Failure::Thread(e.into())
         }
     }
 }
@@ -312,6 +343,7 @@ async fn attempt(
     cache: &mut Option<Cached>,
     kind: &WorkKind,
     last_bot_attempt: bool,
+    skip_bot: bool,
 ) -> Result<&'static str, Failure> {
     let keys = rt.keys();
     let (journal_key, seq) = match kind {
@@ -365,7 +397,7 @@ async fn attempt(
             if let Some(claim) = blob.claimed
                 && let Some(s) = state.take()
             {
-                state = Some(honour_claim(&keys, s, claim).map_err(Failure::Fatal)?);
+                state = Some(honour_claim(&keys, s, claim).map_err(Failure::Thread)?);
             }
             if let Some(event) = applied.event {
                 joined = map_event(
@@ -441,6 +473,11 @@ async fn attempt(
     });
     let original_bot_state = shared.scratch().bot_state.clone();
     let mut outcome = if events.is_empty() { "nothing" } else { "ok" };
+    if skip_bot && !events.is_empty() {
+        // An earlier attempt's effects could not be stored: the item is committed without any.
+        events.clear();
+        outcome = "effects_dropped";
+    }
     for event in events {
         let ctx = Ctx {
             thread,
@@ -481,15 +518,15 @@ async fn attempt(
         blob.unsaved = 0;
         blob.pending = None;
     }
-    let (history, history_from) = history_effects(&mut blob).map_err(Failure::Fatal)?;
+    let (history, history_from) = history_effects(&mut blob).map_err(Failure::Effects)?;
     blob.snapshot = state.as_ref().map(ThreadState::snapshot);
-    let data = blob.encode().map_err(Failure::Fatal)?;
+    let data = blob.encode().map_err(Failure::Effects)?;
     blob.snapshot = None;
     let outbox = sealed
         .iter()
         .map(|m| outbox_entry(thread, m))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(Failure::Fatal)?;
+        .map_err(Failure::Effects)?;
     let effects = Effects {
         thread,
         expected_version: version,

@@ -31,6 +31,7 @@ mod order;
 mod restart;
 mod send_sync;
 mod shutdown;
+mod stuck;
 
 fn config(dir: &Path, relay: &str, history_on_route: bool) -> Config {
     KeystoreSecret::create_key_file(&dir.join("admin.key")).ok();

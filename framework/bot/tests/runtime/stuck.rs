@@ -1,0 +1,153 @@
+//! Nothing is acknowledged before it is committed: a thread whose commits keep conflicting is
+//! redone until it commits, and a thread whose stored state cannot be read is quarantined with
+//! its messages left at the relay for a restart.
+
+use std::sync::atomic::AtomicU32;
+
+use async_trait::async_trait;
+use switchboard::store::{Effects, OutboxEntry, StoreError, ThreadRecord};
+
+use super::*;
+
+/// A store that refuses commits of handled items with conflicts, or loads as corrupt, on demand.
+#[derive(Debug)]
+struct FaultyStore {
+    inner: Arc<dyn BotStore>,
+    conflicts_left: AtomicU32,
+    corrupt: AtomicBool,
+    refused_loads: AtomicU32,
+}
+
+impl FaultyStore {
+    fn over(inner: Arc<dyn BotStore>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            conflicts_left: AtomicU32::new(0),
+            corrupt: AtomicBool::new(false),
+            refused_loads: AtomicU32::new(0),
+        })
+    }
+}
+
+#[async_trait]
+impl BotStore for FaultyStore {
+    async fn load(&self, thread: ThreadId) -> Result<Option<ThreadRecord>, StoreError> {
+        if self.corrupt.load(Ordering::SeqCst) {
+            self.refused_loads.fetch_add(1, Ordering::SeqCst);
+            return Err(StoreError::Corrupt("injected".to_owned()));
+        }
+        self.inner.load(thread).await
+    }
+    async fn handled(&self, thread: ThreadId, key: &str) -> Result<bool, StoreError> {
+        self.inner.handled(thread, key).await
+    }
+    async fn commit(&self, effects: Effects) -> Result<u64, StoreError> {
+        if !effects.handled.is_empty()
+            && self
+                .conflicts_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return Err(StoreError::Conflict {
+                thread: effects.thread,
+            });
+        }
+        self.inner.commit(effects).await
+    }
+    async fn outbox(&self, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.inner.outbox(limit).await
+    }
+    async fn sent(&self, message_id: &str) -> Result<(), StoreError> {
+        self.inner.sent(message_id).await
+    }
+    async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get_meta(key).await
+    }
+    async fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.inner.put_meta(key, value).await
+    }
+    async fn prune_journal(&self, older_than: u64) -> Result<u64, StoreError> {
+        self.inner.prune_journal(older_than).await
+    }
+}
+
+async fn runtime_over(world: &World, store: Arc<FaultyStore>) -> Runtime {
+    world
+        .runtime_with(
+            TestBot {
+                log: Log::default(),
+            },
+            |b| b.store_backend(store).thread_cache(0),
+        )
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_that_keeps_conflicting_is_redone_until_it_commits() {
+    let mut world = World::new("bot-conflicts").await;
+    let store = FaultyStore::over(Arc::clone(&world.store));
+    let (handle, task) = spawn(runtime_over(&world, Arc::clone(&store)).await);
+    let (mut customer, thread) = world.customer("customer", "order 7?").await;
+    world.outcome(|o| matches!(o, Outcome::Routed { .. })).await;
+    assert_eq!(
+        bot_replies(&mut customer, thread, 1).await,
+        ["you asked: order 7?"]
+    );
+    // More conflicts in a row than the runtime once gave up after (it then acknowledged the
+    // message without handling it: lost).
+    store.conflicts_left.store(12, Ordering::SeqCst);
+    customer
+        .send(thread, &Content::text("a"), None)
+        .await
+        .unwrap();
+    assert_eq!(bot_replies(&mut customer, thread, 1).await, ["#1 a"]);
+    assert_eq!(store.conflicts_left.load(Ordering::SeqCst), 0);
+    stop(handle, task).await;
+    world.stop_admin().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_whose_state_cannot_be_read_keeps_its_messages_at_the_relay() {
+    let mut world = World::new("bot-quarantine").await;
+    let store = FaultyStore::over(Arc::clone(&world.store));
+    let runtime = runtime_over(&world, Arc::clone(&store)).await;
+    let metrics = runtime.metrics();
+    let (handle, task) = spawn(runtime);
+    let (mut customer, thread) = world.customer("customer", "order 7?").await;
+    world.outcome(|o| matches!(o, Outcome::Routed { .. })).await;
+    assert_eq!(
+        bot_replies(&mut customer, thread, 1).await,
+        ["you asked: order 7?"]
+    );
+    store.corrupt.store(true, Ordering::SeqCst);
+    customer
+        .send(thread, &Content::text("b"), None)
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        if metrics
+            .render()
+            .contains("switchboard_threads_quarantined_total 1")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(store.refused_loads.load(Ordering::SeqCst) >= 1);
+    assert!(
+        metrics
+            .render()
+            .contains("switchboard_threads_quarantined_total 1"),
+        "{}",
+        metrics.render()
+    );
+    assert!(bot_replies(&mut customer, thread, 0).await.is_empty());
+    stop(handle, task).await;
+
+    // Mended, the bot starts again: the message it could not handle comes again, answered once.
+    store.corrupt.store(false, Ordering::SeqCst);
+    let (handle, task) = spawn(runtime_over(&world, Arc::clone(&store)).await);
+    assert_eq!(bot_replies(&mut customer, thread, 1).await, ["#1 b"]);
+    stop(handle, task).await;
+    world.stop_admin().await;
+}
