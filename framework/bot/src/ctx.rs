@@ -17,6 +17,9 @@ use crate::pipeline::Outgoing;
 use crate::runtime::blob::{Claim, ThreadBlob};
 use crate::runtime::shared::Shared;
 
+/// The most bytes a thread's typed state may take, serialised as JSON (see
+/// [`Ctx::set_state`]).
+pub const MAX_STATE_BYTES: usize = 64 * 1024;
 /// What one event's hooks change, shared by the event's [`Ctx`] clones and typing handles.
 pub(crate) struct Scratch {
     /// The thread's protocol state after the inbox item was applied (`None` once removed).
@@ -207,14 +210,24 @@ impl Ctx {
     /// Replaces the bot's typed state of this thread (saved with the event's effects).
     ///
     /// # Errors
-    /// [`BotError::State`] if `value` cannot be serialised.
+    /// [`BotError::State`] if `value` cannot be serialised, or is larger than
+    /// [`MAX_STATE_BYTES`] serialised (keep large data in the business's own systems).
     pub fn set_state<T: Serialize>(&mut self, value: &T) -> Result<(), BotError> {
-        let value = serde_json::to_value(value).map_err(|e| BotError::State(e.to_string()))?;
+        let bytes = serde_json::to_vec(value).map_err(|e| BotError::State(e.to_string()))?;
+        if bytes.len() > MAX_STATE_BYTES {
+            return Err(BotError::State(format!(
+                "the thread's state is {} bytes serialised, more than the {MAX_STATE_BYTES} a \
+                 thread may keep",
+                bytes.len()
+            )));
+        }
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| BotError::State(e.to_string()))?;
         self.shared.scratch().bot_state = value;
         Ok(())
     }
 
-    /// Recent messages of the thread, oldest first (the last 100).
+    /// Recent messages of the thread, oldest first (the last [`HISTORY_LIMIT`](crate::HISTORY_LIMIT)).
     #[must_use]
     pub fn history(&self) -> &[Message] {
         &self.history

@@ -56,9 +56,10 @@ mod runtime;
 pub mod store;
 
 pub use bot::{Bot, Handoff, Identity, MemberChange, Message, Receipt, ThreadInfo};
-pub use ctx::{Ctx, TypingHandle};
+pub use ctx::{Ctx, MAX_STATE_BYTES, TypingHandle};
 pub use error::BotError;
 pub use pipeline::{BotEvent, Delivery, Inbound, Outgoing};
+pub use runtime::blob::HISTORY_LIMIT;
 pub use runtime::{Runtime, RuntimeBuilder, RuntimeHandle};
 pub use switchboard_client::KeystoreSecret;
 

@@ -11,8 +11,9 @@ use switchboard_protocol::{
 use crate::bot::Message;
 use crate::error::BotError;
 
-/// Most recent messages kept per thread.
-pub(crate) const HISTORY_LIMIT: usize = 100;
+/// The most recent messages of a thread the runtime keeps (and [`Ctx::history`](crate::Ctx::history)
+/// returns): older ones are dropped from the store as new ones come.
+pub const HISTORY_LIMIT: usize = 100;
 
 /// One thread's state, as stored.
 #[derive(Clone, Default, Serialize, Deserialize)]

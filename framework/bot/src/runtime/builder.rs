@@ -248,6 +248,7 @@ impl RuntimeBuilder {
                 keystore.display()
             )));
         };
+        let key = StoreKey::derive(device.keys().seed());
         let store = match self.store {
             Some(store) => store,
             None => {
@@ -258,6 +259,7 @@ impl RuntimeBuilder {
                     .await?
             }
         };
+        crate::store::check_key(store.as_ref(), &key).await?;
         let http = match self.http {
             Some(http) => http,
             None => reqwest::Client::builder().build()?,

@@ -149,6 +149,18 @@ impl StoreKey {
             })
     }
 
+    /// A value that identifies this key without revealing it (SHA-256 of a label and the
+    /// key), kept in the store so that a store written under another key is refused at
+    /// start rather than found unreadable thread by thread.
+    #[must_use]
+    pub fn check_value(&self) -> [u8; 32] {
+        use sha2::Digest as _;
+        let mut hash = Sha256::new();
+        hash.update(b"switchboard/1 bot store key check");
+        hash.update(self.0.as_slice());
+        hash.finalize().into()
+    }
+
     fn cipher(&self) -> ChaCha20Poly1305 {
         ChaCha20Poly1305::new(&(*self.0).into())
     }

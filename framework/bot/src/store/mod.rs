@@ -263,6 +263,28 @@ pub trait BotStore: Send + Sync + fmt::Debug + 'static {
     }
 }
 
+/// The metadata key under which a store keeps its key's check value.
+const KEY_CHECK: &str = "store_key_check";
+
+/// Makes sure `store` was written under `key` (or is new: then it is marked as `key`'s).
+///
+/// # Errors
+/// [`StoreError::Corrupt`] if the store holds another key's check value: it was written by
+/// this device under another keystore seed (a keystore restored from elsewhere, another
+/// bot's store); store errors.
+pub async fn check_key(store: &dyn BotStore, key: &StoreKey) -> Result<(), StoreError> {
+    let check = key.check_value();
+    match store.get_meta(KEY_CHECK).await? {
+        None => store.put_meta(KEY_CHECK, &check).await,
+        Some(stored) if stored.as_slice() == check.as_slice() => Ok(()),
+        Some(_) => Err(StoreError::Corrupt(
+            "this store was written under another store key: the keystore (its seed) is not \
+             the one this store belongs to"
+                .to_owned(),
+        )),
+    }
+}
+
 /// Opens the store a URL names, for the bot `device`, sealing thread state under `key`:
 /// `sqlite://PATH` (created with mode 0600 if missing; WAL), `sqlite::memory:`,
 /// `postgres://...` (or `postgresql://`), or `memory` (in-process, for tests).

@@ -131,3 +131,28 @@ async fn a_missing_directory_is_a_clear_error() {
         .unwrap_err();
     assert!(err.to_string().contains("no-such-dir"), "{err}");
 }
+
+#[tokio::test]
+async fn a_store_written_under_another_key_is_refused_at_start() {
+    let db = temp_db();
+    let url = format!("sqlite://{}", db.display());
+    let device = random_device();
+    let mine = StoreKey::derive(&SEED);
+    let store = store::open(&url, device, StoreKey::derive(&SEED))
+        .await
+        .unwrap();
+    store::check_key(store.as_ref(), &mine).await.unwrap();
+    // Again with the same key: fine.
+    store::check_key(store.as_ref(), &mine).await.unwrap();
+    drop(store);
+    let other = StoreKey::derive(&[0x55; 32]);
+    let reopened = store::open(&url, device, StoreKey::derive(&[0x55; 32]))
+        .await
+        .unwrap();
+    let err = store::check_key(reopened.as_ref(), &other)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("another store key"), "{err}");
+    // The right key still opens it.
+    store::check_key(reopened.as_ref(), &mine).await.unwrap();
+}
