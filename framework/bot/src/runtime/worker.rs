@@ -62,6 +62,10 @@ pub(crate) struct Cached {
     /// yet, unless another instance handled it: then the thread's version moved and the commit
     /// conflicts (and the journal's own uniqueness refuses a second entry in any case).
     last_seq: Option<u64>,
+    /// Whether the thread's stored outbox entries (committed by any instance, maybe not posted)
+    /// were put in this instance's queue since the thread was read from the store: until then,
+    /// a new reply must not be posted ahead of them.
+    adopted: bool,
 }
 
 /// Hands `item` to its thread's worker, starting one if the thread is idle. An item of a
@@ -261,6 +265,7 @@ async fn load(rt: &Shared, thread: ThreadId, keys: &DeviceKeys) -> Result<Cached
             state: None,
             stored: Arc::new(Vec::new()),
             last_seq: None,
+            adopted: false,
         });
     };
     let mut blob = ThreadBlob::decode(&record.data).map_err(Failure::Thread)?;
@@ -292,7 +297,29 @@ async fn load(rt: &Shared, thread: ThreadId, keys: &DeviceKeys) -> Result<Cached
         state,
         stored: Arc::new(record.data),
         last_seq: None,
+        adopted: false,
     })
+}
+
+/// Puts the thread's stored outbox entries in front of this instance's queue for it (see
+/// [`Cached::adopted`]); `false` if the store could not say (the sweep merges them later).
+async fn adopt_outbox(rt: &Shared, thread: ThreadId) -> bool {
+    match rt
+        .store
+        .outbox_for(thread, crate::store::MAX_OUTBOX_PAGE)
+        .await
+    {
+        Ok(stored) => {
+            if !stored.is_empty() {
+                rt.sender.merge(thread, stored);
+            }
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the thread's outbox; the sweep will");
+            false
+        }
+    }
 }
 
 /// The history entries a commit appends (the messages not stored yet, at the next positions)
@@ -373,6 +400,7 @@ async fn attempt(
         mut state,
         stored,
         last_seq,
+        adopted,
     } = cached;
     let at = now();
     let mut events = Vec::new();
@@ -427,6 +455,7 @@ async fn attempt(
                     state,
                     stored,
                     last_seq,
+                    adopted,
                 });
                 return Ok("nothing");
             }
@@ -441,6 +470,7 @@ async fn attempt(
             state,
             stored,
             last_seq,
+            adopted,
         });
         return Ok("nothing");
     }
@@ -541,6 +571,9 @@ async fn attempt(
         .commit(effects)
         .await
         .map_err(|e| store_failure(e, thread))?;
+    // Taking the thread over (read from the store): replies committed before by any instance
+    // and not posted yet go first.
+    let adopted = adopted || adopt_outbox(rt, thread).await;
     let pending = blob.pending.is_some();
     *cache = Some(Cached {
         version: Some(version),
@@ -548,6 +581,7 @@ async fn attempt(
         state,
         stored: Arc::new(data),
         last_seq: seq.max(last_seq),
+        adopted,
     });
     if joined && pending {
         let rt2 = Arc::clone(rt);

@@ -134,6 +134,22 @@ impl BotStore for MemoryStore {
         Ok(self.state().outbox.values().take(limit).cloned().collect())
     }
 
+    async fn outbox_for(
+        &self,
+        thread: ThreadId,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let limit = usize::try_from(limit.min(MAX_OUTBOX_PAGE)).unwrap_or(usize::MAX);
+        Ok(self
+            .state()
+            .outbox
+            .values()
+            .filter(|e| e.thread == thread)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
     async fn sent(&self, message_id: &str) -> Result<(), StoreError> {
         let mut state = self.state();
         if let Some(id) = state.outbox_ids.remove(message_id) {

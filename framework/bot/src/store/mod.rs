@@ -248,6 +248,13 @@ pub trait BotStore: Send + Sync + fmt::Debug + 'static {
     async fn commit(&self, effects: Effects) -> Result<u64, StoreError>;
     /// Up to `limit` (at most [`MAX_OUTBOX_PAGE`]) unsent outbox entries, oldest first.
     async fn outbox(&self, limit: u32) -> Result<Vec<OutboxEntry>, StoreError>;
+    /// Up to `limit` (at most [`MAX_OUTBOX_PAGE`]) unsent outbox entries of one thread, oldest
+    /// first (whichever instance committed them).
+    async fn outbox_for(
+        &self,
+        thread: ThreadId,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
     /// Marks the outbox entry of this message sent (deletes it; unknown ids are not an error).
     async fn sent(&self, message_id: &str) -> Result<(), StoreError>;
     /// A device-wide small value (e.g. the inbox cursor of an instance).

@@ -56,6 +56,10 @@ impl PostgresStore {
                 "history rows",
                 include_str!("migrations/postgres/0002_history.sql"),
             ),
+            (
+                "outbox by thread",
+                include_str!("migrations/postgres/0003_outbox_by_thread.sql"),
+            ),
         ])
         .run(&pool)
         .await?;

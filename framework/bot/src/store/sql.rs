@@ -22,7 +22,7 @@ use super::{HistoryEntry, OutboxEntry, StoreError, StoreKey, ThreadRecord};
 const MIGRATIONS_TABLE: &str = "_bot_store_migrations";
 
 /// The migrator for one backend's schema: its migrations in order (version 1, 2, ...).
-pub(super) fn migrator(steps: [(&'static str, &'static str); 2]) -> Migrator {
+pub(super) fn migrator(steps: [(&'static str, &'static str); 3]) -> Migrator {
     let migrations = (1..)
         .zip(steps)
         .map(|(version, (description, sql))| {
@@ -403,6 +403,25 @@ macro_rules! impl_bot_store {
                      WHERE device = $1 ORDER BY id LIMIT $2",
                 )
                 .bind(self.device_hex.as_str())
+                .bind(i64::from(limit.min(crate::store::MAX_OUTBOX_PAGE)))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(crate::store::sql::outbox_entry)
+                    .collect()
+            }
+
+            async fn outbox_for(
+                &self,
+                thread: switchboard_protocol::ThreadId,
+                limit: u32,
+            ) -> Result<Vec<crate::store::OutboxEntry>, crate::store::StoreError> {
+                let rows: Vec<crate::store::sql::OutboxRow> = sqlx::query_as(
+                    "SELECT id, thread, message_id, body FROM bot_outbox \
+                     WHERE device = $1 AND thread = $2 ORDER BY id LIMIT $3",
+                )
+                .bind(self.device_hex.as_str())
+                .bind(thread.to_string())
                 .bind(i64::from(limit.min(crate::store::MAX_OUTBOX_PAGE)))
                 .fetch_all(&self.pool)
                 .await?;

@@ -83,6 +83,10 @@ impl SqliteStore {
                 "history rows",
                 include_str!("migrations/sqlite/0002_history.sql"),
             ),
+            (
+                "outbox by thread",
+                include_str!("migrations/sqlite/0003_outbox_by_thread.sql"),
+            ),
         ])
         .run(&pool)
         .await?;

@@ -140,3 +140,60 @@ async fn a_failed_post_blocks_its_threads_later_replies_only() {
     stop(handle, task).await;
     world.stop_admin().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_left_by_an_earlier_process_goes_before_the_next_one() {
+    let mut world = World::new("bot-adopt-outbox").await;
+    let store = stuck::FaultyStore::over(Arc::clone(&world.store));
+    // The first process commits its answer to the routing question, but cannot post it.
+    let gate = Gate::default();
+    let first = world
+        .runtime_with(
+            TestBot {
+                log: Log::default(),
+            },
+            |b| {
+                b.store_backend(Arc::clone(&store) as Arc<dyn BotStore>)
+                    .delivery(gate.layer())
+            },
+        )
+        .await;
+    let (handle, task) = spawn(first);
+    let (mut customer, thread) = world.customer("customer", "order 7?").await;
+    world.outcome(|o| matches!(o, Outcome::Routed { .. })).await;
+    until_bot_joined(&mut customer, thread).await;
+    for _ in 0..200 {
+        if gate.held().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(gate.held().is_some(), "the first reply was never attempted");
+    stop(handle, task).await;
+
+    // The next process's outbox sweep is slow: its first reply must still wait for the one
+    // left in the outbox, not overtake it. (A new process reads its outbox before it fetches,
+    // so this holds by that alone; an instance that takes a thread over from another live
+    // instance reads the thread's outbox when it first commits to it, which this test does not
+    // reach: leases move only after 30 s.)
+    store.slow_outbox_ms.store(4000, Ordering::SeqCst);
+    let second = world
+        .runtime_with(
+            TestBot {
+                log: Log::default(),
+            },
+            |b| b.store_backend(Arc::clone(&store) as Arc<dyn BotStore>),
+        )
+        .await;
+    let (handle, task) = spawn(second);
+    customer
+        .send(thread, &Content::text("a"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        bot_replies(&mut customer, thread, 2).await,
+        ["you asked: order 7?", "#1 a"]
+    );
+    stop(handle, task).await;
+    world.stop_admin().await;
+}

@@ -9,22 +9,26 @@ use switchboard::store::{Effects, OutboxEntry, StoreError, ThreadRecord};
 
 use super::*;
 
-/// A store that refuses commits of handled items with conflicts, or loads as corrupt, on demand.
+/// A store that refuses commits of handled items with conflicts, loads as corrupt, or answers
+/// the outbox sweep slowly, on demand.
 #[derive(Debug)]
-struct FaultyStore {
+pub(super) struct FaultyStore {
     inner: Arc<dyn BotStore>,
-    conflicts_left: AtomicU32,
-    corrupt: AtomicBool,
-    refused_loads: AtomicU32,
+    pub(super) conflicts_left: AtomicU32,
+    pub(super) corrupt: AtomicBool,
+    pub(super) refused_loads: AtomicU32,
+    /// The sweep's `outbox` read takes this long (0: at once).
+    pub(super) slow_outbox_ms: AtomicU32,
 }
 
 impl FaultyStore {
-    fn over(inner: Arc<dyn BotStore>) -> Arc<Self> {
+    pub(super) fn over(inner: Arc<dyn BotStore>) -> Arc<Self> {
         Arc::new(Self {
             inner,
             conflicts_left: AtomicU32::new(0),
             corrupt: AtomicBool::new(false),
             refused_loads: AtomicU32::new(0),
+            slow_outbox_ms: AtomicU32::new(0),
         })
     }
 }
@@ -55,7 +59,18 @@ impl BotStore for FaultyStore {
         self.inner.commit(effects).await
     }
     async fn outbox(&self, limit: u32) -> Result<Vec<OutboxEntry>, StoreError> {
+        let slow = self.slow_outbox_ms.load(Ordering::SeqCst);
+        if slow > 0 {
+            tokio::time::sleep(Duration::from_millis(u64::from(slow))).await;
+        }
         self.inner.outbox(limit).await
+    }
+    async fn outbox_for(
+        &self,
+        thread: ThreadId,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.inner.outbox_for(thread, limit).await
     }
     async fn sent(&self, message_id: &str) -> Result<(), StoreError> {
         self.inner.sent(message_id).await

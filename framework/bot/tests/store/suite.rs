@@ -382,6 +382,23 @@ pub async fn outbox_lists_in_commit_order_and_sent_removes(b: &Backend) {
     assert_eq!((all[3].thread, all[3].body.as_slice()), (t1, &b"A2"[..]));
     assert_eq!(message_ids(&store.outbox(2).await.unwrap()), ["a1", "b1"]);
     assert!(store.outbox(0).await.unwrap().is_empty());
+    // One thread's entries, in commit order, whatever else is queued between them.
+    assert_eq!(
+        message_ids(&store.outbox_for(t1, 10).await.unwrap()),
+        ["a1", "a2"]
+    );
+    assert_eq!(message_ids(&store.outbox_for(t1, 1).await.unwrap()), ["a1"]);
+    assert_eq!(
+        message_ids(&store.outbox_for(t2, 10).await.unwrap()),
+        ["b1", "b2"]
+    );
+    assert!(
+        store
+            .outbox_for(random_thread(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     store.sent("b1").await.unwrap();
     store.sent("never queued").await.unwrap();
     assert_eq!(
