@@ -334,7 +334,10 @@ impl TypingHandle {
         };
         let version = shared.runtime.store.commit(effects).await?;
         shared.scratch().version = Some(version);
-        shared.runtime.deliver(entry).await
+        // In the thread's order, behind its earlier replies (and not at all if it is stale by
+        // then).
+        shared.runtime.sender.push_typing(shared.thread, entry);
+        crate::runtime::sender::post_thread(&shared.runtime, shared.thread).await
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use switchboard_protocol::ThreadId;
 
@@ -11,12 +12,41 @@ use crate::error::BotError;
 use crate::runtime::shared::Shared;
 use crate::store::{OutboxEntry, StoreError};
 
+/// How long a typing message may wait for its turn before it is stale (not posted).
+pub(crate) const TYPING_STALE: Duration = Duration::from_secs(5);
+
 /// The entries of one thread waiting to be posted, oldest first.
 #[derive(Debug, Default)]
 struct ThreadQueue {
     entries: VecDeque<OutboxEntry>,
     /// A task is posting this thread's entries (the others only queue theirs).
     busy: bool,
+    /// The typing messages among `entries` (by message id), with when they were queued.
+    typing: HashMap<String, Instant>,
+}
+
+impl ThreadQueue {
+    /// Drops typing messages at the front that are stale: queued too long ago, or followed by
+    /// another message (the reply they announced, or a newer typing message). Returns their
+    /// message ids. (A dropped typing message leaves its generation unused: peers accept gaps
+    /// in a sender's generations, within the protocol's `max_jump`.)
+    fn drop_stale_typing(&mut self, now: Instant) -> Vec<String> {
+        let mut dropped = Vec::new();
+        while let Some(front) = self.entries.front() {
+            let Some(queued) = self.typing.get(&front.message_id) else {
+                break;
+            };
+            let stale = self.entries.len() > 1 || now.duration_since(*queued) > TYPING_STALE;
+            if !stale {
+                break;
+            }
+            let id = front.message_id.clone();
+            self.typing.remove(&id);
+            self.entries.pop_front();
+            dropped.push(id);
+        }
+        dropped
+    }
 }
 
 /// The threads with entries waiting to be posted.
@@ -43,6 +73,17 @@ impl Sender {
                 queue.entries.push_back(entry);
             }
         }
+    }
+
+    /// Queues a typing message a worker just committed behind the thread's earlier entries; it
+    /// is not posted if it is stale by its turn (see [`TYPING_STALE`]).
+    pub(crate) fn push_typing(&self, thread: ThreadId, entry: OutboxEntry) {
+        let mut threads = self.threads();
+        let queue = threads.entry(thread).or_default();
+        queue
+            .typing
+            .insert(entry.message_id.clone(), Instant::now());
+        queue.entries.push_back(entry);
     }
 
     /// Merges what the store's outbox holds of a thread (oldest first): entries the queue
@@ -87,10 +128,12 @@ struct Turn<'a> {
 }
 
 impl Turn<'_> {
-    /// The oldest entry waiting, or `None` (and the thread forgotten) if there is none.
-    fn next(&self) -> Option<OutboxEntry> {
+    /// The oldest entry waiting, or `None` (and the thread forgotten) if there is none; stale
+    /// typing messages in front of it are dropped and their ids added to `stale`.
+    fn next(&self, stale: &mut Vec<String>) -> Option<OutboxEntry> {
         let mut threads = self.sender.threads();
         let queue = threads.get_mut(&self.thread)?;
+        stale.extend(queue.drop_stale_typing(Instant::now()));
         let next = queue.entries.front().cloned();
         if next.is_none() {
             threads.remove(&self.thread);
@@ -102,6 +145,7 @@ impl Turn<'_> {
     fn done(&self, message_id: &str) {
         if let Some(queue) = self.sender.threads().get_mut(&self.thread) {
             queue.entries.retain(|e| e.message_id != message_id);
+            queue.typing.remove(message_id);
         }
     }
 }
@@ -122,7 +166,12 @@ pub(crate) async fn post_thread(shared: &Shared, thread: ThreadId) -> Result<(),
     let Some(turn) = shared.sender.claim(thread) else {
         return Ok(());
     };
-    while let Some(entry) = turn.next() {
+    let mut stale = Vec::new();
+    while let Some(entry) = turn.next(&mut stale) {
+        for id in stale.drain(..) {
+            tracing::debug!(message = %id, "a stale typing message is not posted");
+            shared.forget(id);
+        }
         let id = entry.message_id.clone();
         match shared.deliver(entry).await {
             Ok(()) => turn.done(&id),
@@ -137,6 +186,9 @@ pub(crate) async fn post_thread(shared: &Shared, thread: ThreadId) -> Result<(),
             }
             Err(e) => return Err(e),
         }
+    }
+    for id in stale {
+        shared.forget(id);
     }
     Ok(())
 }
@@ -171,6 +223,46 @@ mod tests {
     }
 
     #[test]
+    fn a_typing_message_is_not_posted_once_stale() {
+        let thread = ThreadId::from_bytes([2; 16]);
+        let sender = Sender::default();
+        sender.push(thread, vec![entry(thread, "reply-1")]);
+        sender.push_typing(thread, entry(thread, "typing-1"));
+        let now = Instant::now();
+        // Behind a reply, the typing message waits its turn.
+        {
+            let mut threads = sender.threads();
+            let queue = threads.get_mut(&thread).unwrap();
+            assert!(queue.drop_stale_typing(now).is_empty());
+            queue.entries.pop_front();
+            // Alone and fresh: posted.
+            assert!(queue.drop_stale_typing(now).is_empty());
+            // Too old by its turn: dropped.
+            assert_eq!(
+                queue.drop_stale_typing(now + TYPING_STALE + Duration::from_secs(1)),
+                ["typing-1"]
+            );
+            assert!(queue.entries.is_empty() && queue.typing.is_empty());
+        }
+        // Followed by the reply it announced (or another typing message): dropped at once.
+        sender.push_typing(thread, entry(thread, "typing-2"));
+        sender.push_typing(thread, entry(thread, "typing-3"));
+        sender.push(thread, vec![entry(thread, "reply-2")]);
+        let mut threads = sender.threads();
+        let queue = threads.get_mut(&thread).unwrap();
+        assert_eq!(queue.drop_stale_typing(now), ["typing-2", "typing-3"]);
+        assert_eq!(ids_of(queue), ["reply-2"]);
+    }
+
+    fn ids_of(queue: &ThreadQueue) -> Vec<&str> {
+        queue
+            .entries
+            .iter()
+            .map(|e| e.message_id.as_str())
+            .collect()
+    }
+
+    #[test]
     fn stored_entries_go_before_the_newer_ones_queued() {
         let thread = ThreadId::from_bytes([1; 16]);
         let sender = Sender::default();
@@ -190,11 +282,11 @@ mod tests {
         let turn = sender.claim(thread).unwrap();
         assert!(sender.claim(thread).is_none());
         assert!(sender.claim(ThreadId::from_bytes([2; 16])).is_none());
-        assert_eq!(turn.next().unwrap().message_id, "a");
+        assert_eq!(turn.next(&mut Vec::new()).unwrap().message_id, "a");
         drop(turn);
         let turn = sender.claim(thread).unwrap();
         turn.done("a");
-        assert!(turn.next().is_none());
+        assert!(turn.next(&mut Vec::new()).is_none());
         drop(turn);
         assert!(sender.waiting().is_empty());
     }

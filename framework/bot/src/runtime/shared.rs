@@ -182,16 +182,21 @@ impl Shared {
         self.metrics
             .counter("switchboard_replies_sent_total", &[])
             .inc();
-        // Forgotten from the outbox beside the caller's next work (the store groups it with
-        // other writes): if it does not commit, the sweep posts the message again and the relay
-        // answers it as stored before (idempotent by message id), then it is forgotten then.
+        self.forget(entry.message_id);
+        Ok(())
+    }
+
+    /// Forgets an outbox entry that was posted (or is not to be), beside the caller's next work
+    /// (the store groups it with other writes): if that does not commit, the sweep posts the
+    /// message again and the relay answers it as stored before (idempotent by message id), and
+    /// it is forgotten then.
+    pub(crate) fn forget(&self, message_id: String) {
         let store = Arc::clone(&self.store);
         tokio::spawn(async move {
-            if let Err(e) = store.sent(&entry.message_id).await {
-                tracing::warn!(error = %e, message = %entry.message_id, "cannot forget a posted reply; it will be posted again");
+            if let Err(e) = store.sent(&message_id).await {
+                tracing::warn!(error = %e, message = %message_id, "cannot forget an outbox entry; it will be posted again");
             }
         });
-        Ok(())
     }
 }
 
