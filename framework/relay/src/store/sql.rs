@@ -348,6 +348,8 @@ macro_rules! impl_store {
 
         /// The message posted before under `post.key`, if any: `Ok(Some)` with its answer if
         /// the bytes are the same, a conflict if they differ.
+        // SQLite writes through its own writer (sqlite/batch.rs); PostgreSQL uses this.
+        #[allow(dead_code)]
         async fn stored_before(
             tx: &mut sqlx::Transaction<'static, $db>,
             post: &crate::store::Post<'_>,
@@ -385,6 +387,8 @@ macro_rules! impl_store {
         }
 
         /// Remembers a message posted under `post.key` (see [`stored_before`]).
+        // SQLite writes through its own writer (sqlite/batch.rs); PostgreSQL uses this.
+        #[allow(dead_code)]
         async fn remember_post(
             tx: &mut sqlx::Transaction<'static, $db>,
             post: &crate::store::Post<'_>,
@@ -428,6 +432,8 @@ macro_rules! impl_store {
         }
 
         /// Records one request nonce inside `tx`; `false` if it was used before.
+        // SQLite writes through its own writer (sqlite/batch.rs); PostgreSQL uses this.
+        #[allow(dead_code)]
         async fn nonce_in(
             tx: &mut sqlx::Transaction<'static, $db>,
             device: switchboard_protocol::DeviceId,
@@ -456,6 +462,8 @@ macro_rules! impl_store {
 
         /// A leased fetch (see `Store::fetch_leased`) inside `tx`: the page available to the
         /// instance, whose threads it then leases.
+        // SQLite writes through its own writer (sqlite/batch.rs); PostgreSQL uses this.
+        #[allow(dead_code)]
         async fn fetch_leased_in(
             tx: &mut sqlx::Transaction<'static, $db>,
             f: &crate::store::LeasedFetch,
@@ -516,6 +524,8 @@ macro_rules! impl_store {
         }
 
         /// An acknowledgement (see `Store::ack` and `Store::ack_leased`) inside `tx`.
+        // SQLite writes through its own writer (sqlite/batch.rs); PostgreSQL uses this.
+        #[allow(dead_code)]
         async fn ack_in(
             tx: &mut sqlx::Transaction<'static, $db>,
             a: &crate::store::AckUpTo,
@@ -544,6 +554,8 @@ macro_rules! impl_store {
         }
 
         /// Applies one post inside `tx`.
+        // SQLite writes through its own writer (sqlite/batch.rs); PostgreSQL uses this.
+        #[allow(dead_code)]
         async fn post_in(
             tx: &mut sqlx::Transaction<'static, $db>,
             post: &crate::store::Post<'_>,
@@ -591,6 +603,8 @@ macro_rules! impl_store {
         }
 
         /// Takes the thread's next position (and, in PostgreSQL, its row lock).
+        // SQLite writes through its own writer (sqlite/batch.rs); PostgreSQL uses this.
+        #[allow(dead_code)]
         async fn bump_thread(
             tx: &mut sqlx::Transaction<'static, $db>,
             thread: switchboard_protocol::ThreadId,
@@ -607,6 +621,8 @@ macro_rules! impl_store {
         }
 
         /// The thread's members, sorted.
+        // SQLite writes through its own writer (sqlite/batch.rs); PostgreSQL uses this.
+        #[allow(dead_code)]
         async fn members(
             tx: &mut sqlx::Transaction<'static, $db>,
             thread: switchboard_protocol::ThreadId,
@@ -621,6 +637,8 @@ macro_rules! impl_store {
         }
 
         /// Appends one item to a device's inbox at the device's next position.
+        // SQLite writes through its own writer (sqlite/batch.rs); PostgreSQL uses this.
+        #[allow(dead_code)]
         async fn enqueue(
             tx: &mut sqlx::Transaction<'static, $db>,
             device: switchboard_protocol::DeviceId,

@@ -2,6 +2,8 @@
 
 use std::borrow::Cow;
 use std::str::FromStr as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::SqlSafeStr as _;
@@ -20,14 +22,49 @@ mod batch;
 /// A [`Store`](super::Store) on SQLite.
 ///
 /// Writes on the hot path are group-committed: concurrent posts, request nonces, leased
-/// fetches (they write leases) and acknowledgements queue for one writer task, which applies up
-/// to [`MAX_BATCH`] of them in one transaction (one fsync) with a handful of multi-row
-/// statements, and answers each only after the commit. No two of them ever wait for SQLite's
-/// write lock (whose busy handler sleeps whole milliseconds).
+/// fetches (they write leases) and acknowledgements queue for one writer, on an OS thread of
+/// its own over a synchronous connection, which applies up to [`MAX_BATCH`] of them in one
+/// transaction (one fsync) and answers each only after the commit. No two of them ever wait
+/// for SQLite's write lock (whose busy handler sleeps whole milliseconds). Reads run on a pool
+/// beside it (WAL).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
     writer: mpsc::Sender<batch::Op>,
+    /// The temporary file behind `sqlite::memory:`, removed with the last clone.
+    _temporary: Option<Arc<Temporary>>,
+}
+
+/// The private file behind `sqlite::memory:`: a new name under the system's temporary
+/// directory, removed (with its `-wal` and `-shm` files) on drop. (The writer's own connection
+/// could not see an in-memory database of the pool's.)
+#[derive(Debug)]
+struct Temporary(std::path::PathBuf);
+
+impl Temporary {
+    fn new() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let name = format!(
+            "switchboard-relay-{}-{nanos}-{}.db",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        Self(std::env::temp_dir().join(name))
+    }
+}
+
+impl Drop for Temporary {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.0.clone().into_os_string();
+            path.push(suffix);
+            // Gone already, or never created: nothing to do.
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// The most writes one group commit holds.
@@ -60,46 +97,48 @@ fn migrator() -> Migrator {
 }
 
 impl SqliteStore {
-    /// Opens (creating if missing) `sqlite://PATH`, or `sqlite::memory:`; WAL journal, full
-    /// fsync on commit, foreign keys on; applies migrations.
+    /// Opens (creating if missing) `sqlite://PATH`, or `sqlite::memory:` (a private temporary
+    /// file without fsync, removed when the store is dropped); WAL journal, full fsync on
+    /// commit, foreign keys on; applies migrations.
     ///
     /// # Errors
     /// [`StoreError::Database`] if the file cannot be opened, [`StoreError::Migration`] if the
     /// schema cannot be brought up to date.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let memory = url.contains(":memory:");
-        let options = SqliteConnectOptions::from_str(url)?
+        let (options, temporary) = if memory {
+            let temporary = Temporary::new();
+            let options = SqliteConnectOptions::new().filename(&temporary.0);
+            (options, Some(Arc::new(temporary)))
+        } else {
+            (SqliteConnectOptions::from_str(url)?, None)
+        };
+        let path = options.get_filename().to_path_buf();
+        let options = options
             .create_if_missing(true)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
-            .synchronous(SqliteSynchronous::Full);
-        let options = if memory {
-            options
-        } else {
-            options.journal_mode(SqliteJournalMode::Wal)
-        };
-        // In memory, every connection would be its own database: keep exactly one.
-        // No ping before each use: a file or memory database has no connection to lose.
+            .synchronous(if memory {
+                SqliteSynchronous::Off
+            } else {
+                SqliteSynchronous::Full
+            })
+            .journal_mode(SqliteJournalMode::Wal);
+        // No ping before each use: a file has no connection to lose.
         let pool = SqlitePoolOptions::new()
             .test_before_acquire(false)
-            .max_connections(if memory { 1 } else { 4 })
-            .min_connections(if memory { 1 } else { 0 })
-            .idle_timeout(if memory {
-                None
-            } else {
-                Some(Duration::from_secs(600))
-            })
-            .max_lifetime(if memory {
-                None
-            } else {
-                Some(Duration::from_secs(3600))
-            })
+            .max_connections(4)
+            .idle_timeout(Some(Duration::from_secs(600)))
+            .max_lifetime(Some(Duration::from_secs(3600)))
             .connect_with(options)
             .await?;
         migrator().run(&pool).await?;
-        let (writer, queue) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(batch::writer(pool.clone(), queue));
-        Ok(Self { pool, writer })
+        let writer = batch::start(&path, !memory)?;
+        Ok(Self {
+            pool,
+            writer,
+            _temporary: temporary,
+        })
     }
 
     async fn post_committed(&self, post: &super::Post<'_>) -> Result<Posted, StoreError> {

@@ -1,30 +1,28 @@
-//! Group commit on SQLite: one writer task applies every queued post and request nonce in one
-//! `BEGIN IMMEDIATE` transaction, then answers each.
+//! Group commit on SQLite: one writer, on an OS thread of its own over a synchronous
+//! connection, applies every queued write (posts, request nonces, leased fetches,
+//! acknowledgements) in one `BEGIN IMMEDIATE` transaction (one fsync), then answers each.
 //!
-//! A run of plain posts (no roster change) costs a fixed number of statements whatever its size:
-//! the touched threads' counters and members and the recipients' inbox counters are read once,
-//! positions are assigned in memory in queue order, the inbox rows go in with multi-row
-//! `INSERT`s, and each counter is written back once. That is safe because the transaction holds
-//! SQLite's write lock from its first statement: nobody else (no other writer task, no other
-//! relay process on the same file) can move a counter in between. A post whose thread or
-//! recipient is missing is refused alone and takes no position. Commits (roster changes) are
-//! rare and run one by one under a savepoint, with the shared per-post SQL.
+//! Every statement is a plain function call on the writer's thread (prepared statements are
+//! cached), so a post costs its few statements in microseconds and the batch costs one fsync;
+//! no write ever waits on SQLite's lock behind another writer of this process. The transaction
+//! holds SQLite's write lock from its first statement: nobody else (no other relay process on
+//! the same file) can move a counter in between, so each post takes its thread's and its
+//! recipients' next positions in queue order. A write that fails on its own (a missing thread
+//! or device, a conflicting message) is rolled back to its savepoint and answered with its
+//! error; the others commit.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::BTreeMap;
+use std::path::Path;
 
-use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
-use switchboard_protocol::{DeviceId, ThreadId};
+use rusqlite::{Connection, OptionalExtension as _, Transaction, TransactionBehavior, params};
+use switchboard_protocol::DeviceId;
 use tokio::sync::{mpsc, oneshot};
 
 use super::super::{
-    AckUpTo, InboxItem, LeasedFetch, OwnedPost, PostKey, Posted, RequestNonce, StoreError,
-    device_from_text, recipients, to_i64, to_u64,
+    AckUpTo, InboxItem, InboxRow, LEASE_AVAILABLE, LeasedFetch, OwnedPost, Post, Posted,
+    RequestNonce, StoreError, device_from_text, inbox_item, page_end, recipients, to_i64, to_u64,
 };
 use super::MAX_BATCH;
-
-/// Rows (or keys) per multi-row statement: 7 parameters per inbox row stays far below SQLite's
-/// limit of 32766 bound parameters.
-const CHUNK: usize = 500;
 
 /// A request nonce to record (see [`Store::use_nonce`](crate::store::Store::use_nonce)).
 pub(super) type NonceUse = RequestNonce;
@@ -45,79 +43,48 @@ pub(super) enum Op {
     Ack(AckUpTo, oneshot::Sender<Result<u64, StoreError>>),
 }
 
-/// The writer task: takes whatever is queued (at least one op), commits it together, answers
-/// each op. Ends when every sender is gone.
-pub(super) async fn writer(pool: SqlitePool, mut queue: mpsc::Receiver<Op>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let mut work = Work::default();
-        for op in &batch {
-            match op {
-                Op::Post(post, _) => work.posts.push(post),
-                Op::Nonce(nonce, _) => work.nonces.push(nonce),
-                Op::Fetch(fetch, _) => work.fetches.push(fetch),
-                Op::Ack(ack, _) => work.acks.push(ack),
-            }
-        }
-        match apply(&pool, &work).await {
-            Ok(done) => {
-                let mut posted = done.posted.into_iter();
-                let mut fresh = done.fresh.into_iter();
-                let mut fetched = done.fetched.into_iter();
-                let mut acked = done.acked.into_iter();
-                for op in batch.drain(..) {
-                    // A missing result would be a bug here; answer it as a failed commit rather
-                    // than leave the caller waiting.
-                    match op {
-                        Op::Post(_, answer) => {
-                            let _ = answer.send(posted.next().unwrap_or_else(|| Err(lost())));
-                        }
-                        Op::Nonce(_, answer) => {
-                            let _ = answer.send(fresh.next().unwrap_or_else(|| Err(lost())));
-                        }
-                        Op::Fetch(_, answer) => {
-                            let _ = answer.send(fetched.next().unwrap_or_else(|| Err(lost())));
-                        }
-                        Op::Ack(_, answer) => {
-                            let _ = answer.send(acked.next().unwrap_or_else(|| Err(lost())));
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, ops = batch.len(), "group commit failed");
-                for op in batch.drain(..) {
-                    let failed = StoreError::CommitFailed(e.to_string());
-                    match op {
-                        Op::Post(_, answer) => {
-                            let _ = answer.send(Err(failed));
-                        }
-                        Op::Nonce(_, answer) => {
-                            let _ = answer.send(Err(failed));
-                        }
-                        Op::Fetch(_, answer) => {
-                            let _ = answer.send(Err(failed));
-                        }
-                        Op::Ack(_, answer) => {
-                            let _ = answer.send(Err(failed));
-                        }
-                    }
-                }
-            }
-        }
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::CommitFailed(e.to_string())
     }
 }
 
-/// One batch's writes, by kind (each in queue order).
-#[derive(Default)]
-struct Work<'a> {
-    posts: Vec<&'a OwnedPost>,
-    nonces: Vec<&'a NonceUse>,
-    fetches: Vec<&'a LeasedFetch>,
-    acks: Vec<&'a AckUpTo>,
+/// Opens the writer's connection to the database file at `path` (its schema is up to date)
+/// and starts the writer thread; the returned queue feeds it. `durable`: fsync at every commit
+/// (`synchronous=FULL`); otherwise none (a private temporary database).
+pub(super) fn start(path: &Path, durable: bool) -> Result<mpsc::Sender<Op>, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "OFF" })?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    let (queue, rx) = mpsc::channel(4 * MAX_BATCH);
+    std::thread::Builder::new()
+        .name("relay-store-writer".to_owned())
+        .spawn(move || writer(conn, rx))
+        .map_err(|e| StoreError::CommitFailed(format!("cannot start the writer thread: {e}")))?;
+    Ok(queue)
 }
 
-/// One result per write of a [`Work`], by kind, in its order.
+/// The writer thread: blocks for the first write, takes whatever else is queued (up to
+/// [`MAX_BATCH`]), commits it together, answers each. Ends when every sender is gone.
+fn writer(mut conn: Connection, mut queue: mpsc::Receiver<Op>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = queue.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let outcome = apply(&mut conn, &batch);
+        answer(batch.drain(..), outcome);
+    }
+}
+
+/// One result per write of a batch, by kind, each in queue order.
+#[derive(Default)]
 struct Done {
     posted: Vec<Result<Posted, StoreError>>,
     fresh: Vec<Result<bool, StoreError>>,
@@ -125,446 +92,349 @@ struct Done {
     acked: Vec<Result<u64, StoreError>>,
 }
 
-fn lost() -> StoreError {
-    StoreError::CommitFailed("the group commit lost track of this write".to_owned())
-}
-
-/// Runs one write of a batch under a savepoint: if it fails, it is rolled back alone and its
-/// error is its answer; the transaction goes on.
-macro_rules! alone {
-    ($tx:ident, $write:expr) => {{
-        sqlx::query("SAVEPOINT op").execute(&mut *$tx).await?;
-        let result = $write.await;
-        if result.is_err() {
-            sqlx::query("ROLLBACK TO SAVEPOINT op")
-                .execute(&mut *$tx)
-                .await?;
-        }
-        sqlx::query("RELEASE SAVEPOINT op")
-            .execute(&mut *$tx)
-            .await?;
-        result
-    }};
-}
-
-/// Applies the batch's nonces, then its posts (in queue order), then its acknowledgements,
-/// then its leased fetches (which so see the posts and acknowledgements of the same batch), in
-/// one transaction. Returns one result per write, or an error if the transaction itself failed
-/// (then nothing happened). A fetch or acknowledgement that fails alone is rolled back to its
-/// savepoint and answered with its error; the others commit.
-async fn apply(pool: &SqlitePool, work: &Work<'_>) -> Result<Done, StoreError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    // The nonces of requests, then those of posts that spend theirs in the same transaction.
-    let mut all_nonces = work.nonces.clone();
-    all_nonces.extend(work.posts.iter().filter_map(|p| p.nonce.as_ref()));
-    let mut fresh = use_nonces(&mut tx, &all_nonces).await?;
-    let post_fresh = fresh.split_off(work.nonces.len());
-    // A post whose nonce was spent before is refused alone; the others go on.
-    let mut posted: Vec<Option<Result<Posted, StoreError>>> = Vec::with_capacity(work.posts.len());
-    let mut accepted: Vec<(usize, &OwnedPost)> = Vec::with_capacity(work.posts.len());
-    let mut post_fresh = post_fresh.into_iter();
-    for (i, post) in work.posts.iter().enumerate() {
-        let refused = match post.nonce {
-            None => None,
-            Some(_) => match post_fresh.next() {
-                Some(Ok(true)) => None,
-                Some(Ok(false)) => Some(Err(StoreError::Replayed)),
-                Some(Err(e)) => Some(Err(e)),
-                None => Some(Err(lost())),
-            },
-        };
-        if refused.is_none() {
-            accepted.push((i, post));
-        }
-        posted.push(refused);
-    }
-    for run in accepted.chunk_by(|a, b| a.1.new_roster.is_none() && b.1.new_roster.is_none()) {
-        let (indices, run): (Vec<usize>, Vec<&OwnedPost>) = run.iter().copied().unzip();
-        let results = if run.iter().all(|post| post.new_roster.is_none()) {
-            plain_posts(&mut tx, &run).await?
-        } else {
-            let mut results = Vec::with_capacity(run.len());
-            for post in run {
-                results.push(alone!(tx, super::post_in(&mut tx, &post.as_post())));
-            }
-            results
-        };
-        for (i, result) in indices.into_iter().zip(results) {
-            if let Some(slot) = posted.get_mut(i) {
-                *slot = Some(result);
+/// Answers each write with its result, or with the transaction's failure.
+fn answer(batch: impl Iterator<Item = Op>, outcome: Result<Done, StoreError>) {
+    match outcome {
+        Ok(done) => {
+            let mut posted = done.posted.into_iter();
+            let mut fresh = done.fresh.into_iter();
+            let mut fetched = done.fetched.into_iter();
+            let mut acked = done.acked.into_iter();
+            for op in batch {
+                // A missing result would be a bug here; answer it as a failed commit rather
+                // than leave the caller waiting.
+                match op {
+                    Op::Post(_, answer) => {
+                        let _ = answer.send(posted.next().unwrap_or_else(|| Err(lost())));
+                    }
+                    Op::Nonce(_, answer) => {
+                        let _ = answer.send(fresh.next().unwrap_or_else(|| Err(lost())));
+                    }
+                    Op::Fetch(_, answer) => {
+                        let _ = answer.send(fetched.next().unwrap_or_else(|| Err(lost())));
+                    }
+                    Op::Ack(_, answer) => {
+                        let _ = answer.send(acked.next().unwrap_or_else(|| Err(lost())));
+                    }
+                }
             }
         }
-    }
-    let posted = posted
-        .into_iter()
-        .map(|p| p.unwrap_or_else(|| Err(lost())))
-        .collect();
-    let mut acked = Vec::with_capacity(work.acks.len());
-    for ack in &work.acks {
-        acked.push(alone!(tx, super::ack_in(&mut tx, ack)));
-    }
-    let mut fetched = Vec::with_capacity(work.fetches.len());
-    for fetch in &work.fetches {
-        fetched.push(alone!(tx, super::fetch_leased_in(&mut tx, fetch)));
-    }
-    tx.commit().await?;
-    Ok(Done {
-        posted,
-        fresh,
-        fetched,
-        acked,
-    })
-}
-
-/// Records nonces, grouped by their `now` (oldest first): expired rows are pruned as of that
-/// time, then the group is inserted at once and the rows SQLite reports as inserted are the
-/// fresh ones. A nonce used twice in one batch is fresh only the first time.
-async fn use_nonces(
-    tx: &mut Transaction<'static, Sqlite>,
-    nonces: &[&NonceUse],
-) -> Result<Vec<Result<bool, StoreError>>, StoreError> {
-    let mut results: Vec<Result<bool, StoreError>> = Vec::with_capacity(nonces.len());
-    results.resize_with(nonces.len(), || Ok(false));
-    let mut by_now: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
-    for (i, n) in nonces.iter().enumerate() {
-        by_now.entry(n.now).or_default().push(i);
-    }
-    for (now, group) in by_now {
-        sqlx::query("DELETE FROM nonces WHERE expires_at < ?")
-            .bind(to_i64(now, "time")?)
-            .execute(&mut **tx)
-            .await?;
-        let mut valid = Vec::with_capacity(group.len());
-        for i in group {
-            let (Some(n), Some(slot)) = (nonces.get(i), results.get_mut(i)) else {
-                continue;
-            };
-            match to_i64(n.expires_at, "expiry") {
-                Ok(expires) => valid.push((i, n.device.to_string(), n.nonce.as_slice(), expires)),
-                Err(e) => *slot = Err(e),
-            }
-        }
-        for chunk in valid.chunks(CHUNK) {
-            let mut insert =
-                QueryBuilder::<Sqlite>::new("INSERT INTO nonces (device_id, nonce, expires_at) ");
-            insert.push_values(chunk, |mut row, (_, device, nonce, expires)| {
-                row.push_bind(device.as_str())
-                    .push_bind(*nonce)
-                    .push_bind(*expires);
-            });
-            insert.push(" ON CONFLICT DO NOTHING RETURNING device_id, nonce");
-            let inserted: Vec<(String, Vec<u8>)> = insert
-                .build_query_as()
-                .persistent(false)
-                .fetch_all(&mut **tx)
-                .await?;
-            let mut inserted: HashSet<(String, Vec<u8>)> = inserted.into_iter().collect();
-            for (i, device, nonce, _) in chunk {
-                if let Some(slot) = results.get_mut(*i) {
-                    *slot = Ok(inserted.remove(&(device.clone(), nonce.to_vec())));
+        Err(e) => {
+            let ops: Vec<Op> = batch.collect();
+            tracing::error!(error = %e, ops = ops.len(), "group commit failed");
+            for op in ops {
+                let failed = StoreError::CommitFailed(e.to_string());
+                match op {
+                    Op::Post(_, answer) => {
+                        let _ = answer.send(Err(failed));
+                    }
+                    Op::Nonce(_, answer) => {
+                        let _ = answer.send(Err(failed));
+                    }
+                    Op::Fetch(_, answer) => {
+                        let _ = answer.send(Err(failed));
+                    }
+                    Op::Ack(_, answer) => {
+                        let _ = answer.send(Err(failed));
+                    }
                 }
             }
         }
     }
-    Ok(results)
 }
 
-/// One inbox row to insert.
-struct Row<'a> {
-    device: String,
-    seq: i64,
-    thread: String,
-    thread_seq: i64,
-    sender: String,
-    kind: &'static str,
-    payload: &'a [u8],
+fn lost() -> StoreError {
+    StoreError::CommitFailed("the group commit lost track of this write".to_owned())
 }
 
-/// A message's identity among a thread's posts (see [`PostKey`]).
-type MessageKey = (ThreadId, u64, DeviceId, u64);
-
-/// Applies a run of posts without roster changes with a fixed number of statements (plus one
-/// lookup per message, for messages posted again).
-async fn plain_posts(
-    tx: &mut Transaction<'static, Sqlite>,
-    all: &[&OwnedPost],
-) -> Result<Vec<Result<Posted, StoreError>>, StoreError> {
-    // Messages posted before (in an earlier batch or earlier in this one) are answered as
-    // stored, or refused if their bytes differ; the others are applied together.
-    let mut answers: Vec<Option<Result<Posted, StoreError>>> = Vec::with_capacity(all.len());
-    let mut in_batch: HashMap<MessageKey, (usize, [u8; 32])> = HashMap::new();
-    let mut run: Vec<&OwnedPost> = Vec::with_capacity(all.len());
-    let mut run_index: Vec<usize> = Vec::with_capacity(all.len());
-    let mut copies: Vec<(usize, usize)> = Vec::new();
-    for (i, post) in all.iter().enumerate() {
-        let Some(key) = post.key else {
-            answers.push(None);
-            run_index.push(i);
-            run.push(post);
-            continue;
-        };
-        let id: MessageKey = (post.thread, key.epoch, post.sender, key.generation);
-        if let Some((first, digest)) = in_batch.get(&id) {
-            answers.push(Some(if *digest == key.digest {
-                copies.push((i, *first));
-                Ok(Posted::new(0, Vec::new()))
-            } else {
-                Err(conflict(post, key))
-            }));
-            continue;
-        }
-        match super::stored_before(tx, &post.as_post()).await {
-            Ok(Some(before)) => answers.push(Some(Ok(before))),
-            Ok(None) => {
-                in_batch.insert(id, (i, key.digest));
-                answers.push(None);
-                run_index.push(i);
-                run.push(post);
-            }
-            Err(e) => answers.push(Some(Err(e))),
-        }
+/// Runs one write under a savepoint: if it fails, it is rolled back alone and its error is its
+/// answer; the transaction goes on. A failure of the savepoint itself fails the transaction.
+fn alone<T>(
+    tx: &mut Transaction<'_>,
+    write: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<Result<T, StoreError>, StoreError> {
+    let savepoint = tx.savepoint()?;
+    let result = write(&savepoint);
+    if result.is_ok() {
+        savepoint.commit()?;
     }
-    let applied = apply_plain(tx, &run).await?;
-    let mut remembered = Vec::new();
-    for (i, result) in run_index.into_iter().zip(applied) {
-        if let (Ok(posted), Some(post)) = (&result, all.get(i))
-            && post.key.is_some()
-        {
-            remembered.push((*post, posted.thread_seq, posted.recipient_count));
-        }
-        if let Some(slot) = answers.get_mut(i) {
-            *slot = Some(result);
-        }
-    }
-    remember(tx, &remembered).await?;
-    for (copy, first) in copies {
-        let before = match answers.get(first) {
-            Some(Some(Ok(posted))) => Ok(Posted {
-                thread_seq: posted.thread_seq,
-                recipients: Vec::new(),
-                stored_before: true,
-                recipient_count: posted.recipient_count,
-            }),
-            Some(Some(Err(e))) => Err(StoreError::CommitFailed(format!(
-                "the first copy of this message was refused: {e}"
-            ))),
-            _ => Err(lost()),
-        };
-        if let Some(slot) = answers.get_mut(copy) {
-            *slot = Some(before);
-        }
-    }
-    Ok(answers
-        .into_iter()
-        .map(|answer| answer.unwrap_or_else(|| Err(lost())))
-        .collect())
+    // Dropped without a commit, the savepoint rolls back.
+    Ok(result)
 }
 
-fn conflict(post: &OwnedPost, key: PostKey) -> StoreError {
-    StoreError::Conflict(format!(
-        "device {} already posted another message as generation {} of epoch {} in thread {}",
-        post.sender, key.generation, key.epoch, post.thread
-    ))
-}
-
-/// Records the keys of messages just stored, with multi-row inserts.
-async fn remember(
-    tx: &mut Transaction<'static, Sqlite>,
-    posts: &[(&OwnedPost, u64, u64)],
-) -> Result<(), StoreError> {
-    let mut rows = Vec::with_capacity(posts.len());
-    for (post, thread_seq, recipients) in posts {
-        let Some(key) = post.key else { continue };
-        rows.push((
-            post.thread.to_string(),
-            to_i64(key.epoch, "epoch")?,
-            post.sender.to_string(),
-            to_i64(key.generation, "generation")?,
-            key.digest,
-            to_i64(*thread_seq, "thread sequence")?,
-            to_i64(*recipients, "recipients")?,
-        ));
-    }
-    for chunk in rows.chunks(CHUNK) {
-        let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO posted_messages \
-             (thread_id, epoch, sender, generation, digest, thread_seq, recipients) ",
-        );
-        insert.push_values(chunk, |mut row, r| {
-            row.push_bind(r.0.as_str())
-                .push_bind(r.1)
-                .push_bind(r.2.as_str())
-                .push_bind(r.3)
-                .push_bind(r.4.as_slice())
-                .push_bind(r.5)
-                .push_bind(r.6);
-        });
-        insert.build().persistent(false).execute(&mut **tx).await?;
-    }
-    Ok(())
-}
-
-/// Applies posts that are new, without roster changes.
-async fn apply_plain(
-    tx: &mut Transaction<'static, Sqlite>,
-    run: &[&OwnedPost],
-) -> Result<Vec<Result<Posted, StoreError>>, StoreError> {
-    let threads: BTreeSet<ThreadId> = run.iter().map(|post| post.thread).collect();
-    let thread_keys: Vec<String> = threads.iter().map(ToString::to_string).collect();
-    let mut thread_next = counters(tx, "threads", "thread_id", &thread_keys).await?;
-    let members = members_of(tx, &thread_keys).await?;
-
-    // Who each post goes to; the sender is excluded as in the per-post path.
-    let empty = Vec::new();
-    let planned: Vec<Vec<DeviceId>> = run
+/// Applies the batch's nonces, then its posts (in queue order; a post that spends its nonce
+/// with it is refused if the nonce was used), then its acknowledgements, then its leased
+/// fetches (which so see the posts and acknowledgements of the same batch), in one
+/// transaction. Returns one result per write, or an error if the transaction itself failed
+/// (then nothing happened).
+fn apply(conn: &mut Connection, batch: &[Op]) -> Result<Done, StoreError> {
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut done = Done::default();
+    let nonces: Vec<&NonceUse> = batch
         .iter()
-        .map(|post| {
-            let current = members.get(&post.thread).unwrap_or(&empty);
-            recipients(current, &post.as_post())
+        .filter_map(|op| match op {
+            Op::Nonce(nonce, _) => Some(nonce),
+            _ => None,
         })
         .collect();
-    let device_keys: Vec<String> = planned
-        .iter()
-        .flatten()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .map(ToString::to_string)
-        .collect();
-    let mut device_next = counters(tx, "devices", "device_id", &device_keys).await?;
-
-    let mut results = Vec::with_capacity(run.len());
-    let mut rows = Vec::new();
-    for (post, to) in run.iter().zip(planned) {
-        let thread = post.thread.to_string();
-        let Some(&thread_seq) = thread_next.get(&thread) else {
-            results.push(Err(StoreError::NotFound(format!("thread {}", post.thread))));
-            continue;
-        };
-        let keys: Vec<String> = to.iter().map(ToString::to_string).collect();
-        if let Some(missing) = keys.iter().find(|d| !device_next.contains_key(*d)) {
-            results.push(Err(StoreError::NotFound(format!("device {missing}"))));
-            continue;
-        }
-        let sender = post.sender.to_string();
-        for device in keys {
-            let Some(next) = device_next.get_mut(&device) else {
-                continue;
+    done.fresh = use_nonces(&tx, &nonces)?;
+    for op in batch {
+        if let Op::Post(post, _) = op {
+            let result = match &post.nonce {
+                Some(nonce) => match use_nonces(&tx, &[nonce])?.pop() {
+                    Some(Ok(true)) => alone(&mut tx, |c| post_in(c, &post.as_post()))?,
+                    Some(Ok(false)) => Err(StoreError::Replayed),
+                    Some(Err(e)) => Err(e),
+                    None => Err(lost()),
+                },
+                None => alone(&mut tx, |c| post_in(c, &post.as_post()))?,
             };
-            rows.push(Row {
-                device,
-                seq: *next,
-                thread: thread.clone(),
-                thread_seq,
-                sender: sender.clone(),
-                kind: post.kind.as_str(),
-                payload: &post.payload,
-            });
-            *next = next.saturating_add(1);
+            done.posted.push(result);
         }
-        thread_next.insert(thread, thread_seq.saturating_add(1));
-        results.push(Ok(Posted::new(to_u64(thread_seq, "thread sequence")?, to)));
     }
-
-    for chunk in rows.chunks(CHUNK) {
-        let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO inbox (device_id, seq, thread_id, thread_seq, sender, kind, payload) ",
-        );
-        insert.push_values(chunk, |mut row, r| {
-            row.push_bind(r.device.as_str())
-                .push_bind(r.seq)
-                .push_bind(r.thread.as_str())
-                .push_bind(r.thread_seq)
-                .push_bind(r.sender.as_str())
-                .push_bind(r.kind)
-                .push_bind(r.payload);
-        });
-        insert.build().persistent(false).execute(&mut **tx).await?;
+    for op in batch {
+        if let Op::Ack(ack, _) = op {
+            done.acked.push(alone(&mut tx, |c| ack_in(c, ack))?);
+        }
     }
-    store_counters(tx, "threads", "thread_id", &thread_next).await?;
-    store_counters(tx, "devices", "device_id", &device_next).await?;
-    Ok(results)
+    for op in batch {
+        if let Op::Fetch(fetch, _) = op {
+            done.fetched
+                .push(alone(&mut tx, |c| fetch_leased_in(c, fetch))?);
+        }
+    }
+    tx.commit()?;
+    Ok(done)
 }
 
-/// `next_seq` of the rows of `table` whose `key` column is in `keys`. `table` and `key` are
-/// fixed identifiers from this module, never input.
-async fn counters(
-    tx: &mut Transaction<'static, Sqlite>,
-    table: &str,
-    key: &str,
-    keys: &[String],
-) -> Result<HashMap<String, i64>, StoreError> {
-    let mut out = HashMap::with_capacity(keys.len());
-    for chunk in keys.chunks(CHUNK) {
-        let mut select = in_list(
-            &format!("SELECT {key}, next_seq FROM {table} WHERE {key} IN ("),
-            chunk,
-            ")",
-        );
-        let rows: Vec<(String, i64)> = select
-            .build_query_as()
-            .persistent(false)
-            .fetch_all(&mut **tx)
-            .await?;
-        out.extend(rows);
+/// Records nonces (oldest `now` first: expired rows are pruned as of that time); a nonce used
+/// before, or twice in the list, is fresh only the first time.
+fn use_nonces(
+    conn: &Connection,
+    nonces: &[&NonceUse],
+) -> Result<Vec<Result<bool, StoreError>>, StoreError> {
+    let mut by_now: BTreeMap<u64, ()> = BTreeMap::new();
+    for n in nonces {
+        by_now.insert(n.now, ());
+    }
+    if let Some((&oldest, _)) = by_now.first_key_value() {
+        conn.prepare_cached("DELETE FROM nonces WHERE expires_at < ?1")?
+            .execute(params![to_i64(oldest, "time")?])?;
+    }
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO nonces (device_id, nonce, expires_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT DO NOTHING",
+    )?;
+    let mut out = Vec::with_capacity(nonces.len());
+    for n in nonces {
+        let expires = match to_i64(n.expires_at, "expiry") {
+            Ok(expires) => expires,
+            Err(e) => {
+                out.push(Err(e));
+                continue;
+            }
+        };
+        let inserted = insert.execute(params![n.device.to_string(), n.nonce, expires])?;
+        out.push(Ok(inserted == 1));
     }
     Ok(out)
 }
 
-/// Writes back the counters read by [`counters`] (all of them: unchanged ones are rewritten with
-/// the value they have, which costs less than tracking them).
-async fn store_counters(
-    tx: &mut Transaction<'static, Sqlite>,
-    table: &str,
-    key: &str,
-    values: &HashMap<String, i64>,
-) -> Result<(), StoreError> {
-    let values: Vec<(&String, &i64)> = values.iter().collect();
-    for chunk in values.chunks(CHUNK) {
-        let mut update =
-            QueryBuilder::<Sqlite>::new(format!("UPDATE {table} SET next_seq = v.column2 FROM ("));
-        update.push_values(chunk, |mut row, (k, n)| {
-            row.push_bind(k.as_str()).push_bind(**n);
-        });
-        update.push(format!(") AS v WHERE {table}.{key} = v.column1"));
-        update.build().persistent(false).execute(&mut **tx).await?;
+/// Applies one post: answered as stored before if the same message was posted already
+/// (refused if its bytes differ), else queued for every recipient at the thread's and each
+/// recipient's next position, and the roster changed if it is a commit.
+fn post_in(conn: &Connection, post: &Post<'_>) -> Result<Posted, StoreError> {
+    if let Some(before) = stored_before(conn, post)? {
+        return Ok(before);
     }
-    Ok(())
+    let thread = post.thread.to_string();
+    let thread_seq: Option<i64> = conn
+        .prepare_cached(
+            "UPDATE threads SET next_seq = next_seq + 1 WHERE thread_id = ?1 \
+             RETURNING next_seq - 1",
+        )?
+        .query_row(params![thread], |row| row.get(0))
+        .optional()?;
+    let thread_seq = thread_seq.ok_or_else(|| StoreError::NotFound(format!("thread {thread}")))?;
+    let current = members(conn, &thread)?;
+    let to = recipients(&current, post);
+    let sender = post.sender.to_string();
+    let mut bump = conn.prepare_cached(
+        "UPDATE devices SET next_seq = next_seq + 1 WHERE device_id = ?1 RETURNING next_seq - 1",
+    )?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO inbox (device_id, seq, thread_id, thread_seq, sender, kind, payload) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for device in &to {
+        let device = device.to_string();
+        let seq: Option<i64> = bump
+            .query_row(params![device], |row| row.get(0))
+            .optional()?;
+        let seq = seq.ok_or_else(|| StoreError::NotFound(format!("device {device}")))?;
+        insert.execute(params![
+            device,
+            seq,
+            thread,
+            thread_seq,
+            sender,
+            post.kind.as_str(),
+            post.payload
+        ])?;
+    }
+    if let Some((epoch, new_members)) = post.new_roster {
+        conn.prepare_cached("DELETE FROM thread_members WHERE thread_id = ?1")?
+            .execute(params![thread])?;
+        let mut add = conn.prepare_cached(
+            "INSERT INTO thread_members (thread_id, device_id) VALUES (?1, ?2) \
+             ON CONFLICT DO NOTHING",
+        )?;
+        for member in new_members {
+            add.execute(params![thread, member.to_string()])?;
+        }
+        conn.prepare_cached("UPDATE threads SET epoch = ?1 WHERE thread_id = ?2")?
+            .execute(params![to_i64(epoch, "epoch")?, thread])?;
+    }
+    let posted = Posted::new(to_u64(thread_seq, "thread sequence")?, to);
+    if let Some(key) = post.key {
+        conn.prepare_cached(
+            "INSERT INTO posted_messages \
+             (thread_id, epoch, sender, generation, digest, thread_seq, recipients) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            thread,
+            to_i64(key.epoch, "epoch")?,
+            sender,
+            to_i64(key.generation, "generation")?,
+            key.digest.as_slice(),
+            thread_seq,
+            to_i64(posted.recipient_count, "recipients")?
+        ])?;
+    }
+    Ok(posted)
 }
 
-/// The members of each of `threads`, sorted.
-async fn members_of(
-    tx: &mut Transaction<'static, Sqlite>,
-    threads: &[String],
-) -> Result<HashMap<ThreadId, Vec<DeviceId>>, StoreError> {
-    let mut out: HashMap<ThreadId, Vec<DeviceId>> = HashMap::with_capacity(threads.len());
-    for chunk in threads.chunks(CHUNK) {
-        let mut select = in_list(
-            "SELECT thread_id, device_id FROM thread_members WHERE thread_id IN (",
-            chunk,
-            ") ORDER BY thread_id, device_id",
-        );
-        let rows: Vec<(String, String)> = select
-            .build_query_as()
-            .persistent(false)
-            .fetch_all(&mut **tx)
-            .await?;
-        for (thread, device) in rows {
-            let thread = super::super::thread_from_text(&thread)?;
-            out.entry(thread)
-                .or_default()
-                .push(device_from_text(&device)?);
-        }
+/// The message posted before under `post.key`, if any: its answer if the bytes are the same,
+/// a conflict if they differ.
+fn stored_before(conn: &Connection, post: &Post<'_>) -> Result<Option<Posted>, StoreError> {
+    let Some(key) = post.key else {
+        return Ok(None);
+    };
+    let row: Option<(Vec<u8>, i64, i64)> = conn
+        .prepare_cached(
+            "SELECT digest, thread_seq, recipients FROM posted_messages \
+             WHERE thread_id = ?1 AND epoch = ?2 AND sender = ?3 AND generation = ?4",
+        )?
+        .query_row(
+            params![
+                post.thread.to_string(),
+                to_i64(key.epoch, "epoch")?,
+                post.sender.to_string(),
+                to_i64(key.generation, "generation")?
+            ],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .optional()?;
+    let Some((digest, thread_seq, recipients)) = row else {
+        return Ok(None);
+    };
+    if digest.as_slice() != key.digest.as_slice() {
+        return Err(StoreError::Conflict(format!(
+            "device {} already posted another message as generation {} of epoch {} in thread {}",
+            post.sender, key.generation, key.epoch, post.thread
+        )));
+    }
+    Ok(Some(Posted {
+        thread_seq: to_u64(thread_seq, "thread sequence")?,
+        recipients: Vec::new(),
+        stored_before: true,
+        recipient_count: to_u64(recipients, "recipients")?,
+    }))
+}
+
+/// The thread's members, sorted.
+fn members(conn: &Connection, thread: &str) -> Result<Vec<DeviceId>, StoreError> {
+    let mut select = conn.prepare_cached(
+        "SELECT device_id FROM thread_members WHERE thread_id = ?1 ORDER BY device_id",
+    )?;
+    let rows = select.query_map(params![thread], |row| row.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(device_from_text(&row?)?);
     }
     Ok(out)
 }
 
-/// `head`, the keys as bound parameters separated by commas, `tail`.
-fn in_list(head: &str, keys: &[String], tail: &str) -> QueryBuilder<Sqlite> {
-    let mut query = QueryBuilder::<Sqlite>::new(head);
-    let mut list = query.separated(", ");
-    for key in keys {
-        list.push_bind(key.as_str());
+/// An acknowledgement (see `Store::ack` and `Store::ack_leased`).
+fn ack_in(conn: &Connection, a: &AckUpTo) -> Result<u64, StoreError> {
+    let up_to = to_i64(a.up_to, "cursor")?;
+    let device = a.device.to_string();
+    let done = match &a.instance {
+        Some(instance) => conn
+            .prepare_cached(
+                "DELETE FROM inbox WHERE device_id = ?1 AND seq <= ?2 AND thread_id IN \
+                 (SELECT thread_id FROM leases WHERE device_id = ?1 AND instance = ?3)",
+            )?
+            .execute(params![device, up_to, instance])?,
+        None => conn
+            .prepare_cached("DELETE FROM inbox WHERE device_id = ?1 AND seq <= ?2")?
+            .execute(params![device, up_to])?,
+    };
+    Ok(u64::try_from(done).unwrap_or(u64::MAX))
+}
+
+/// A leased fetch (see `Store::fetch_leased`): the page available to the instance, whose
+/// threads it then leases.
+fn fetch_leased_in(conn: &Connection, f: &LeasedFetch) -> Result<Vec<InboxItem>, StoreError> {
+    let device = f.device.to_string();
+    let now = to_i64(f.now, "time")?;
+    let after = to_i64(f.after, "cursor")?;
+    let limit = i64::from(f.limit);
+    // `?N` parameters: SQLite numbers `$N` names by first appearance, not by N.
+    let sizes: Vec<(i64, i64)> = conn
+        .prepare_cached(&numbered(&format!(
+            "SELECT i.seq, CAST(length(i.payload) AS BIGINT) {LEASE_AVAILABLE} ORDER BY i.seq LIMIT $5"
+        )))?
+        .query_map(params![device, f.instance, now, after, limit], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let Some(end) = page_end(&sizes, f.max_bytes) else {
+        return Ok(Vec::new());
+    };
+    let rows: Vec<InboxRow> = conn
+        .prepare_cached(&numbered(&format!(
+            "SELECT i.seq, i.thread_id, i.thread_seq, i.sender, i.kind, i.payload \
+             {LEASE_AVAILABLE} AND i.seq <= $6 ORDER BY i.seq LIMIT $5"
+        )))?
+        .query_map(params![device, f.instance, now, after, limit, end], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get(5)?,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    let expires = to_i64(f.now.saturating_add(f.lease_secs), "lease expiry")?;
+    let mut leased: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    leased.sort_unstable();
+    leased.dedup();
+    let mut lease = conn.prepare_cached(
+        "INSERT INTO leases (device_id, thread_id, instance, expires_at) \
+         VALUES (?1, ?2, ?3, ?4) ON CONFLICT (device_id, thread_id) \
+         DO UPDATE SET instance = excluded.instance, expires_at = excluded.expires_at",
+    )?;
+    for thread in leased {
+        lease.execute(params![device, thread, f.instance, expires])?;
     }
-    query.push(tail);
-    query
+    rows.into_iter().map(inbox_item).collect()
+}
+
+/// SQL shared with PostgreSQL (`$N` parameters) for SQLite's numbered `?N` ones.
+fn numbered(sql: &str) -> String {
+    sql.replace('$', "?")
 }
