@@ -133,6 +133,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(m) => Self::Conflict(m),
             StoreError::NotFound(m) => Self::NotFound(m),
             StoreError::Replayed => Self::ReplayedRequest,
+            StoreError::NotMember(m) => Self::Forbidden(m),
             StoreError::Database(_) | StoreError::Migration(_) | StoreError::CommitFailed(_) => {
                 tracing::error!(error = %e, "store failure");
                 Self::Unavailable

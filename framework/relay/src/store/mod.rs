@@ -40,6 +40,9 @@ pub enum StoreError {
     /// A stored value could not be read back (corruption or a bug).
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// The sender of a message is not a member of the thread: nothing was written.
+    #[error("not a member: {0}")]
+    NotMember(String),
     /// The request's nonce was used before (a replayed request): nothing was written.
     #[error("the request was seen before (its nonce was used)")]
     Replayed,
@@ -320,6 +323,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ///
     /// # Errors
     /// [`StoreError::NotFound`] if the thread does not exist.
+    ///
+    /// A message (`ItemKind::Message`) is refused with [`StoreError::NotMember`] unless its
+    /// sender is a member of the thread.
     async fn post(&self, post: &Post<'_>) -> Result<Posted, StoreError>;
 
     /// [`post`](Self::post) and [`use_nonce`](Self::use_nonce) in one transaction (one fsync
@@ -465,6 +471,14 @@ fn page_end(sizes: &[(i64, i64)], max_bytes: u64) -> Option<i64> {
 
 /// The devices a post goes to: current members (plus, for commits, new members), minus the
 /// sender, only `post.to` if set, sorted (a fixed order also fixes the lock order, so concurrent posts cannot deadlock).
+/// The refusal of a message whose sender is not a member of its thread.
+fn not_member(post: &Post<'_>) -> StoreError {
+    StoreError::NotMember(format!(
+        "device {} is not a member of thread {}",
+        post.sender, post.thread
+    ))
+}
+
 fn recipients(members: &[DeviceId], post: &Post<'_>) -> Vec<DeviceId> {
     let mut out: Vec<DeviceId> = members.to_vec();
     if let Some((_, new)) = post.new_roster {

@@ -560,7 +560,17 @@ macro_rules! impl_store {
             tx: &mut sqlx::Transaction<'static, $db>,
             post: &crate::store::Post<'_>,
         ) -> Result<crate::store::Posted, crate::store::StoreError> {
-            use crate::store::{Posted, recipients, to_i64};
+            use crate::store::{ItemKind, Posted, not_member, recipients, to_i64};
+            if post.kind == ItemKind::Message {
+                let current = members(tx, post.thread).await?;
+                // A thread always has members (its customer and admin): none means no thread.
+                if current.is_empty() {
+                    return Err(crate::store::StoreError::NotFound(format!("thread {}", post.thread)));
+                }
+                if !current.contains(&post.sender) {
+                    return Err(not_member(post));
+                }
+            }
             if let Some(before) = stored_before(tx, post).await? {
                 return Ok(before);
             }

@@ -157,7 +157,22 @@ async fn a_thread_flows_through_the_relay_and_only_members_and_the_admin_may_pos
         "the message reached the admin once"
     );
 
-    // The bot is not a member yet: refused.
+    // The bot is not a member yet: a message in its own name is refused (checked in the
+    // post's transaction), and one in another's name is refused before that.
+    let mut in_its_name = hello.clone();
+    in_its_name.header.sender = c.bot.device();
+    let (status, json) = relay
+        .post(
+            &c.bot,
+            &format!("{thread_path}/messages"),
+            &encode(&in_its_name).unwrap(),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&json)),
+        (StatusCode::FORBIDDEN, "forbidden"),
+        "{json}"
+    );
     let (status, json) = relay
         .post(
             &c.bot,
@@ -167,7 +182,7 @@ async fn a_thread_flows_through_the_relay_and_only_members_and_the_admin_may_pos
         .await;
     assert_eq!(
         (status, code(&json)),
-        (StatusCode::FORBIDDEN, "forbidden"),
+        (StatusCode::BAD_REQUEST, "malformed"),
         "{json}"
     );
 
@@ -402,6 +417,29 @@ async fn bad_inbox_queries_and_unknown_threads_are_refused() {
     );
     let path = format!("/v1/threads/{}/messages", "00".repeat(16));
     let (status, json) = relay.post(&c.customer, &path, b"{}").await;
+    assert_eq!(
+        (status, code(&json)),
+        (StatusCode::BAD_REQUEST, "malformed"),
+        "{json}"
+    );
+    // A well-formed message to a thread that does not exist.
+    let now = relay.now();
+    let mut rng = switchboard_protocol::Csprng::from_os().unwrap();
+    let (mut view, _) = ThreadState::open(
+        &c.customer,
+        c.entity.clone(),
+        &c.admin.bundle(now),
+        now,
+        &mut rng,
+    )
+    .unwrap();
+    let mut stray = view
+        .seal(&c.customer, &Content::text("anyone?"), None)
+        .unwrap();
+    stray.header.thread = switchboard_protocol::ThreadId::from_bytes([0; 16]);
+    let (status, json) = relay
+        .post(&c.customer, &path, &encode(&stray).unwrap())
+        .await;
     assert_eq!(
         (status, code(&json)),
         (StatusCode::NOT_FOUND, "not_found"),

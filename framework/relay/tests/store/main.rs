@@ -69,6 +69,7 @@ macro_rules! run_suite {
                 case!(unacked_items_are_fetched_again_acked_are_gone);
                 case!(replayed_nonce_is_refused_and_expired_ones_forgotten);
                 case!(a_post_spends_its_nonce_once_in_its_own_transaction);
+                case!(a_message_from_a_non_member_is_refused_and_queues_nothing);
                 case!(concurrent_posts_keep_one_order_per_thread);
                 case!(posting_to_unknown_thread_is_not_found);
                 case!(leases_give_each_thread_to_one_instance_and_move_on_expiry);

@@ -326,6 +326,37 @@ pub async fn a_post_spends_its_nonce_once_in_its_own_transaction(store: &dyn Sto
     assert!(first.recipients.contains(&admin));
 }
 
+pub async fn a_message_from_a_non_member_is_refused_and_queues_nothing(store: &dyn Store) {
+    let (record, customer, admin) = thread(store).await;
+    let stranger = device(store).await;
+    let messages = |items: Vec<switchboard_relay::store::InboxItem>| {
+        items
+            .into_iter()
+            .filter(|i| i.kind == ItemKind::Message)
+            .count()
+    };
+    let refused = store
+        .post(&message(record.thread, stranger, b"let me in"))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::NotMember(_))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        messages(store.fetch(admin, 0, 10, u64::MAX).await.unwrap()),
+        0
+    );
+    // A member's message still goes through.
+    store
+        .post(&message(record.thread, customer, b"hello"))
+        .await
+        .unwrap();
+    assert_eq!(
+        messages(store.fetch(admin, 0, 10, u64::MAX).await.unwrap()),
+        1
+    );
+}
+
 pub async fn concurrent_posts_keep_one_order_per_thread(store: &dyn Store) {
     let (record, customer, admin) = thread(store).await;
     let bot = device(store).await;

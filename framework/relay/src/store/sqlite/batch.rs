@@ -19,8 +19,9 @@ use switchboard_protocol::DeviceId;
 use tokio::sync::{mpsc, oneshot};
 
 use super::super::{
-    AckUpTo, InboxItem, InboxRow, LEASE_AVAILABLE, LeasedFetch, OwnedPost, Post, Posted,
-    RequestNonce, StoreError, device_from_text, inbox_item, page_end, recipients, to_i64, to_u64,
+    AckUpTo, InboxItem, InboxRow, ItemKind, LEASE_AVAILABLE, LeasedFetch, OwnedPost, Post, Posted,
+    RequestNonce, StoreError, device_from_text, inbox_item, not_member, page_end, recipients,
+    to_i64, to_u64,
 };
 use super::MAX_BATCH;
 
@@ -244,10 +245,18 @@ fn use_nonces(
 /// (refused if its bytes differ), else queued for every recipient at the thread's and each
 /// recipient's next position, and the roster changed if it is a commit.
 fn post_in(conn: &Connection, post: &Post<'_>) -> Result<Posted, StoreError> {
+    let thread = post.thread.to_string();
+    let current = members(conn, &thread)?;
+    // A thread always has members (its customer and admin): none means no such thread.
+    if current.is_empty() {
+        return Err(StoreError::NotFound(format!("thread {thread}")));
+    }
+    if post.kind == ItemKind::Message && !current.contains(&post.sender) {
+        return Err(not_member(post));
+    }
     if let Some(before) = stored_before(conn, post)? {
         return Ok(before);
     }
-    let thread = post.thread.to_string();
     let thread_seq: Option<i64> = conn
         .prepare_cached(
             "UPDATE threads SET next_seq = next_seq + 1 WHERE thread_id = ?1 \
@@ -256,7 +265,6 @@ fn post_in(conn: &Connection, post: &Post<'_>) -> Result<Posted, StoreError> {
         .query_row(params![thread], |row| row.get(0))
         .optional()?;
     let thread_seq = thread_seq.ok_or_else(|| StoreError::NotFound(format!("thread {thread}")))?;
-    let current = members(conn, &thread)?;
     let to = recipients(&current, post);
     let sender = post.sender.to_string();
     let mut bump = conn.prepare_cached(
