@@ -454,6 +454,21 @@ fn key_from_bytes(bytes: &[u8]) -> Result<[u8; 32], StoreError> {
         .map_err(|_| StoreError::Corrupt(format!("identity key of {} bytes", bytes.len())))
 }
 
+/// A page of an inbox in one statement: `$ROWS` (the `FROM ... WHERE` of the items that may
+/// be fetched, selecting `i.seq AS s, length(i.payload) AS len` and whatever else the page
+/// needs, ordered by `i.seq` and limited) is cut where the payloads passed `$MAX` bytes in
+/// all, but keeps its first item. Only the lengths of the rows past the cut are read.
+pub(crate) fn page_sql(columns: &str, rows: &str, max: &str) -> String {
+    format!(
+        "SELECT i.seq, i.thread_id, i.thread_seq, i.sender, i.kind, i.payload{columns} \
+         FROM inbox i JOIN (SELECT page.*, \
+           SUM(page.len) OVER (ORDER BY page.s ROWS UNBOUNDED PRECEDING) AS running, \
+           ROW_NUMBER() OVER (ORDER BY page.s) AS n FROM ({rows}) page) p \
+         ON i.device_id = $1 AND i.seq = p.s \
+         WHERE p.n = 1 OR p.running <= {max} ORDER BY i.seq"
+    )
+}
+
 /// The last `seq` of a page of `sizes` (`(seq, payload bytes)`, in order) holding at most
 /// `max_bytes`, but at least the first item.
 fn page_end(sizes: &[(i64, i64)], max_bytes: u64) -> Option<i64> {
@@ -469,8 +484,6 @@ fn page_end(sizes: &[(i64, i64)], max_bytes: u64) -> Option<i64> {
     end
 }
 
-/// The devices a post goes to: current members (plus, for commits, new members), minus the
-/// sender, only `post.to` if set, sorted (a fixed order also fixes the lock order, so concurrent posts cannot deadlock).
 /// The refusal of a message whose sender is not a member of its thread.
 fn not_member(post: &Post<'_>) -> StoreError {
     StoreError::NotMember(format!(
@@ -479,6 +492,8 @@ fn not_member(post: &Post<'_>) -> StoreError {
     ))
 }
 
+/// The devices a post goes to: current members (plus, for commits, new members), minus the
+/// sender, only `post.to` if set, sorted (a fixed order also fixes the lock order, so concurrent posts cannot deadlock).
 fn recipients(members: &[DeviceId], post: &Post<'_>) -> Vec<DeviceId> {
     let mut out: Vec<DeviceId> = members.to_vec();
     if let Some((_, new)) = post.new_roster {

@@ -218,31 +218,22 @@ macro_rules! impl_store {
                 limit: u32,
                 max_bytes: u64,
             ) -> Result<Vec<crate::store::InboxItem>, crate::store::StoreError> {
-                use crate::store::{page_end, to_i64};
+                use crate::store::to_i64;
                 let after = to_i64(after, "cursor")?;
-                // Sizes first (no payloads), then the payloads of the page.
-                let sizes: Vec<(i64, i64)> = sqlx::query_as(
-                    "SELECT seq, CAST(length(payload) AS BIGINT) FROM inbox \
+                // One statement: the page's lengths first, the payloads of the page only.
+                let sql = crate::store::page_sql(
+                    "",
+                    "SELECT seq AS s, CAST(length(payload) AS BIGINT) AS len FROM inbox \
                      WHERE device_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-                )
-                .bind(device.to_string())
-                .bind(after)
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?;
-                let Some(end) = page_end(&sizes, max_bytes) else {
-                    return Ok(Vec::new());
-                };
-                let rows: Vec<crate::store::InboxRow> = sqlx::query_as(
-                    "SELECT seq, thread_id, thread_seq, sender, kind, payload FROM inbox \
-                     WHERE device_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4",
-                )
-                .bind(device.to_string())
-                .bind(after)
-                .bind(end)
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?;
+                    "$4",
+                );
+                let rows: Vec<crate::store::InboxRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(device.to_string())
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .bind(i64::try_from(max_bytes).unwrap_or(i64::MAX))
+                    .fetch_all(&self.pool)
+                    .await?;
                 rows.into_iter().map(crate::store::inbox_item).collect()
             }
 

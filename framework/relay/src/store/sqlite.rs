@@ -199,55 +199,50 @@ impl SqliteStore {
         &self,
         f: &super::LeasedFetch,
     ) -> Result<Option<Vec<super::InboxItem>>, StoreError> {
-        use super::{LEASE_AVAILABLE, page_end, to_i64};
+        use super::{LEASE_AVAILABLE, page_sql, to_i64};
         let now = to_i64(f.now, "time")?;
         let after = to_i64(f.after, "cursor")?;
         let renew_before = to_i64(f.now.saturating_add(f.lease_secs / 2), "lease expiry")?;
-        // One snapshot for both reads (a deferred transaction that writes nothing).
-        let mut tx = self.pool.begin().await?;
-        let sizes: Vec<(i64, i64, Option<String>, Option<i64>)> =
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT i.seq, CAST(length(i.payload) AS BIGINT), l.instance, l.expires_at \
+        // One statement (one snapshot): the page, with each item's lease.
+        let sql = page_sql(
+            ", p.instance, p.expires_at",
+            &format!(
+                "SELECT i.seq AS s, CAST(length(i.payload) AS BIGINT) AS len, \
+                 l.instance AS instance, l.expires_at AS expires_at \
                  {LEASE_AVAILABLE} ORDER BY i.seq LIMIT $5"
-            )))
+            ),
+            "$6",
+        );
+        type Leased = (
+            i64,
+            String,
+            i64,
+            String,
+            String,
+            Vec<u8>,
+            Option<String>,
+            Option<i64>,
+        );
+        let rows: Vec<Leased> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(f.device.to_string())
             .bind(f.instance.as_str())
             .bind(now)
             .bind(after)
             .bind(i64::from(f.limit))
-            .fetch_all(&mut *tx)
+            .bind(i64::try_from(f.max_bytes).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
             .await?;
-        let held = |(_, _, instance, expires): &(i64, i64, Option<String>, Option<i64>)| {
-            instance.as_deref() == Some(f.instance.as_str())
-                && expires.is_some_and(|at| at >= renew_before)
+        let held = |row: &Leased| {
+            row.6.as_deref() == Some(f.instance.as_str())
+                && row.7.is_some_and(|at| at >= renew_before)
         };
-        if !sizes.iter().all(held) {
-            tx.rollback().await?;
+        if !rows.iter().all(held) {
             return Ok(None);
         }
-        let sizes: Vec<(i64, i64)> = sizes
-            .into_iter()
-            .map(|(seq, len, _, _)| (seq, len))
-            .collect();
-        let Some(end) = page_end(&sizes, f.max_bytes) else {
-            tx.rollback().await?;
-            return Ok(Some(Vec::new()));
-        };
-        let rows: Vec<super::InboxRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT i.seq, i.thread_id, i.thread_seq, i.sender, i.kind, i.payload \
-             {LEASE_AVAILABLE} AND i.seq <= $6 ORDER BY i.seq LIMIT $5"
-        )))
-        .bind(f.device.to_string())
-        .bind(f.instance.as_str())
-        .bind(now)
-        .bind(after)
-        .bind(i64::from(f.limit))
-        .bind(end)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.rollback().await?;
         rows.into_iter()
-            .map(super::inbox_item)
+            .map(|(seq, thread, thread_seq, sender, kind, payload, _, _)| {
+                super::inbox_item((seq, thread, thread_seq, sender, kind, payload))
+            })
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
     }
