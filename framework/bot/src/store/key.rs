@@ -39,22 +39,8 @@ impl StoreKey {
         version: u64,
         plaintext: &[u8],
     ) -> Result<([u8; NONCE_LEN], Vec<u8>), StoreError> {
-        let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut nonce).map_err(|e| {
-            StoreError::Config(format!("the operating system's random source failed: {e}"))
-        })?;
-        let aad = aad(device, thread, version);
-        let ciphertext = self
-            .cipher()
-            .encrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: plaintext,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| StoreError::Config("the thread state cannot be sealed".to_owned()))?;
-        Ok((nonce, ciphertext))
+        self.seal_with(&aad(device, thread, version), plaintext)
+            .map_err(|()| StoreError::Config("the thread state cannot be sealed".to_owned()))
     }
 
     /// Opens a sealed thread blob read back at `version`.
@@ -66,22 +52,8 @@ impl StoreKey {
         nonce: &[u8],
         ciphertext: &[u8],
     ) -> Result<Vec<u8>, StoreError> {
-        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| {
-            StoreError::Corrupt(format!(
-                "thread {thread}: the stored nonce is {} bytes, not {NONCE_LEN}",
-                nonce.len()
-            ))
-        })?;
-        let aad = aad(device, thread, version);
-        self.cipher()
-            .decrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| {
+        self.open_with(&aad(device, thread, version), nonce, ciphertext)
+            .map_err(|()| {
                 StoreError::Corrupt(format!(
                     "thread {thread} (version {version}) does not open with this store key: \
                      another device's key or seed, or the row was altered"
@@ -99,22 +71,8 @@ impl StoreKey {
         index: u64,
         plaintext: &[u8],
     ) -> Result<([u8; NONCE_LEN], Vec<u8>), StoreError> {
-        let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut nonce).map_err(|e| {
-            StoreError::Config(format!("the operating system's random source failed: {e}"))
-        })?;
-        let aad = history_aad(device, thread, index);
-        let ciphertext = self
-            .cipher()
-            .encrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: plaintext,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| StoreError::Config("a history entry cannot be sealed".to_owned()))?;
-        Ok((nonce, ciphertext))
+        self.seal_with(&history_aad(device, thread, index), plaintext)
+            .map_err(|()| StoreError::Config("a history entry cannot be sealed".to_owned()))
     }
 
     /// Opens a history entry read back at position `index`.
@@ -126,27 +84,46 @@ impl StoreKey {
         nonce: &[u8],
         ciphertext: &[u8],
     ) -> Result<Vec<u8>, StoreError> {
-        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| {
-            StoreError::Corrupt(format!(
-                "thread {thread}: a history nonce is {} bytes, not {NONCE_LEN}",
-                nonce.len()
-            ))
-        })?;
-        let aad = history_aad(device, thread, index);
-        self.cipher()
-            .decrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| {
+        self.open_with(&history_aad(device, thread, index), nonce, ciphertext)
+            .map_err(|()| {
                 StoreError::Corrupt(format!(
                     "thread {thread}: history entry {index} does not open with this store key: \
                      another device's key or seed, or the row was altered or moved"
                 ))
             })
+    }
+
+    /// A fresh random nonce and `plaintext` sealed under it with `aad`; `Err(())` if sealing
+    /// failed (the random source included).
+    fn seal_with(&self, aad: &[u8], plaintext: &[u8]) -> Result<([u8; NONCE_LEN], Vec<u8>), ()> {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).map_err(|_| ())?;
+        let ciphertext = self
+            .cipher()
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
+            .map_err(|_| ())?;
+        Ok((nonce, ciphertext))
+    }
+
+    /// Opens what [`seal_with`](Self::seal_with) sealed under `aad`; `Err(())` if it does not
+    /// open (another key, another place, altered, or a nonce of the wrong length).
+    fn open_with(&self, aad: &[u8], nonce: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>, ()> {
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| ())?;
+        self.cipher()
+            .decrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad,
+                },
+            )
+            .map_err(|_| ())
     }
 
     /// A value that identifies this key without revealing it (SHA-256 of a label and the
