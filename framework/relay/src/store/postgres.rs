@@ -86,6 +86,50 @@ impl PostgresStore {
         Ok(posted)
     }
 
+    async fn open_thread_committed(
+        &self,
+        t: &super::ThreadRecord,
+        open: &[u8],
+    ) -> Result<super::Posted, StoreError> {
+        use super::{ItemKind, to_i64};
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO threads (thread_id, entity, customer, admin, epoch, next_seq) \
+             VALUES ($1, $2, $3, $4, $5, 1) ON CONFLICT (thread_id) DO NOTHING",
+        )
+        .bind(t.thread.to_string())
+        .bind(t.entity.as_str())
+        .bind(t.customer.to_string())
+        .bind(t.admin.to_string())
+        .bind(to_i64(t.epoch, "epoch")?)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Err(StoreError::Conflict(format!("thread {} exists", t.thread)));
+        }
+        for member in &t.members {
+            sqlx::query("INSERT INTO thread_members (thread_id, device_id) VALUES ($1, $2)")
+                .bind(t.thread.to_string())
+                .bind(member.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        let thread_seq = bump_thread(&mut tx, t.thread).await?;
+        enqueue(
+            &mut tx,
+            t.admin,
+            t.thread,
+            thread_seq,
+            t.customer,
+            ItemKind::ThreadOpen,
+            open,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(super::Posted::new(thread_seq, vec![t.admin]))
+    }
+
     async fn post_once_committed(
         &self,
         post: &super::Post<'_>,

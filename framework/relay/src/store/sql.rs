@@ -146,35 +146,7 @@ macro_rules! impl_store {
                 t: &crate::store::ThreadRecord,
                 open: &[u8],
             ) -> Result<crate::store::Posted, crate::store::StoreError> {
-                use crate::store::{ItemKind, StoreError, to_i64};
-                let mut tx = self.pool.begin_with($begin).await?;
-                let inserted = sqlx::query(
-                    "INSERT INTO threads (thread_id, entity, customer, admin, epoch, next_seq) \
-                     VALUES ($1, $2, $3, $4, $5, 1) ON CONFLICT (thread_id) DO NOTHING",
-                )
-                .bind(t.thread.to_string())
-                .bind(t.entity.as_str())
-                .bind(t.customer.to_string())
-                .bind(t.admin.to_string())
-                .bind(to_i64(t.epoch, "epoch")?)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if inserted == 0 {
-                    return Err(StoreError::Conflict(format!("thread {} exists", t.thread)));
-                }
-                for member in &t.members {
-                    sqlx::query("INSERT INTO thread_members (thread_id, device_id) VALUES ($1, $2)")
-                        .bind(t.thread.to_string())
-                        .bind(member.to_string())
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                let thread_seq = bump_thread(&mut tx, t.thread).await?;
-                enqueue(&mut tx, t.admin, t.thread, thread_seq, t.customer, ItemKind::ThreadOpen, open)
-                    .await?;
-                tx.commit().await?;
-                Ok(crate::store::Posted::new(thread_seq, vec![t.admin]))
+                self.open_thread_committed(t, open).await
             }
 
             async fn thread(

@@ -166,6 +166,17 @@ impl SqliteStore {
         result.await.map_err(|_| writer_stopped())?
     }
 
+    async fn open_thread_committed(
+        &self,
+        t: &super::ThreadRecord,
+        open: &[u8],
+    ) -> Result<Posted, StoreError> {
+        let (answer, result) = oneshot::channel();
+        self.queue(batch::Op::Open(t.clone(), open.to_vec(), answer))
+            .await?;
+        result.await.map_err(|_| writer_stopped())?
+    }
+
     async fn post_once_committed(
         &self,
         post: &super::Post<'_>,

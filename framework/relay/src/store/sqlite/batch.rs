@@ -20,8 +20,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::super::{
     AckUpTo, InboxItem, InboxRow, ItemKind, LEASE_AVAILABLE, LeasedFetch, OwnedPost, Post, Posted,
-    RequestNonce, StoreError, device_from_text, inbox_item, not_member, page_end, recipients,
-    to_i64, to_u64,
+    RequestNonce, StoreError, ThreadRecord, device_from_text, inbox_item, not_member, page_end,
+    recipients, to_i64, to_u64,
 };
 use super::MAX_BATCH;
 
@@ -31,6 +31,12 @@ pub(super) type NonceUse = RequestNonce;
 /// One queued write and where its answer goes.
 #[derive(Debug)]
 pub(super) enum Op {
+    /// A new thread and its opening item (queued for the admin).
+    Open(
+        ThreadRecord,
+        Vec<u8>,
+        oneshot::Sender<Result<Posted, StoreError>>,
+    ),
     /// A post to a thread.
     Post(OwnedPost, oneshot::Sender<Result<Posted, StoreError>>),
     /// A request nonce.
@@ -87,6 +93,7 @@ fn writer(mut conn: Connection, mut queue: mpsc::Receiver<Op>) {
 /// One result per write of a batch, by kind, each in queue order.
 #[derive(Default)]
 struct Done {
+    opened: Vec<Result<Posted, StoreError>>,
     posted: Vec<Result<Posted, StoreError>>,
     fresh: Vec<Result<bool, StoreError>>,
     fetched: Vec<Result<Vec<InboxItem>, StoreError>>,
@@ -97,6 +104,7 @@ struct Done {
 fn answer(batch: impl Iterator<Item = Op>, outcome: Result<Done, StoreError>) {
     match outcome {
         Ok(done) => {
+            let mut opened = done.opened.into_iter();
             let mut posted = done.posted.into_iter();
             let mut fresh = done.fresh.into_iter();
             let mut fetched = done.fetched.into_iter();
@@ -105,6 +113,9 @@ fn answer(batch: impl Iterator<Item = Op>, outcome: Result<Done, StoreError>) {
                 // A missing result would be a bug here; answer it as a failed commit rather
                 // than leave the caller waiting.
                 match op {
+                    Op::Open(_, _, answer) => {
+                        let _ = answer.send(opened.next().unwrap_or_else(|| Err(lost())));
+                    }
                     Op::Post(_, answer) => {
                         let _ = answer.send(posted.next().unwrap_or_else(|| Err(lost())));
                     }
@@ -126,7 +137,7 @@ fn answer(batch: impl Iterator<Item = Op>, outcome: Result<Done, StoreError>) {
             for op in ops {
                 let failed = StoreError::CommitFailed(e.to_string());
                 match op {
-                    Op::Post(_, answer) => {
+                    Op::Open(_, _, answer) | Op::Post(_, answer) => {
                         let _ = answer.send(Err(failed));
                     }
                     Op::Nonce(_, answer) => {
@@ -179,6 +190,12 @@ fn apply(conn: &mut Connection, batch: &[Op]) -> Result<Done, StoreError> {
         })
         .collect();
     done.fresh = use_nonces(&tx, &nonces)?;
+    for op in batch {
+        if let Op::Open(thread, open, _) = op {
+            done.opened
+                .push(alone(&mut tx, |c| open_thread_in(c, thread, open))?);
+        }
+    }
     for op in batch {
         if let Op::Post(post, _) = op {
             let result = match &post.nonce {
@@ -239,6 +256,56 @@ fn use_nonces(
         out.push(Ok(inserted == 1));
     }
     Ok(out)
+}
+
+/// Opens a thread: its row, its members, and the opening item queued for its admin.
+fn open_thread_in(conn: &Connection, t: &ThreadRecord, open: &[u8]) -> Result<Posted, StoreError> {
+    let thread = t.thread.to_string();
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO threads (thread_id, entity, customer, admin, epoch, next_seq) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 1) ON CONFLICT (thread_id) DO NOTHING",
+        )?
+        .execute(params![
+            thread,
+            t.entity.as_str(),
+            t.customer.to_string(),
+            t.admin.to_string(),
+            to_i64(t.epoch, "epoch")?
+        ])?;
+    if inserted == 0 {
+        return Err(StoreError::Conflict(format!("thread {thread} exists")));
+    }
+    let mut add =
+        conn.prepare_cached("INSERT INTO thread_members (thread_id, device_id) VALUES (?1, ?2)")?;
+    for member in &t.members {
+        add.execute(params![thread, member.to_string()])?;
+    }
+    // The opening item is the thread's first (position 1), the admin's next.
+    conn.prepare_cached("UPDATE threads SET next_seq = 2 WHERE thread_id = ?1")?
+        .execute(params![thread])?;
+    let admin = t.admin.to_string();
+    let seq: Option<i64> = conn
+        .prepare_cached(
+            "UPDATE devices SET next_seq = next_seq + 1 WHERE device_id = ?1 RETURNING next_seq - 1",
+        )?
+        .query_row(params![admin], |row| row.get(0))
+        .optional()?;
+    let seq = seq.ok_or_else(|| StoreError::NotFound(format!("device {admin}")))?;
+    conn.prepare_cached(
+        "INSERT INTO inbox (device_id, seq, thread_id, thread_seq, sender, kind, payload) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        admin,
+        seq,
+        thread,
+        1_i64,
+        t.customer.to_string(),
+        ItemKind::ThreadOpen.as_str(),
+        open
+    ])?;
+    Ok(Posted::new(1, vec![t.admin]))
 }
 
 /// Applies one post: answered as stored before if the same message was posted already
