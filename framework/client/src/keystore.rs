@@ -238,7 +238,7 @@ impl Keystore {
             kdf,
         };
         let key = derive(path, secret, &header.kdf).await?;
-        let lock = lock(path)?;
+        let lock = lock_patiently(path).await?;
         if path.exists() {
             return Err(KeystoreError::Exists {
                 path: path.to_owned(),
@@ -271,7 +271,7 @@ impl Keystore {
             path: path.to_owned(),
             source,
         };
-        let lock = lock(path)?;
+        let lock = lock_patiently(path).await?;
         let meta = match std::fs::metadata(path) {
             Ok(meta) => meta,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -421,6 +421,26 @@ fn lock_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".lock");
     PathBuf::from(name)
+}
+
+/// How long opening waits for a lock held elsewhere before it reports it as held.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// [`lock`], waiting up to [`LOCK_PATIENCE`] for a lock held elsewhere: a lock file's
+/// descriptor lives on in a child process between its fork and its exec (the descriptor is
+/// close-on-exec, the lock is shared until then), so a keystore just closed here may look held
+/// for a moment while this process starts another one. A keystore another process keeps open
+/// is still reported as [`KeystoreError::Locked`], a second later.
+async fn lock_patiently(path: &Path) -> Result<File, KeystoreError> {
+    let started = tokio::time::Instant::now();
+    loop {
+        match lock(path) {
+            Err(KeystoreError::Locked(_)) if started.elapsed() < LOCK_PATIENCE => {
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Opens (creating) the keystore's lock file and takes its lock, held while the file stays
