@@ -20,6 +20,7 @@ use crate::runtime::shared::Shared;
 /// The most bytes a thread's typed state may take, serialised as JSON (see
 /// [`Ctx::set_state`]).
 pub const MAX_STATE_BYTES: usize = 64 * 1024;
+
 /// What one event's hooks change, shared by the event's [`Ctx`] clones and typing handles.
 pub(crate) struct Scratch {
     /// The thread's protocol state after the inbox item was applied (`None` once removed).
