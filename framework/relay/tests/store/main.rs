@@ -85,3 +85,30 @@ macro_rules! run_suite {
 }
 
 run_suite!(sqlite_memory, sqlite_file, postgres);
+
+/// Nonces and acknowledgements are committed without waiting for an fsync (posts and opens
+/// wait for theirs): they still outlive the process that wrote them, since a store dropped and
+/// opened again (as after a crash of the relay) still refuses the spent nonce and does not
+/// deliver the acknowledged items again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lazily_committed_nonces_and_acks_outlive_the_store() {
+    let dir = std::env::temp_dir().join(format!("switchboard-store-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!(
+        "sqlite://{}",
+        dir.join(format!("{}.db", suite::random_hex())).display()
+    );
+    let store = SqliteStore::open(&url).await.unwrap();
+    let (device, acked) = suite::spend_and_ack(&store).await;
+    drop(store);
+    let again = SqliteStore::open(&url).await.unwrap();
+    assert!(
+        !again.use_nonce(device, b"lazy", 100, 10).await.unwrap(),
+        "the nonce is still spent"
+    );
+    let left = again.fetch(device, 0, 10, u64::MAX).await.unwrap();
+    assert!(
+        left.iter().all(|item| item.seq > acked),
+        "acknowledged items stay gone: {left:?}"
+    );
+}

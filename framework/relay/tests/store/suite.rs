@@ -258,6 +258,23 @@ pub async fn unacked_items_are_fetched_again_acked_are_gone(store: &dyn Store) {
     );
 }
 
+/// Spends the nonce `lazy` of a thread's admin, then acknowledges the first two of its three
+/// items; returns the admin and the position acknowledged.
+pub async fn spend_and_ack(store: &dyn Store) -> (DeviceId, u64) {
+    let (record, customer, admin) = thread(store).await;
+    for body in [b"a", b"b"] {
+        store
+            .post(&message(record.thread, customer, body))
+            .await
+            .unwrap();
+    }
+    assert!(store.use_nonce(admin, b"lazy", 100, 10).await.unwrap());
+    let items = store.fetch(admin, 0, 10, u64::MAX).await.unwrap();
+    assert_eq!(items.len(), 3);
+    assert_eq!(store.ack(admin, items[1].seq).await.unwrap(), 2);
+    (admin, items[1].seq)
+}
+
 pub async fn replayed_nonce_is_refused_and_expired_ones_forgotten(store: &dyn Store) {
     let d = device(store).await;
     assert!(store.use_nonce(d, b"n1", 100, 10).await.unwrap());

@@ -56,26 +56,72 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+/// How a commit reaches the disk (SQLite's `synchronous` in WAL mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Sync {
+    /// fsync before the commit is answered (`FULL`).
+    Full,
+    /// Written to the log, not fsync'd (`NORMAL`): it survives the relay process being killed
+    /// (the log is in the operating system's cache) and reaches the disk with the next fsync'd
+    /// commit or checkpoint; a power failure before then loses it (the log's checksums make
+    /// the database stop at the last whole transaction: never a torn one).
+    Lazy,
+    /// No fsync at all (`OFF`): a private temporary database.
+    Off,
+}
+
+impl Sync {
+    fn pragma(self) -> &'static str {
+        match self {
+            Self::Full => "FULL",
+            Self::Lazy => "NORMAL",
+            Self::Off => "OFF",
+        }
+    }
+}
+
+/// How a batch must be committed. Posts and thread opens are answered "stored", so they are on
+/// disk first. A batch of only request nonces, leased fetches and acknowledgements need not
+/// wait for the disk: losing its last such transactions to a power failure redelivers
+/// acknowledged items (receivers drop redeliveries: rows M7 and the bot's journal), forgets
+/// leases (renewed by the next fetch), and forgets nonces of requests made in the last moment
+/// before it (a captured request of those could then be replayed once within its 5-minute
+/// window: a read of the inbox, an acknowledgement, or a write whose own commit was lost too).
+pub(super) fn needed_sync(batch: &[Op], durable: bool) -> Sync {
+    if !durable {
+        Sync::Off
+    } else if batch
+        .iter()
+        .any(|op| matches!(op, Op::Open(..) | Op::Post(..)))
+    {
+        Sync::Full
+    } else {
+        Sync::Lazy
+    }
+}
+
 /// Opens the writer's connection to the database file at `path` (its schema is up to date)
-/// and starts the writer thread; the returned queue feeds it. `durable`: fsync at every commit
-/// (`synchronous=FULL`); otherwise none (a private temporary database).
+/// and starts the writer thread; the returned queue feeds it. `durable`: posts and opens are
+/// fsync'd before they are answered (see [`needed_sync`]); otherwise nothing is (a private
+/// temporary database).
 pub(super) fn start(path: &Path, durable: bool) -> Result<mpsc::Sender<Op>, StoreError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "OFF" })?;
+    let sync = if durable { Sync::Full } else { Sync::Off };
+    conn.pragma_update(None, "synchronous", sync.pragma())?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     let (queue, rx) = mpsc::channel(4 * MAX_BATCH);
     std::thread::Builder::new()
         .name("relay-store-writer".to_owned())
-        .spawn(move || writer(conn, rx))
+        .spawn(move || writer(conn, rx, durable, sync))
         .map_err(|e| StoreError::CommitFailed(format!("cannot start the writer thread: {e}")))?;
     Ok(queue)
 }
 
 /// The writer thread: blocks for the first write, takes whatever else is queued (up to
 /// [`MAX_BATCH`]), commits it together, answers each. Ends when every sender is gone.
-fn writer(mut conn: Connection, mut queue: mpsc::Receiver<Op>) {
+fn writer(mut conn: Connection, mut queue: mpsc::Receiver<Op>, durable: bool, mut sync: Sync) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
@@ -85,7 +131,18 @@ fn writer(mut conn: Connection, mut queue: mpsc::Receiver<Op>) {
                 Err(_) => break,
             }
         }
-        let outcome = apply(&mut conn, &batch);
+        let wanted = needed_sync(&batch, durable);
+        let outcome = if wanted == sync {
+            apply(&mut conn, &batch)
+        } else {
+            match conn.pragma_update(None, "synchronous", wanted.pragma()) {
+                Ok(()) => {
+                    sync = wanted;
+                    apply(&mut conn, &batch)
+                }
+                Err(e) => Err(e.into()),
+            }
+        };
         answer(batch.drain(..), outcome);
     }
 }
@@ -512,4 +569,62 @@ fn fetch_leased_in(conn: &Connection, f: &LeasedFetch) -> Result<Vec<InboxItem>,
 /// SQL shared with PostgreSQL (`$N` parameters) for SQLite's numbered `?N` ones.
 fn numbered(sql: &str) -> String {
     sql.replace('$', "?")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn nonce() -> Op {
+        let (answer, _) = oneshot::channel();
+        Op::Nonce(
+            NonceUse {
+                device: DeviceId::from_bytes([1; 16]),
+                nonce: vec![1],
+                expires_at: 10,
+                now: 1,
+            },
+            answer,
+        )
+    }
+
+    fn ack() -> Op {
+        let (answer, _) = oneshot::channel();
+        Op::Ack(
+            AckUpTo {
+                device: DeviceId::from_bytes([1; 16]),
+                instance: None,
+                up_to: 3,
+            },
+            answer,
+        )
+    }
+
+    fn post() -> Op {
+        let (answer, _) = oneshot::channel();
+        Op::Post(
+            OwnedPost {
+                thread: switchboard_protocol::ThreadId::from_bytes([2; 16]),
+                sender: DeviceId::from_bytes([1; 16]),
+                kind: ItemKind::Message,
+                payload: vec![1],
+                new_roster: None,
+                to: None,
+                key: None,
+                nonce: None,
+            },
+            answer,
+        )
+    }
+
+    #[test]
+    fn only_batches_with_a_post_or_an_open_wait_for_the_disk() {
+        assert_eq!(needed_sync(&[nonce(), ack()], true), Sync::Lazy);
+        assert_eq!(needed_sync(&[nonce(), post(), ack()], true), Sync::Full);
+        assert_eq!(needed_sync(&[post()], true), Sync::Full);
+        assert_eq!(needed_sync(&[post()], false), Sync::Off);
+        assert_eq!(needed_sync(&[nonce()], false), Sync::Off);
+    }
 }
