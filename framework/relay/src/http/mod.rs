@@ -10,7 +10,7 @@
 //! | POST | `/v1/threads` | a customer device | open a thread (`ThreadOpen`), queued for the admin |
 //! | POST | `/v1/threads/{thread}/commits` | the entity's admin only | a roster commit, to old and new members |
 //! | POST | `/v1/threads/{thread}/messages` | current members only | a sealed message, to the other members |
-//! | GET | `/v1/inbox?after=N&limit=M&wait=S[&instance=I]` | the device itself | its queued items after cursor N, long-polling up to S seconds; with `instance`, threads are leased to one instance at a time |
+//! | GET | `/v1/inbox?after=N&limit=M&wait=S[&instance=I][&ack=A]` | the device itself | its queued items after cursor N, long-polling up to S seconds; with `instance`, threads are leased to one instance at a time; with `ack`, items up to A are acknowledged first |
 //! | POST | `/v1/inbox/ack` | the device itself | acknowledge (delete) items up to a cursor |
 //! | GET | `/metrics` | unauthenticated (serve it on an internal network) | Prometheus text: requests by method, route, status |
 //! | GET | `/healthz` | unauthenticated | the process is up |
@@ -100,13 +100,18 @@ pub struct RelayState {
 /// refused) and never deletes a device. Bounded: when full, it starts over. Only devices found
 /// in the store get in, so nobody can fill it with made-up ids.
 #[derive(Clone, Default)]
-struct Identities(Arc<std::sync::Mutex<std::collections::HashMap<DeviceId, [u8; 32]>>>);
+struct Identities(Arc<std::sync::Mutex<std::collections::HashMap<DeviceId, KnownKey>>>);
+
+/// A device's identity key as stored, and parsed.
+type KnownKey = ([u8; 32], IdentityPublicKey);
 
 /// Devices whose identity keys are kept at most.
 const MAX_IDENTITIES: usize = 100_000;
 
 impl Identities {
-    fn get(&self, device: DeviceId) -> Option<[u8; 32]> {
+    /// The device's identity key, as stored and parsed (parsing decompresses a curve point:
+    /// it is done once per device, not at every request).
+    fn get(&self, device: DeviceId) -> Option<KnownKey> {
         let map = self
             .0
             .lock()
@@ -114,7 +119,7 @@ impl Identities {
         map.get(&device).copied()
     }
 
-    fn remember(&self, device: DeviceId, key: [u8; 32]) {
+    fn remember(&self, device: DeviceId, bytes: [u8; 32], key: IdentityPublicKey) {
         let mut map = self
             .0
             .lock()
@@ -122,7 +127,7 @@ impl Identities {
         if map.len() >= MAX_IDENTITIES {
             map.clear();
         }
-        map.insert(device, key);
+        map.insert(device, (bytes, key));
     }
 }
 
@@ -430,21 +435,22 @@ async fn authenticate<const MAX: usize>(
     body: Body,
 ) -> Result<(Caller, Bytes, RequestNonce), ApiError> {
     let auth = fresh_auth(state, &parts.headers)?;
-    let identity_key = match state.identities.get(auth.device) {
-        Some(key) => key,
+    let (identity_key, key) = match state.identities.get(auth.device) {
+        Some(known) => known,
         None => {
             let record = state
                 .store
                 .device(auth.device)
                 .await?
                 .ok_or_else(|| ApiError::UnknownDevice(auth.device.to_string()))?;
+            let key = IdentityPublicKey::from_bytes(&record.identity_key)
+                .map_err(|_| ApiError::Internal)?;
             state
                 .identities
-                .remember(record.device, record.identity_key);
-            record.identity_key
+                .remember(record.device, record.identity_key, key);
+            (record.identity_key, key)
         }
     };
-    let key = IdentityPublicKey::from_bytes(&identity_key).map_err(|_| ApiError::Internal)?;
     let raw = read_body(state, &parts.headers, body, MAX).await?;
     let nonce = check_signed(state, &auth, &key, &parts.method, &parts.uri, &raw)?;
     let caller = Caller {
