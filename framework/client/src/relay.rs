@@ -389,6 +389,24 @@ impl RelayClient {
         wait: Duration,
         instance: Option<&str>,
     ) -> Result<(Vec<InboxItem>, Option<u64>), ClientError> {
+        self.inbox_page_acking(after, None, limit, wait, instance)
+            .await
+    }
+
+    /// Like [`RelayClient::inbox_page`], but first acknowledges every item up to `ack` (as
+    /// [`RelayClient::ack`] does, for the same instance) in the same request: one request
+    /// instead of two. The acknowledgement holds once this returns `Ok`.
+    ///
+    /// # Errors
+    /// As [`RelayClient::inbox`].
+    pub async fn inbox_page_acking(
+        &self,
+        after: u64,
+        ack: Option<u64>,
+        limit: u32,
+        wait: Duration,
+        instance: Option<&str>,
+    ) -> Result<(Vec<InboxItem>, Option<u64>), ClientError> {
         // The relay waits in whole seconds: round up, so that a short wait long-polls for a
         // second instead of turning into a busy loop of immediate answers.
         let wait_secs = wait.as_nanos().div_ceil(1_000_000_000).min(30);
@@ -400,6 +418,9 @@ impl RelayClient {
         if let Some(instance) = instance {
             path.push_str("&instance=");
             path.push_str(instance);
+        }
+        if let Some(ack) = ack {
+            path.push_str(&format!("&ack={ack}"));
         }
         let bytes = self
             .call(

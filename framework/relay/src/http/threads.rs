@@ -316,6 +316,10 @@ pub(super) struct InboxQuery {
     /// For a bot run as several processes: this process's instance name. Threads are then
     /// leased to one instance at a time.
     instance: Option<String>,
+    /// Acknowledges every item up to this position before fetching (as `POST /v1/inbox/ack`
+    /// does, with the same instance), so that a device need not send its acknowledgements in
+    /// requests of their own.
+    ack: Option<u64>,
 }
 
 /// Checks an instance name: 1 to 64 characters of `A-Z a-z 0-9 _ . -`.
@@ -367,6 +371,18 @@ pub(super) async fn inbox(
     let Query(query) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
     check_instance(query.instance.as_deref())?;
     check_cursor(query.after, "after")?;
+    if let Some(up_to) = query.ack {
+        check_cursor(up_to, "ack")?;
+        match &query.instance {
+            None => state.store.ack(device.device, up_to).await?,
+            Some(instance) => {
+                state
+                    .store
+                    .ack_leased(device.device, instance, up_to)
+                    .await?
+            }
+        };
+    }
     let max_bytes = MAX_INBOX_PAGE_BYTES as u64;
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_FETCH);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(query.wait.min(MAX_WAIT_SECS));

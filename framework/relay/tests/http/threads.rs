@@ -368,10 +368,34 @@ async fn a_thread_flows_through_the_relay_and_only_members_and_the_admin_may_pos
         "{json}"
     );
     assert!(relay.inbox(&c.customer, "after=0").await.items.is_empty());
+    let admin_items = relay.inbox(&c.admin, "after=0").await.items;
+    assert_eq!(admin_items.len(), 3, "open, hello, reply");
+    // A fetch may acknowledge what came before in the same request.
+    let second = admin_items[1].seq;
+    let page = relay
+        .inbox(&c.admin, &format!("after={second}&ack={second}"))
+        .await;
     assert_eq!(
-        relay.inbox(&c.admin, "after=0").await.items.len(),
-        3,
-        "open, hello, reply"
+        page.items,
+        admin_items[2..].to_vec(),
+        "the items after the cursor"
+    );
+    assert_eq!(
+        relay.inbox(&c.admin, "after=0").await.items,
+        admin_items[2..].to_vec(),
+        "what the fetch acknowledged is gone"
+    );
+    let request = relay.signed(
+        &c.admin,
+        "GET",
+        "/v1/inbox?after=0&ack=9223372036854775808",
+        b"",
+    );
+    let (status, json) = relay.send(request).await;
+    assert_eq!(
+        (status, code(&json)),
+        (StatusCode::BAD_REQUEST, "malformed"),
+        "{json}"
     );
 }
 
