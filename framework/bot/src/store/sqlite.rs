@@ -162,6 +162,26 @@ impl From<rusqlite::Error> for StoreError {
 struct SyncWriter {
     conn: rusqlite::Connection,
     device: String,
+    durable: bool,
+    /// The connection's `synchronous` setting now.
+    sync: &'static str,
+}
+
+/// SQLite's `synchronous` setting a batch needs. An event (journal, thread state, outbox) is on
+/// disk before its inbox item is acknowledged and its replies posted (`FULL`). A batch of only
+/// posted-reply deletions, metadata (the inbox cursor) and journal pruning is written to the log
+/// without an fsync (`NORMAL`): it survives the process being killed and reaches the disk with
+/// the next event's fsync; a power failure before then loses it, which re-posts a reply (the
+/// relay answers it was stored) or fetches from an older cursor (the journal drops what was
+/// handled). `OFF` for a private temporary store.
+fn needed_sync(batch: &[Write], durable: bool) -> &'static str {
+    if !durable {
+        "OFF"
+    } else if batch.iter().any(|w| matches!(w, Write::Event(_))) {
+        "FULL"
+    } else {
+        "NORMAL"
+    }
 }
 
 impl SyncWriter {
@@ -169,13 +189,24 @@ impl SyncWriter {
         let conn = rusqlite::Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "OFF" })?;
-        Ok(Self { conn, device })
+        let sync = if durable { "FULL" } else { "OFF" };
+        conn.pragma_update(None, "synchronous", sync)?;
+        Ok(Self {
+            conn,
+            device,
+            durable,
+            sync,
+        })
     }
 }
 
 impl ApplySync for SyncWriter {
     fn apply(&mut self, batch: &[Write]) -> Result<Vec<Result<u64, StoreError>>, StoreError> {
+        let wanted = needed_sync(batch, self.durable);
+        if wanted != self.sync {
+            self.conn.pragma_update(None, "synchronous", wanted)?;
+            self.sync = wanted;
+        }
         let device = self.device.as_str();
         let mut tx = self
             .conn
@@ -317,6 +348,30 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn only_batches_with_an_event_wait_for_the_disk() {
+        let sent = || Write::Sent("m".to_owned());
+        let meta = || Write::Meta("cursor".to_owned(), b"7".to_vec());
+        assert_eq!(
+            needed_sync(&[sent(), meta(), Write::PruneJournal(1)], true),
+            "NORMAL"
+        );
+        assert_eq!(needed_sync(&[sent()], false), "OFF");
+        let event = Write::Event(Prepared {
+            thread: switchboard_protocol::ThreadId::from_bytes([1; 16]),
+            thread_hex: "01".repeat(16),
+            expected: None,
+            new_version: 1,
+            sealed: None,
+            handled: Vec::new(),
+            outbox: Vec::new(),
+            history: Vec::new(),
+            history_from: 0,
+            now: 0,
+        });
+        assert_eq!(needed_sync(&[sent(), event], true), "FULL");
+    }
 
     #[tokio::test]
     async fn a_memory_store_lives_in_a_private_file_that_goes_with_it() {
