@@ -29,6 +29,8 @@ pub struct SimCustomer {
     threads: HashMap<ThreadId, ThreadState>,
     memory: DeviceMemory,
     seen_opens: SeenWraps,
+    /// The highest position the relay confirmed acknowledged.
+    acked: u64,
 }
 
 impl std::fmt::Debug for SimCustomer {
@@ -66,7 +68,21 @@ impl SimCustomer {
             threads: HashMap::new(),
             memory: DeviceMemory::new(),
             seen_opens: SeenWraps::new(),
+            acked: 0,
         })
+    }
+
+    /// Acknowledges everything received so far that is not acknowledged yet (in a request of
+    /// its own; [`SimCustomer::receive`] acknowledges with its next fetch).
+    ///
+    /// # Errors
+    /// The relay's.
+    pub async fn flush_acks(&mut self) -> Result<(), ClientError> {
+        if self.cursor > self.acked {
+            self.relay.ack(self.cursor, None).await?;
+            self.acked = self.cursor;
+        }
+        Ok(())
     }
 
     /// The customer's device id.
@@ -139,17 +155,22 @@ impl SimCustomer {
     }
 
     /// Fetches inbox items (long-polling up to `wait`), applies them to the threads as a
-    /// customer [`Device`](switchboard_client::Device) does, moves the cursor past them and
-    /// acknowledges them. Items at or before the cursor (redeliveries) are skipped.
+    /// customer [`Device`](switchboard_client::Device) does and moves the cursor past them.
+    /// What the previous calls received is acknowledged with the fetch (in the same request,
+    /// as an app acknowledges what it has shown); [`SimCustomer::flush_acks`] acknowledges the
+    /// rest. Items at or before the cursor (redeliveries) are skipped.
     ///
     /// # Errors
-    /// Relay errors fetching (nothing was applied then). A failed acknowledgement is not an
-    /// error: the next one covers it.
+    /// Relay errors fetching (nothing was applied then, nor acknowledged).
     pub async fn receive(&mut self, wait: Duration) -> Result<Vec<Event>, ClientError> {
+        let ack = (self.cursor > self.acked).then_some(self.cursor);
         let (items, highest) = self
             .relay
-            .inbox_page(self.cursor, FETCH_LIMIT, wait, None)
+            .inbox_page_acking(self.cursor, ack, FETCH_LIMIT, wait, None)
             .await?;
+        if let Some(ack) = ack {
+            self.acked = ack;
+        }
         let Some(last) = items.last().map(|item| item.seq).max(highest) else {
             return Ok(Vec::new());
         };
@@ -173,8 +194,6 @@ impl SimCustomer {
         }
         if last > self.cursor {
             self.cursor = last;
-            // Best effort: the cursor already skips what was applied.
-            let _ = self.relay.ack(self.cursor, None).await;
         }
         Ok(events)
     }

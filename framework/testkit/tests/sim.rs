@@ -85,6 +85,7 @@ async fn sim_customer_and_admin_exchange_messages_both_ways() {
         messages[0].sender_info
     );
     assert!(sim.cursor() > 0);
+    sim.flush_acks().await.unwrap();
     // Acknowledged: nothing comes again.
     let again = sim.receive(Duration::from_secs(1)).await.unwrap();
     assert!(again.is_empty(), "{again:#?}");
