@@ -344,6 +344,7 @@ impl RuntimeBuilder {
             ready: AtomicBool::new(false),
             quarantined: Mutex::new(HashSet::new()),
             acked: AtomicU64::new(cursor),
+            forgetting: Arc::default(),
         });
         Ok(Runtime {
             shared,

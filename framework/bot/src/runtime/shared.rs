@@ -90,7 +90,14 @@ pub(crate) struct Shared {
     pub(crate) quarantined: Mutex<HashSet<ThreadId>>,
     /// The position acknowledged (and kept as this instance's cursor).
     pub(crate) acked: AtomicU64,
+    /// Outbox entries posted and not yet deleted from the store: deleted together a moment
+    /// later (see [`Shared::forget`]).
+    pub(crate) forgetting: Arc<Mutex<Vec<String>>>,
 }
+
+/// How long a posted outbox entry waits to be deleted with the others posted meanwhile (one
+/// store transaction for all of them instead of one each).
+const FORGET_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -186,17 +193,54 @@ impl Shared {
         Ok(())
     }
 
-    /// Forgets an outbox entry that was posted (or is not to be), beside the caller's next work
-    /// (the store groups it with other writes): if that does not commit, the sweep posts the
-    /// message again and the relay answers it as stored before (idempotent by message id), and
-    /// it is forgotten then.
+    /// Forgets an outbox entry that was posted (or is not to be): it is deleted from the store
+    /// with the other entries posted within [`FORGET_AFTER`], in one transaction. If that does
+    /// not commit (or the process stops first), the sweep or the next process posts the message
+    /// again and the relay answers it as stored before (idempotent by message id); it is
+    /// forgotten then.
     pub(crate) fn forget(&self, message_id: String) {
-        let store = Arc::clone(&self.store);
-        tokio::spawn(async move {
-            if let Err(e) = store.sent(&message_id).await {
-                tracing::warn!(error = %e, message = %message_id, "cannot forget an outbox entry; it will be posted again");
-            }
-        });
+        let first = {
+            let mut ids = self
+                .forgetting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            ids.push(message_id);
+            ids.len() == 1
+        };
+        if first {
+            let store = Arc::clone(&self.store);
+            let ids = Arc::clone(&self.forgetting);
+            tokio::spawn(async move {
+                tokio::time::sleep(FORGET_AFTER).await;
+                delete_posted(store.as_ref(), &ids).await;
+            });
+        }
+    }
+
+    /// Deletes the posted entries waiting to be forgotten now (at shutdown).
+    pub(crate) async fn flush_forgotten(&self) {
+        delete_posted(self.store.as_ref(), &self.forgetting).await;
+    }
+
+    /// Whether a posted entry waits to be deleted from the store (the sweep leaves it alone).
+    pub(crate) fn is_forgotten(&self, message_id: &str) -> bool {
+        self.forgetting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|id| id == message_id)
+    }
+}
+
+/// Deletes the posted entries of `ids` from the store; the group writer puts the deletions,
+/// queued at once, in one transaction.
+async fn delete_posted(store: &dyn BotStore, ids: &Mutex<Vec<String>>) {
+    let batch = std::mem::take(&mut *ids.lock().unwrap_or_else(PoisonError::into_inner));
+    let deleted = futures_util::future::join_all(batch.iter().map(|id| store.sent(id))).await;
+    for (id, outcome) in batch.iter().zip(deleted) {
+        if let Err(e) = outcome {
+            tracing::warn!(error = %e, message = %id, "cannot forget an outbox entry; it will be posted again");
+        }
     }
 }
 

@@ -309,7 +309,9 @@ async fn adopt_outbox(rt: &Shared, thread: ThreadId) -> bool {
         .outbox_for(thread, crate::store::MAX_OUTBOX_PAGE)
         .await
     {
-        Ok(stored) => {
+        Ok(mut stored) => {
+            // Posted already, deleted in a moment.
+            stored.retain(|e| !rt.is_forgotten(&e.message_id));
             if !stored.is_empty() {
                 rt.sender.merge(thread, stored);
             }

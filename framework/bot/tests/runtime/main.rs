@@ -415,6 +415,18 @@ async fn stop(handle: RuntimeHandle, task: JoinHandle<Result<(), BotError>>) {
         .unwrap();
 }
 
+/// Whether the store's outbox empties within 10 s (posted entries are deleted a moment after
+/// their post, together with the others posted meanwhile).
+async fn outbox_drains(store: &dyn BotStore) -> bool {
+    for _ in 0..100 {
+        if store.outbox(10).await.unwrap().is_empty() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 /// What the agent named `name` said in `thread`, from the customer's events.
 fn said(events: &[Event], thread: ThreadId, name: &str) -> Vec<String> {
     events
