@@ -87,9 +87,10 @@ macro_rules! run_suite {
 run_suite!(sqlite_memory, sqlite_file, postgres);
 
 /// Nonces and acknowledgements are committed without waiting for an fsync (posts and opens
-/// wait for theirs): they still outlive the process that wrote them, since a store dropped and
-/// opened again (as after a crash of the relay) still refuses the spent nonce and does not
-/// deliver the acknowledged items again.
+/// wait for theirs), but committed all the same: a store dropped and opened again still refuses
+/// the spent nonce and does not deliver the acknowledged items again. (A relay killed instead of
+/// closed leaves them in the write-ahead log, in the operating system's cache, where the next
+/// open reads them; only a power failure before the next fsync loses them.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lazily_committed_nonces_and_acks_outlive_the_store() {
     let dir = std::env::temp_dir().join(format!("switchboard-store-{}", std::process::id()));
