@@ -1,5 +1,6 @@
-//! Relay processes on loopback: two relays on one PostgreSQL database, and a relay killed with
-//! SIGKILL during a burst of posts.
+//! Relay processes on loopback: two relays on one PostgreSQL database, a relay killed with
+//! SIGKILL during a burst of posts, and one killed after committing a nonce and an
+//! acknowledgement without an fsync.
 
 #![allow(
     clippy::unwrap_used,
@@ -17,7 +18,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{RelayProcess, now, request};
+use support::{RelayProcess, now, request, request_with, signed_headers};
 use switchboard_protocol::{
     CipherSuite, Content, Csprng, DeviceId, DeviceKeys, EntityId, ThreadState, encode,
 };
@@ -205,5 +206,49 @@ fn relay_killed_during_a_burst_loses_no_answered_post() {
     assert_eq!(status, 200);
     assert!(inbox(&relay.addr, &admin, "after=0").is_empty());
     drop(relay);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A request's nonce and an acknowledgement are committed without waiting for the disk (only
+/// posts and opens wait for their fsync): killed right after, the relay still has both. The
+/// same signed request sent again to the restarted relay is refused as a replay, and the
+/// acknowledged items are not delivered again.
+#[test]
+fn relay_killed_after_a_lazy_commit_keeps_the_nonce_and_the_ack() {
+    let dir = std::env::temp_dir().join(format!("switchboard-lazy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = format!("sqlite://{}", dir.join("relay.db").display());
+    let mut relay = RelayProcess::start(&db);
+    let mut rng = Csprng::from_os().unwrap();
+    let (customer, admin, mut view) = setup(&relay.addr, &relay.addr, &mut rng);
+    let path = format!("/v1/threads/{}/messages", view.thread());
+    for text in ["one", "two"] {
+        let message = view.seal(&customer, &Content::text(text), None).unwrap();
+        let body = encode(&message).unwrap();
+        let (status, _) = request(&relay.addr, Some(&customer), "POST", &path, &body).unwrap();
+        assert_eq!(status, 201);
+    }
+    let items = inbox(&relay.addr, &admin, "after=0");
+    assert_eq!(items.len(), 3, "open and two messages");
+    let second = items[1]["seq"].as_u64().unwrap();
+
+    // One signed fetch that acknowledges the first two items; then SIGKILL at once.
+    let fetch = format!("/v1/inbox?after={second}&ack={second}");
+    let headers = signed_headers(&admin, "GET", &fetch, b"");
+    let (status, body) = request_with(&relay.addr, &headers, "GET", &fetch, b"").unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    relay.signal("-KILL");
+    relay.wait(Duration::from_secs(30));
+
+    let relay = RelayProcess::start(&db);
+    let (status, body) = request_with(&relay.addr, &headers, "GET", &fetch, b"").unwrap();
+    let json: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (401, Some("replayed_request")),
+        "the nonce is still spent: {json}"
+    );
+    let left = inbox(&relay.addr, &admin, "after=0");
+    assert_eq!(left, items[2..].to_vec(), "the acknowledgement holds");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -92,6 +92,37 @@ pub fn request(
     path: &str,
     body: &[u8],
 ) -> Option<(u16, Vec<u8>)> {
+    let headers = match keys {
+        Some(keys) => signed_headers(keys, method, path, body),
+        None => Vec::new(),
+    };
+    request_with(addr, &headers, method, path, body)
+}
+
+/// The authentication headers of a request signed by `keys` now (to send, or send again).
+pub fn signed_headers(
+    keys: &DeviceKeys,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Vec<(String, String)> {
+    let mut rng = Csprng::from_os().unwrap();
+    RequestAuth::sign(keys, method, path, body, now(), &mut rng)
+        .header_values()
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect()
+}
+
+/// One HTTP/1.1 request (`Connection: close`) with the given extra headers (e.g. those of
+/// [`signed_headers`]). Returns the status and the body, or `None` if the connection failed.
+pub fn request_with(
+    addr: &str,
+    headers: &[(String, String)],
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Option<(u16, Vec<u8>)> {
     let mut stream = TcpStream::connect(addr).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -100,13 +131,8 @@ pub fn request(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
         body.len()
     );
-    if let Some(keys) = keys {
-        let mut rng = Csprng::from_os().unwrap();
-        for (name, value) in
-            RequestAuth::sign(keys, method, path, body, now(), &mut rng).header_values()
-        {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).ok()?;
