@@ -157,14 +157,26 @@ impl From<switchboard_protocol::WireError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = ErrorBody {
+impl ApiError {
+    fn body(&self) -> ErrorBody {
+        ErrorBody {
             error: ErrorDetail {
                 code: self.code(),
                 message: self.to_string(),
             },
-        };
+        }
+    }
+
+    /// The error body as one line of JSON (`{"error":{"code","message"}}`), for an error sent
+    /// inside a response already under way (the inbox stream's `error` event).
+    pub(super) fn body_json(&self) -> String {
+        serde_json::to_string(&self.body()).unwrap_or_else(|_| r#"{"error":{}}"#.to_owned())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = self.body();
         let mut response = (self.status(), Json(body)).into_response();
         if let Some(retry_after) = self.retry_after()
             && let Ok(value) = retry_after.to_string().parse()

@@ -11,6 +11,7 @@
 //! | POST | `/v1/threads/{thread}/commits` | the entity's admin only | a roster commit, to old and new members |
 //! | POST | `/v1/threads/{thread}/messages` | current members only | a sealed message, to the other members |
 //! | GET | `/v1/inbox?after=N&limit=M&wait=S[&instance=I][&ack=A]` | the device itself | its queued items after cursor N, long-polling up to S seconds; with `instance`, threads are leased to one instance at a time; with `ack`, items up to A are acknowledged first |
+//! | GET | `/v1/inbox/stream?after=N[&instance=I]` | the device itself | its items after cursor N as server-sent events, as they arrive, over one response (see [`stream`](self) below) |
 //! | POST | `/v1/inbox/ack` | the device itself | acknowledge (delete) items up to a cursor |
 //! | GET | `/metrics` | unauthenticated (serve it on an internal network) | Prometheus text: requests by method, route, status |
 //! | GET | `/healthz` | unauthenticated | the process is up |
@@ -28,6 +29,7 @@
 mod error;
 mod limits;
 mod metrics;
+mod stream;
 mod threads;
 
 use std::net::SocketAddr;
@@ -50,6 +52,7 @@ use tokio::sync::Semaphore;
 
 pub use error::ApiError;
 pub use limits::{Limits, Rate};
+pub use stream::{STREAM_HEARTBEAT, STREAM_MAX};
 pub use switchboard_protocol::api::{
     Ack, DirectoryRecord, InboxAnswer, InboxItem as WireItem, NewEntity, PostAnswer, Registration,
 };
@@ -182,6 +185,7 @@ pub fn app(state: RelayState) -> Router {
         .route("/v1/threads/{thread}/history", post(threads::post_history))
         .route("/v1/inbox", get(threads::inbox))
         .route("/v1/inbox/ack", post(threads::ack))
+        .route("/v1/inbox/stream", get(stream::inbox_stream))
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -35,7 +35,7 @@ pub const MAX_FETCH: u32 = 500;
 pub const LEASE_SECS: u64 = 30;
 /// How often a waiting long-poll re-reads the store, to see posts made through another relay
 /// process sharing the database.
-const POLL_INTERVAL: Duration = Duration::from_millis(500);
+pub(super) const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Wakes long-polls of this process when an item is queued for their device. A device has an
 /// entry only while one of its long-polls waits, so the table holds at most one entry per open
@@ -73,7 +73,7 @@ impl Drop for Waiter {
 }
 
 impl Waiters {
-    fn get(&self, device: DeviceId) -> Waiter {
+    pub(super) fn get(&self, device: DeviceId) -> Waiter {
         let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let notify = Arc::clone(map.entry(device).or_default());
         Waiter {
@@ -323,7 +323,7 @@ pub(super) struct InboxQuery {
 }
 
 /// Checks an instance name: 1 to 64 characters of `A-Z a-z 0-9 _ . -`.
-fn check_instance(instance: Option<&str>) -> Result<(), ApiError> {
+pub(super) fn check_instance(instance: Option<&str>) -> Result<(), ApiError> {
     match instance {
         Some(name)
             if name.is_empty()
@@ -341,7 +341,7 @@ fn check_instance(instance: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
-fn to_wire(item: &InboxItem) -> Result<WireItem, ApiError> {
+pub(super) fn to_wire(item: &InboxItem) -> Result<WireItem, ApiError> {
     let payload = serde_json::from_slice(&item.payload).map_err(|_| ApiError::Internal)?;
     Ok(WireItem {
         seq: item.seq,
@@ -354,7 +354,7 @@ fn to_wire(item: &InboxItem) -> Result<WireItem, ApiError> {
 }
 
 /// Refuses a cursor the store cannot hold (above 2^63 - 1).
-fn check_cursor(cursor: u64, what: &str) -> Result<(), ApiError> {
+pub(super) fn check_cursor(cursor: u64, what: &str) -> Result<(), ApiError> {
     if i64::try_from(cursor).is_err() {
         return Err(ApiError::Malformed(format!(
             "{what} {cursor} is past the largest inbox position (2^63 - 1)"
@@ -383,7 +383,6 @@ pub(super) async fn inbox(
             }
         };
     }
-    let max_bytes = MAX_INBOX_PAGE_BYTES as u64;
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_FETCH);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(query.wait.min(MAX_WAIT_SECS));
     let notify = state.waiters.get(device.device);
@@ -393,29 +392,14 @@ pub(super) async fn inbox(
         let notified = notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let items = match &query.instance {
-            None => {
-                state
-                    .store
-                    .fetch(device.device, query.after, limit, max_bytes)
-                    .await?
-            }
-            Some(instance) => {
-                let now = (state.clock)().0;
-                state
-                    .store
-                    .fetch_leased(
-                        device.device,
-                        instance,
-                        query.after,
-                        limit,
-                        max_bytes,
-                        now,
-                        LEASE_SECS,
-                    )
-                    .await?
-            }
-        };
+        let items = read_page(
+            &state,
+            device.device,
+            query.instance.as_deref(),
+            query.after,
+            limit,
+        )
+        .await?;
         let now = tokio::time::Instant::now();
         if !items.is_empty() || now >= deadline {
             break items;
@@ -428,6 +412,28 @@ pub(super) async fn inbox(
     };
     let items = items.iter().map(to_wire).collect::<Result<Vec<_>, _>>()?;
     Ok(Json(InboxAnswer { v: Version, items }).into_response())
+}
+
+/// One page of the device's items after `after` (of the threads leased to `instance`, taking
+/// or renewing their leases, if given), at most `limit` items and one page of bytes.
+pub(super) async fn read_page(
+    state: &RelayState,
+    device: DeviceId,
+    instance: Option<&str>,
+    after: u64,
+    limit: u32,
+) -> Result<Vec<InboxItem>, ApiError> {
+    let max_bytes = MAX_INBOX_PAGE_BYTES as u64;
+    Ok(match instance {
+        None => state.store.fetch(device, after, limit, max_bytes).await?,
+        Some(instance) => {
+            let now = (state.clock)().0;
+            state
+                .store
+                .fetch_leased(device, instance, after, limit, max_bytes, now, LEASE_SECS)
+                .await?
+        }
+    })
 }
 
 pub(super) async fn ack(

@@ -502,6 +502,7 @@ async fn openapi_document_is_served_and_lists_every_route() {
         ("/v1/threads/{thread}/history", "post"),
         ("/v1/inbox", "get"),
         ("/v1/inbox/ack", "post"),
+        ("/v1/inbox/stream", "get"),
         ("/metrics", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
