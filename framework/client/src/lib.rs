@@ -41,4 +41,4 @@ pub use device::{Device, DeviceRole, Event, KemRotation, NewDevice, NewRole, Pin
 pub use enrol::ExpectedKey;
 pub use error::ClientError;
 pub use keystore::{KdfCost, Keystore, KeystoreError, KeystoreSecret};
-pub use relay::{RelayClient, now};
+pub use relay::{InboxStream, RelayClient, STREAM_IDLE, now};

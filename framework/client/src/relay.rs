@@ -108,6 +108,21 @@ impl RelayClient {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, ClientError> {
+        let response = self
+            .send(method, path_and_query, body, Some(timeout))
+            .await?;
+        self.answer(what, response).await
+    }
+
+    /// Signs and sends a request (within `timeout`, if given: the whole exchange, body
+    /// included); the relay's answer, whatever its status.
+    async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response, ClientError> {
         let auth = {
             let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
             RequestAuth::sign(
@@ -121,8 +136,10 @@ impl RelayClient {
         };
         let mut request = self
             .http
-            .request(method, format!("{}{path_and_query}", self.base))
-            .timeout(timeout);
+            .request(method, format!("{}{path_and_query}", self.base));
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
         for (name, value) in auth.header_values() {
             request = request.header(name, value);
         }
@@ -131,11 +148,22 @@ impl RelayClient {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body);
         }
-        let unreachable = |e: reqwest::Error| ClientError::Unreachable {
+        request.send().await.map_err(|e| self.unreachable(&e))
+    }
+
+    fn unreachable(&self, e: &reqwest::Error) -> ClientError {
+        ClientError::Unreachable {
             url: self.base.clone(),
             detail: e.to_string(),
-        };
-        let mut response = request.send().await.map_err(unreachable)?;
+        }
+    }
+
+    /// The body of a successful answer (at most [`MAX_ANSWER_BYTES`]), or the relay's refusal.
+    async fn answer(
+        &self,
+        what: &'static str,
+        mut response: reqwest::Response,
+    ) -> Result<Vec<u8>, ClientError> {
         let status = response.status();
         let retry_after = response
             .headers()
@@ -143,7 +171,7 @@ impl RelayClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
         let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.unreachable(&e))? {
             if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
                 return Err(ClientError::BadAnswer {
                     what,
@@ -169,6 +197,40 @@ impl RelayClient {
             code,
             message,
             retry_after,
+        })
+    }
+
+    /// Opens the device's inbox as a stream of items as they arrive (`GET /v1/inbox/stream`):
+    /// the items after `after` (of the threads leased to `instance`, if given), over one
+    /// response instead of a request per page. Acknowledge with [`RelayClient::ack`].
+    ///
+    /// # Errors
+    /// [`ClientError::Unreachable`], or the relay's refusal ([`ClientError::Refused`]; a relay
+    /// without streams answers `not_found`: use [`RelayClient::inbox_page`] then).
+    pub async fn inbox_stream(
+        &self,
+        after: u64,
+        instance: Option<&str>,
+    ) -> Result<InboxStream, ClientError> {
+        let mut path = format!("/v1/inbox/stream?after={after}");
+        if let Some(instance) = instance {
+            path.push_str("&instance=");
+            path.push_str(instance);
+        }
+        let response = self.send(Method::GET, &path, Vec::new(), None).await?;
+        if !response.status().is_success() {
+            // The refusal, as for any request (the body is bounded there).
+            self.answer("inbox stream", response).await?;
+            return Err(ClientError::BadAnswer {
+                what: "inbox stream",
+                detail: "refused without an error".to_owned(),
+            });
+        }
+        Ok(InboxStream {
+            response,
+            buffer: Vec::new(),
+            ended: false,
+            url: self.base.clone(),
         })
     }
 
@@ -458,6 +520,154 @@ struct LenientInbox {
 }
 
 /// Reads an inbox answer item by item (see [`RelayClient::inbox`]).
+/// How long an inbox stream may stay silent (no item, no keep-alive) before it is taken for
+/// dead: twice the relay's keep-alive interval and some.
+pub const STREAM_IDLE: Duration = Duration::from_secs(35);
+
+/// A device's inbox as it arrives, from [`RelayClient::inbox_stream`].
+pub struct InboxStream {
+    response: reqwest::Response,
+    /// Bytes received and not yet parsed into whole events.
+    buffer: Vec<u8>,
+    ended: bool,
+    url: String,
+}
+
+impl std::fmt::Debug for InboxStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InboxStream")
+            .field("url", &self.url)
+            .field("buffered", &self.buffer.len())
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+impl InboxStream {
+    /// The next items (at least one) and the highest position among them (items that do not
+    /// read are passed on without their payload, as by [`RelayClient::inbox_page`]), or `None`
+    /// when the relay ended the stream (it does after a few minutes): connect again from the
+    /// cursor.
+    ///
+    /// # Errors
+    /// [`ClientError::Unreachable`] if the connection broke or stayed silent for
+    /// [`STREAM_IDLE`]; [`ClientError::Refused`] for an error the relay sent in the stream;
+    /// [`ClientError::BadAnswer`] for an event larger than an inbox page.
+    pub async fn next_items(
+        &mut self,
+    ) -> Result<Option<(Vec<InboxItem>, Option<u64>)>, ClientError> {
+        loop {
+            let mut values = Vec::new();
+            let mut highest = None;
+            while let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let event: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                match parse_event(&event)? {
+                    Event::Item { seq, data } => {
+                        highest = highest.max(seq);
+                        values.extend(data);
+                    }
+                    Event::End => self.ended = true,
+                    Event::Nothing => {}
+                }
+            }
+            if !values.is_empty() || highest.is_some() {
+                let items = values.iter().filter_map(item_of).collect();
+                return Ok(Some((items, highest)));
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            if self.buffer.len() > MAX_ANSWER_BYTES {
+                return Err(ClientError::BadAnswer {
+                    what: "inbox stream",
+                    detail: format!("an event larger than {MAX_ANSWER_BYTES} bytes"),
+                });
+            }
+            let chunk = tokio::time::timeout(STREAM_IDLE, self.response.chunk())
+                .await
+                .map_err(|_| self.broken(format!("silent for {STREAM_IDLE:?}")))?
+                .map_err(|e| self.broken(e.to_string()))?;
+            match chunk {
+                Some(bytes) => self.buffer.extend_from_slice(&bytes),
+                None => return Err(self.broken("the relay closed the stream".to_owned())),
+            }
+        }
+    }
+
+    fn broken(&self, detail: String) -> ClientError {
+        ClientError::Unreachable {
+            url: self.url.clone(),
+            detail,
+        }
+    }
+}
+
+/// One server-sent event of the inbox stream.
+enum Event {
+    /// An item: its position (from `id:`) and its JSON, if it parses.
+    Item {
+        seq: Option<u64>,
+        data: Option<serde_json::Value>,
+    },
+    End,
+    /// A comment (keep-alive) or an event of a kind this client does not know.
+    Nothing,
+}
+
+fn parse_event(event: &[u8]) -> Result<Event, ClientError> {
+    let text = String::from_utf8_lossy(event);
+    let (mut id, mut kind, mut data) = (None, None, String::new());
+    for line in text.lines() {
+        if let Some(value) = line.strip_prefix("id:") {
+            id = value.trim().parse::<u64>().ok();
+        } else if let Some(value) = line.strip_prefix("event:") {
+            kind = Some(value.trim().to_owned());
+        } else if let Some(value) = line.strip_prefix("data:") {
+            data.push_str(value.trim_start());
+        }
+    }
+    Ok(match kind.as_deref() {
+        Some("item") => Event::Item {
+            seq: id,
+            data: serde_json::from_str(&data).ok(),
+        },
+        Some("end") => Event::End,
+        Some("error") => {
+            let (code, message) = match serde_json::from_str::<ErrorBody>(&data) {
+                Ok(body) => (body.error.code, body.error.message),
+                Err(_) => (ErrorCode::Unknown, data),
+            };
+            return Err(ClientError::Refused {
+                what: "inbox stream",
+                status: 503,
+                code,
+                message,
+                retry_after: None,
+            });
+        }
+        _ => Event::Nothing,
+    })
+}
+
+/// An item from its JSON (salvaged without its payload if that does not read).
+fn item_of(value: &serde_json::Value) -> Option<InboxItem> {
+    match <InboxItem as serde::Deserialize>::deserialize(value) {
+        Ok(item) => Some(item),
+        Err(e) => {
+            let item = salvage(value);
+            match &item {
+                Some(item) => {
+                    tracing::warn!(seq = item.seq, error = %e, "inbox item is not valid; passing it on without its payload");
+                }
+                None => {
+                    tracing::warn!(error = %e, "inbox item without a readable position, thread and kind; skipped");
+                }
+            }
+            item
+        }
+    }
+}
+
 fn inbox_items(bytes: &[u8]) -> Result<(Vec<InboxItem>, Option<u64>), ClientError> {
     let bad = |detail: String| ClientError::BadAnswer {
         what: "inbox",
@@ -467,26 +677,12 @@ fn inbox_items(bytes: &[u8]) -> Result<(Vec<InboxItem>, Option<u64>), ClientErro
     if answer.v != 1 {
         return Err(bad(format!("unsupported version {}", answer.v)));
     }
-    let mut items = Vec::with_capacity(answer.items.len());
     let highest = answer
         .items
         .iter()
         .filter_map(|value| value.get("seq").and_then(serde_json::Value::as_u64))
         .max();
-    for value in answer.items {
-        match serde_json::from_value::<InboxItem>(value.clone()) {
-            Ok(item) => items.push(item),
-            Err(e) => match salvage(&value) {
-                Some(item) => {
-                    tracing::warn!(seq = item.seq, error = %e, "inbox item is not valid; passing it on without its payload");
-                    items.push(item);
-                }
-                None => {
-                    tracing::warn!(error = %e, "inbox item without a readable position, thread and kind; skipped");
-                }
-            },
-        }
-    }
+    let items = answer.items.iter().filter_map(item_of).collect();
     Ok((items, highest))
 }
 
