@@ -12,6 +12,10 @@
 //!
 //! Devices under attack are pointed at [`HostileRelay::url`]; the others may talk to the real
 //! relay directly.
+//!
+//! The proxy serves no inbox streams (`GET /v1/inbox/stream` is answered `not_found`, as by a
+//! relay without them, before any fault or watcher sees it): clients behind it long-poll, and
+//! every item they get passes through the faults above.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -272,6 +276,18 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
 
 async fn answer(proxy: Proxy, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    if parts.uri.path() == "/v1/inbox/stream" {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(ErrorBody {
+                error: ErrorDetail {
+                    code: ErrorCode::NotFound,
+                    message: "this proxy serves no inbox streams: long-poll /v1/inbox".to_owned(),
+                },
+            }),
+        )
+            .into_response();
+    }
     let path_and_query = parts
         .uri
         .path_and_query()

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_client::engine::{ItemContext, apply_item};
-use switchboard_client::{ClientError, DeviceRole, Event, PinnedAdmin, RelayClient, now};
+use switchboard_client::{
+    ClientError, DeviceRole, Event, InboxStream, PinnedAdmin, RelayClient, now,
+};
+use switchboard_protocol::api::InboxItem;
 use switchboard_protocol::{
     CipherSuite, Content, Csprng, DeviceId, DeviceKeys, DeviceMemory, EntityId, MessageId,
     ReplayPolicy, SeenWraps, ThreadId, ThreadState,
@@ -29,9 +32,15 @@ pub struct SimCustomer {
     threads: HashMap<ThreadId, ThreadState>,
     memory: DeviceMemory,
     seen_opens: SeenWraps,
-    /// The highest position the relay confirmed acknowledged.
+    /// The highest position the relay confirmed acknowledged (or was asked to, in the
+    /// background, by [`SimCustomer::receive_streaming`]).
     acked: u64,
+    /// The inbox stream [`SimCustomer::receive_streaming`] reads, once opened.
+    stream: Option<InboxStream>,
 }
+
+/// Items a streaming customer receives between two acknowledgements (sent in the background).
+const STREAM_ACK_EVERY: u64 = 32;
 
 impl std::fmt::Debug for SimCustomer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -69,6 +78,7 @@ impl SimCustomer {
             memory: DeviceMemory::new(),
             seen_opens: SeenWraps::new(),
             acked: 0,
+            stream: None,
         })
     }
 
@@ -171,8 +181,55 @@ impl SimCustomer {
         if let Some(ack) = ack {
             self.acked = ack;
         }
+        Ok(self.apply(&items, highest))
+    }
+
+    /// Like [`SimCustomer::receive`], over the relay's inbox stream (`GET /v1/inbox/stream`,
+    /// opened at the first call and again, from the cursor, after it ended or broke): waits up
+    /// to `wait` for the next items. Acknowledgements go in requests of their own, in the
+    /// background, every few dozen items; [`SimCustomer::flush_acks`] sends the rest.
+    ///
+    /// # Errors
+    /// Relay errors opening or reading the stream (it is opened again at the next call).
+    pub async fn receive_streaming(&mut self, wait: Duration) -> Result<Vec<Event>, ClientError> {
+        let stream = match self.stream.as_mut() {
+            Some(stream) => stream,
+            None => self
+                .stream
+                .insert(self.relay.inbox_stream(self.cursor, None).await?),
+        };
+        let next = match tokio::time::timeout(wait, stream.next_items()).await {
+            Err(_) => return Ok(Vec::new()),
+            Ok(next) => next,
+        };
+        let (items, highest) = match next {
+            Ok(Some(page)) => page,
+            Ok(None) => {
+                self.stream = None;
+                return Ok(Vec::new());
+            }
+            Err(e) => {
+                self.stream = None;
+                return Err(e);
+            }
+        };
+        let events = self.apply(&items, highest);
+        if self.cursor >= self.acked + STREAM_ACK_EVERY {
+            let (relay, up_to) = (self.relay.clone(), self.cursor);
+            self.acked = up_to;
+            // Best effort: a lost acknowledgement is covered by the next one.
+            tokio::spawn(async move {
+                let _ = relay.ack(up_to, None).await;
+            });
+        }
+        Ok(events)
+    }
+
+    /// Applies fetched items (those past the cursor) to the threads and moves the cursor past
+    /// them and past `highest`; the events they made.
+    fn apply(&mut self, items: &[InboxItem], highest: Option<u64>) -> Vec<Event> {
         let Some(last) = items.last().map(|item| item.seq).max(highest) else {
-            return Ok(Vec::new());
+            return Vec::new();
         };
         let cx = ItemContext {
             keys: &self.keys,
@@ -181,7 +238,7 @@ impl SimCustomer {
             at: now(),
         };
         let mut events = Vec::new();
-        for item in &items {
+        for item in items {
             if item.seq <= self.cursor {
                 continue;
             }
@@ -195,6 +252,6 @@ impl SimCustomer {
         if last > self.cursor {
             self.cursor = last;
         }
-        Ok(events)
+        events
     }
 }

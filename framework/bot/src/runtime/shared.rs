@@ -93,6 +93,8 @@ pub(crate) struct Shared {
     /// Outbox entries posted and not yet deleted from the store: deleted together a moment
     /// later (see [`Shared::forget`]).
     pub(crate) forgetting: Arc<Mutex<Vec<String>>>,
+    /// Whether the inbox is read over the relay's inbox stream (else long-polled).
+    pub(crate) stream_inbox: bool,
 }
 
 /// How long a posted outbox entry waits to be deleted with the others posted meanwhile (one

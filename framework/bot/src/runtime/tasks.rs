@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use switchboard_client::{ClientError, Device};
 use switchboard_protocol::ThreadId;
+use switchboard_protocol::api::InboxItem;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::sender::post_thread;
 use super::shared::Shared;
@@ -29,75 +31,167 @@ const ACK_EVERY: Duration = Duration::from_millis(100);
 /// Outbox entries read per sweep.
 const SWEEP_PAGE: u32 = crate::store::MAX_OUTBOX_PAGE;
 
-/// Fetches the inbox (leased to this instance) and hands the items to their threads.
+/// Fetches the inbox (leased to this instance) and hands the items to their threads: over the
+/// relay's inbox stream (one long-lived response; opened again from the cursor when it ends or
+/// breaks), or by long-polling if the relay has no streams.
 pub(super) async fn fetch_loop(shared: Arc<Shared>, mut after: u64) {
     let mut backoff = Duration::from_millis(100);
+    let mut streaming = shared.stream_inbox;
     loop {
-        // Backpressure: wait for room for at least one item.
-        let first = tokio::select! {
-            permit = Arc::clone(&shared.inflight).acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            () = shared.shutdown.cancelled() => return,
+        let outcome = if streaming {
+            stream(&shared, &mut after).await
+        } else {
+            long_poll(&shared, &mut after).await
         };
-        let room = u32::try_from(shared.inflight.available_permits())
-            .unwrap_or(u32::MAX)
-            .saturating_add(1)
-            .min(FETCH_LIMIT);
-        let page = tokio::select! {
-            page = shared.relay.inbox_page(after, room, FETCH_WAIT, Some(&shared.instance)) => page,
-            () = shared.shutdown.cancelled() => return,
-        };
-        let (items, highest) = match page {
-            Ok(page) => {
+        let e = match outcome {
+            Fetched::Shutdown => return,
+            Fetched::Again => {
                 backoff = Duration::from_millis(100);
-                shared.ready.store(true, Ordering::Relaxed);
-                page
-            }
-            Err(e) => {
-                drop(first);
-                let pause = pause_after(&e, backoff);
-                shared.count_error("relay");
-                if e.is_transient() {
-                    tracing::warn!(error = %e, pause_ms = pause.as_millis(), "inbox fetch failed; reconnecting");
-                } else {
-                    tracing::error!(error = %e, pause_ms = pause.as_millis(), "the relay refused the inbox fetch");
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(pause) => {}
-                    () = shared.shutdown.cancelled() => return,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
                 continue;
             }
+            Fetched::Failed(e) if streaming && is_unsupported(&e) => {
+                tracing::info!("the relay has no inbox streams; long-polling instead");
+                streaming = false;
+                continue;
+            }
+            Fetched::Failed(e) => e,
         };
-        let mut first = Some(first);
-        for item in items {
-            let permit = match first.take() {
-                Some(p) => p,
-                None => match Arc::clone(&shared.inflight).acquire_owned().await {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-            };
-            after = after.max(item.seq);
-            shared.acks().fetched(item.seq);
-            let thread = item.thread;
-            dispatch(
-                &shared,
-                thread,
-                WorkItem {
-                    kind: WorkKind::Inbox(Box::new(item)),
-                    permit: Some(permit),
-                },
-            );
+        let pause = pause_after(&e, backoff);
+        shared.count_error("relay");
+        if e.is_transient() {
+            tracing::warn!(error = %e, pause_ms = pause.as_millis(), "inbox fetch failed; reconnecting");
+        } else {
+            tracing::error!(error = %e, pause_ms = pause.as_millis(), "the relay refused the inbox fetch");
         }
-        if let Some(highest) = highest {
-            after = after.max(highest);
-            shared.acks().skipped_to(highest);
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = shared.shutdown.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// How a fetch ended.
+enum Fetched {
+    /// Shutting down.
+    Shutdown,
+    /// Items were handed out, or a stream ended as the relay ends them: go on at once.
+    Again,
+    /// The relay could not be reached or refused.
+    Failed(ClientError),
+}
+
+/// Whether the relay answered that it does not serve inbox streams (an older relay).
+fn is_unsupported(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Refused {
+            status: 404 | 405,
+            ..
+        }
+    )
+}
+
+/// Waits for room for at least one more item in flight.
+async fn room(shared: &Arc<Shared>) -> Option<OwnedSemaphorePermit> {
+    tokio::select! {
+        permit = Arc::clone(&shared.inflight).acquire_owned() => permit.ok(),
+        () = shared.shutdown.cancelled() => None,
+    }
+}
+
+/// One long-poll: waits for room, fetches up to the room there is, hands the items out.
+async fn long_poll(shared: &Arc<Shared>, after: &mut u64) -> Fetched {
+    // Backpressure: wait for room for at least one item.
+    let Some(first) = room(shared).await else {
+        return Fetched::Shutdown;
+    };
+    let room = u32::try_from(shared.inflight.available_permits())
+        .unwrap_or(u32::MAX)
+        .saturating_add(1)
+        .min(FETCH_LIMIT);
+    let page = tokio::select! {
+        page = shared.relay.inbox_page(*after, room, FETCH_WAIT, Some(&shared.instance)) => page,
+        () = shared.shutdown.cancelled() => return Fetched::Shutdown,
+    };
+    match page {
+        Ok((items, highest)) => {
+            shared.ready.store(true, Ordering::Relaxed);
+            hand_out(shared, items, highest, first, after).await
+        }
+        Err(e) => Fetched::Failed(e),
+    }
+}
+
+/// One inbox stream, from the cursor until it ends or breaks: each page of items is handed out
+/// as it arrives, the next read only once there is room for one more item in flight (the
+/// relay reads its next page only when this one was taken: bounded on both sides).
+async fn stream(shared: &Arc<Shared>, after: &mut u64) -> Fetched {
+    let opened = tokio::select! {
+        opened = shared.relay.inbox_stream(*after, Some(&shared.instance)) => opened,
+        () = shared.shutdown.cancelled() => return Fetched::Shutdown,
+    };
+    let mut stream = match opened {
+        Ok(stream) => stream,
+        Err(e) => return Fetched::Failed(e),
+    };
+    shared.ready.store(true, Ordering::Relaxed);
+    loop {
+        let Some(first) = room(shared).await else {
+            return Fetched::Shutdown;
+        };
+        let next = tokio::select! {
+            next = stream.next_items() => next,
+            () = shared.shutdown.cancelled() => return Fetched::Shutdown,
+        };
+        match next {
+            Ok(Some((items, highest))) => {
+                if let Fetched::Shutdown = hand_out(shared, items, highest, first, after).await {
+                    return Fetched::Shutdown;
+                }
+            }
+            // Ended by the relay (it does every few minutes): open it again from the cursor.
+            Ok(None) => return Fetched::Again,
+            Err(e) => return Fetched::Failed(e),
         }
     }
+}
+
+/// Hands fetched items to their threads' workers, each with an in-flight slot (`first` is the
+/// first item's), moving the cursor past them and past positions the relay left out.
+async fn hand_out(
+    shared: &Arc<Shared>,
+    items: Vec<InboxItem>,
+    highest: Option<u64>,
+    first: OwnedSemaphorePermit,
+    after: &mut u64,
+) -> Fetched {
+    let mut first = Some(first);
+    for item in items {
+        let permit = match first.take() {
+            Some(p) => p,
+            None => match Arc::clone(&shared.inflight).acquire_owned().await {
+                Ok(p) => p,
+                Err(_) => return Fetched::Shutdown,
+            },
+        };
+        *after = (*after).max(item.seq);
+        shared.acks().fetched(item.seq);
+        let thread = item.thread;
+        dispatch(
+            shared,
+            thread,
+            WorkItem {
+                kind: WorkKind::Inbox(Box::new(item)),
+                permit: Some(permit),
+            },
+        );
+    }
+    if let Some(highest) = highest {
+        *after = (*after).max(highest);
+        shared.acks().skipped_to(highest);
+    }
+    Fetched::Again
 }
 
 /// The pause after a failed fetch: the relay's `Retry-After`, or the backoff with jitter.

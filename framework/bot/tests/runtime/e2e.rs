@@ -109,11 +109,24 @@ async fn bot_answers_the_routing_question_in_order_with_state_and_hands_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn threads_run_concurrently_each_in_order() {
-    let mut world = World::new("bot-order").await;
+    threads_in_order("bot-order", false).await;
+}
+
+/// The same over the relay's inbox stream instead of long-polls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn threads_run_concurrently_each_in_order_over_the_inbox_stream() {
+    threads_in_order("bot-order-stream", true).await;
+}
+
+async fn threads_in_order(name: &str, stream: bool) {
+    let mut world = World::new(name).await;
     let runtime = world
-        .runtime(TestBot {
-            log: Log::default(),
-        })
+        .runtime_with(
+            TestBot {
+                log: Log::default(),
+            },
+            |b| b.inbox_stream(stream),
+        )
         .await;
     let (handle, task) = spawn(runtime);
 
@@ -146,6 +159,15 @@ async fn threads_run_concurrently_each_in_order() {
             ["#1 m1", "#2 m2", "#3 m3", "#4 m4", "#5 m5"]
         );
     }
+    // The bot received the way it was told to (the relay counts requests by route).
+    let relay_metrics = reqwest::get(format!("{}/metrics", world.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let streamed = relay_metrics.contains("route=\"/v1/inbox/stream\",status=\"200\"");
+    assert_eq!(streamed, stream, "{relay_metrics}");
 
     stop(handle, task).await;
     world.stop_admin().await;
