@@ -5,8 +5,9 @@
 //! usual) on 127.0.0.1:0, an admin that routes every thread to the bot (it runs while the
 //! threads are routed during the warm-up and is stopped before the measurement), the bot (a
 //! `switchboard::Runtime` with a SQLite store, on a tokio runtime of its own), and the
-//! customers. Each customer sends its next message only once the reply to the previous one
-//! arrived (closed loop); the latency of a message runs from before the customer seals it to
+//! customers. Bot and customers long-poll their inboxes (with `--stream`, they receive over the
+//! relay's inbox streams). Each customer sends its next message only once the reply to the
+//! previous one arrived (closed loop); the latency of a message runs from before the customer seals it to
 //! the moment the customer has opened the bot's reply.
 
 use std::path::{Path, PathBuf};
@@ -59,6 +60,10 @@ pub(crate) struct EchoArgs {
     /// costs).
     #[arg(long)]
     bot_store: Option<String>,
+    /// Bot and customers receive over the relay's inbox streams (`GET /v1/inbox/stream`)
+    /// instead of long-polling `GET /v1/inbox`.
+    #[arg(long)]
+    stream: bool,
     /// Where to keep the relay's and the bot's databases and the keystores (default: a new
     /// directory under the system's temporary directory, removed afterwards).
     #[arg(long)]
@@ -184,9 +189,21 @@ async fn bench(args: &EchoArgs, dir: &Path) -> Result<(), String> {
         .bot_store
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", bot_store.display()));
-    let bot = BotProcess::start(bot_keystore, bot_key, url.clone(), store_url.clone()).await?;
+    let bot = BotProcess::start(
+        bot_keystore,
+        bot_key,
+        url.clone(),
+        store_url.clone(),
+        args.stream,
+    )
+    .await?;
     out(&format!(
-        "bot: EchoBot, switchboard::Runtime in this process on its own tokio runtime ({BOT_WORKERS} worker threads), store {store_url}"
+        "bot: EchoBot, switchboard::Runtime in this process on its own tokio runtime ({BOT_WORKERS} worker threads), store {store_url}; bot and customers {}",
+        if args.stream {
+            "receive over inbox streams (GET /v1/inbox/stream)"
+        } else {
+            "long-poll (GET /v1/inbox)"
+        }
     ));
 
     let result = measure(args, &url, admin, &bot.metrics).await;
@@ -238,8 +255,9 @@ async fn measure(
         let url = url.to_owned();
         let entity = entity.clone();
         let warmup = args.warmup;
+        let stream = args.stream;
         tasks.push(tokio::spawn(async move {
-            let mut customer = Customer::open(&url, &entity).await?;
+            let mut customer = Customer::open(&url, &entity, stream).await?;
             customer.route(&format!("hello from {i}")).await?;
             for n in 0..warmup {
                 customer.ask(&format!("warm-up {n} from {i}")).await?;
@@ -398,7 +416,7 @@ fn print_breakdown(rows: &[Row]) {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     out("");
     out(
-        "where the time goes, mean per answered message in ms: the customer seals and posts (until the relay's 201); the bot handles the event (open, bot, store commit, post of the reply); the rest is the relay waking the bot's and the customer's long polls, the bot's fetch and the customer opening the reply",
+        "where the time goes, mean per answered message in ms: the customer seals and posts (until the relay's 201); the bot handles the event (open, bot, store commit, post of the reply); the rest is the relay waking the bot's and the customer's long polls (or sending the item down their inbox streams, with --stream), the bot's fetch and the customer opening the reply",
     );
     out(&format!(
         "{:>9} {:>8} {:>14} {:>11} {:>8}",
@@ -465,6 +483,7 @@ impl BotProcess {
         key_file: PathBuf,
         relay: String,
         store: String,
+        stream: bool,
     ) -> Result<Self, String> {
         let (stop, stopped) = oneshot::channel::<()>();
         let (ready_tx, ready) = oneshot::channel::<Result<Metrics, String>>();
@@ -491,6 +510,7 @@ impl BotProcess {
                         .relay(relay)
                         .store(store)
                         .instance("bench")
+                        .inbox_stream(stream)
                         .bot(EchoBot)
                         .build()
                         .await;
@@ -548,15 +568,31 @@ struct Asked {
 struct Customer {
     sim: SimCustomer,
     thread: ThreadId,
+    /// Receive over the inbox stream (else long-poll).
+    stream: bool,
 }
 
 impl Customer {
-    async fn open(url: &str, entity: &EntityId) -> Result<Self, String> {
+    async fn open(url: &str, entity: &EntityId, stream: bool) -> Result<Self, String> {
         let mut sim = SimCustomer::register(url)
             .await
             .map_err(|e| e.to_string())?;
         let thread = sim.open_thread(entity).await.map_err(|e| e.to_string())?;
-        Ok(Self { sim, thread })
+        Ok(Self {
+            sim,
+            thread,
+            stream,
+        })
+    }
+
+    /// The events that arrive within `wait`.
+    async fn receive(&mut self, wait: Duration) -> Result<Vec<Event>, String> {
+        let events = if self.stream {
+            self.sim.receive_streaming(wait).await
+        } else {
+            self.sim.receive(wait).await
+        };
+        events.map_err(|e| e.to_string())
     }
 
     /// Writes the first message (the admin routes the thread on it) and waits until the bot
@@ -575,11 +611,7 @@ impl Customer {
                     "the thread was not routed to the bot within {REPLY_PATIENCE:?}"
                 ));
             }
-            let events = self
-                .sim
-                .receive(left.min(Duration::from_secs(1)))
-                .await
-                .map_err(|e| e.to_string())?;
+            let events = self.receive(left.min(Duration::from_secs(1))).await?;
             let routed = events.iter().any(|event| {
                 matches!(event, Event::RosterChanged { thread, .. } if *thread == self.thread)
                     || is_reply(event, text)
@@ -604,11 +636,7 @@ impl Customer {
             if left.is_zero() {
                 return Err(format!("no reply to {text:?} within {REPLY_PATIENCE:?}"));
             }
-            let events = self
-                .sim
-                .receive(left.min(Duration::from_secs(1)))
-                .await
-                .map_err(|e| e.to_string())?;
+            let events = self.receive(left.min(Duration::from_secs(1))).await?;
             if events.iter().any(|event| is_reply(event, text)) {
                 return Ok(Asked {
                     latency: started.elapsed(),
