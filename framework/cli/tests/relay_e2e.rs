@@ -1,6 +1,6 @@
 //! Relay processes on loopback: two relays on one PostgreSQL database, a relay killed with
-//! SIGKILL during a burst of posts, and one killed after committing a nonce and an
-//! acknowledgement without an fsync.
+//! SIGKILL during a burst of posts, one killed after committing a nonce and an
+//! acknowledgement without an fsync, and an inbox stream whose reader does not read.
 
 #![allow(
     clippy::unwrap_used,
@@ -250,5 +250,86 @@ fn relay_killed_after_a_lazy_commit_keeps_the_nonce_and_the_ack() {
     );
     let left = inbox(&relay.addr, &admin, "after=0");
     assert_eq!(left, items[2..].to_vec(), "the acknowledgement holds");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The resident memory of a process, in KiB (Linux).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A device opens its inbox stream and reads nothing while about 40 MB of items are queued for
+/// it: the relay stops reading the store once the connection's buffers are full, so its memory
+/// grows by far less than what is queued; read at last, the stream delivers every item.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_stream_nobody_reads_does_not_grow_the_relay() {
+    use std::io::{Read as _, Write as _};
+
+    let dir = std::env::temp_dir().join(format!("switchboard-slow-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = format!("sqlite://{}", dir.join("relay.db").display());
+    // The customer posts faster than a customer may by default.
+    let relay = RelayProcess::start_with(&db, &["--customer-rate", "100000/100000"]);
+    let mut rng = Csprng::from_os().unwrap();
+    let (customer, admin, mut view) = setup(&relay.addr, &relay.addr, &mut rng);
+
+    // The admin's stream, opened and then not read.
+    let path = "/v1/inbox/stream?after=0";
+    let mut stream = std::net::TcpStream::connect(&relay.addr).unwrap();
+    let mut head = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n", relay.addr);
+    for (name, value) in signed_headers(&admin, "GET", path, b"") {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = rss_kib(relay.child.id());
+
+    // 600 messages of 64 KiB of text (about 88 KB each on the wire, 50 MB in all).
+    let text = "x".repeat(switchboard_protocol::MAX_TEXT_BYTES);
+    let posts = 600;
+    let thread = view.thread();
+    let messages = format!("/v1/threads/{thread}/messages");
+    for _ in 0..posts {
+        let sealed = view.seal(&customer, &Content::text(&text), None).unwrap();
+        let body = encode(&sealed).unwrap();
+        let (status, _) = request(&relay.addr, Some(&customer), "POST", &messages, &body).unwrap();
+        assert_eq!(status, 201);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_kib(relay.child.id());
+    let grown_mb = after.saturating_sub(before) / 1024;
+    eprintln!("relay RSS {before} -> {after} KiB");
+    assert!(
+        grown_mb < 24,
+        "the relay grew by {grown_mb} MB for a reader that reads nothing ({before} -> {after} KiB)"
+    );
+
+    // Read at last: every item comes (the open and the messages), in order.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 64 * 1024];
+    let mut seen = 0;
+    while seen < posts + 1 {
+        let n = stream.read(&mut buffer).expect("the stream goes on");
+        assert!(n > 0, "the relay closed the stream after {seen} items");
+        received.extend_from_slice(&buffer[..n]);
+        // Count whole item events, dropping what was counted.
+        while let Some(end) = received.windows(2).position(|w| w == b"\n\n") {
+            if received[..end].windows(11).any(|w| w == b"event: item") {
+                seen += 1;
+            }
+            received.drain(..end + 2);
+        }
+    }
+    assert_eq!(seen, posts + 1);
     let _ = std::fs::remove_dir_all(&dir);
 }

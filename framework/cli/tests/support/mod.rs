@@ -18,6 +18,11 @@ pub struct RelayProcess {
 
 impl RelayProcess {
     pub fn start(db: &str) -> Self {
+        Self::start_with(db, &[])
+    }
+
+    /// Starts a relay with more command-line arguments.
+    pub fn start_with(db: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .args([
                 "relay",
@@ -28,6 +33,7 @@ impl RelayProcess {
                 "--log-level",
                 "warn",
             ])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
