@@ -20,6 +20,9 @@ use crate::store::OutboxEntry;
 pub(super) const FETCH_LIMIT: u32 = 100;
 /// The long-poll wait.
 const FETCH_WAIT: Duration = Duration::from_secs(25);
+/// An inbox stream that ends sooner than this after it opened is taken as a failure (opened
+/// again only after a pause), so that a relay ending streams at once cannot make a busy loop.
+const SHORTEST_STREAM: Duration = Duration::from_secs(1);
 /// How often the KEM keys are looked after.
 const KEY_UPKEEP: Duration = Duration::from_secs(3600);
 /// How long journal entries are kept.
@@ -136,6 +139,7 @@ async fn stream(shared: &Arc<Shared>, after: &mut u64) -> Fetched {
         Err(e) => return Fetched::Failed(e),
     };
     shared.ready.store(true, Ordering::Relaxed);
+    let opened_at = tokio::time::Instant::now();
     loop {
         let Some(first) = room(shared).await else {
             return Fetched::Shutdown;
@@ -149,6 +153,13 @@ async fn stream(shared: &Arc<Shared>, after: &mut u64) -> Fetched {
                 if let Fetched::Shutdown = hand_out(shared, items, highest, first, after).await {
                     return Fetched::Shutdown;
                 }
+            }
+            // Ended at once: a relay that does so again and again is not asked again at once.
+            Ok(None) if opened_at.elapsed() < SHORTEST_STREAM => {
+                return Fetched::Failed(ClientError::BadAnswer {
+                    what: "inbox stream",
+                    detail: format!("ended within {SHORTEST_STREAM:?} of opening"),
+                });
             }
             // Ended by the relay (it does every few minutes): open it again from the cursor.
             Ok(None) => return Fetched::Again,
