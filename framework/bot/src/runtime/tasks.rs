@@ -34,9 +34,10 @@ const ACK_EVERY: Duration = Duration::from_millis(100);
 /// Outbox entries read per sweep.
 const SWEEP_PAGE: u32 = crate::store::MAX_OUTBOX_PAGE;
 
-/// Fetches the inbox (leased to this instance) and hands the items to their threads: over the
-/// relay's inbox stream (one long-lived response; opened again from the cursor when it ends or
-/// breaks), or by long-polling if the relay has no streams.
+/// Fetches the inbox (leased to this instance) and hands the items to their threads: by
+/// long-polling, or, with [`RuntimeBuilder::inbox_stream`](crate::RuntimeBuilder::inbox_stream),
+/// over the relay's inbox stream (one long-lived response, opened again from the cursor when it
+/// ends or breaks; long-polling after all if the relay has no streams).
 pub(super) async fn fetch_loop(shared: Arc<Shared>, mut after: u64) {
     let mut backoff = Duration::from_millis(100);
     let mut streaming = shared.stream_inbox;
