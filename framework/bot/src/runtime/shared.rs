@@ -224,13 +224,20 @@ impl Shared {
         delete_posted(self.store.as_ref(), &self.forgetting).await;
     }
 
-    /// Whether a posted entry waits to be deleted from the store (the sweep leaves it alone).
-    pub(crate) fn is_forgotten(&self, message_id: &str) -> bool {
-        self.forgetting
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .any(|id| id == message_id)
+    /// Puts a thread's entries read from the store's outbox (oldest first) in front of its
+    /// queue (see [`Sender::merge`](crate::runtime::sender::Sender::merge)), leaving out those
+    /// posted already and waiting to be deleted.
+    pub(crate) fn merge_stored(&self, thread: ThreadId, mut stored: Vec<OutboxEntry>) {
+        {
+            let forgetting = self
+                .forgetting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            stored.retain(|e| !forgetting.contains(&e.message_id));
+        }
+        if !stored.is_empty() {
+            self.sender.merge(thread, stored);
+        }
     }
 }
 

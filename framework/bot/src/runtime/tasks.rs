@@ -278,15 +278,11 @@ pub(super) async fn load_outbox(shared: &Shared) {
         }
     };
     let mut by_thread: HashMap<ThreadId, Vec<OutboxEntry>> = HashMap::new();
-    // Posted already, deleted in a moment.
-    for entry in entries
-        .into_iter()
-        .filter(|e| !shared.is_forgotten(&e.message_id))
-    {
+    for entry in entries {
         by_thread.entry(entry.thread).or_default().push(entry);
     }
     for (thread, entries) in by_thread {
-        shared.sender.merge(thread, entries);
+        shared.merge_stored(thread, entries);
     }
 }
 

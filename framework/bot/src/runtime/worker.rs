@@ -309,12 +309,8 @@ async fn adopt_outbox(rt: &Shared, thread: ThreadId) -> bool {
         .outbox_for(thread, crate::store::MAX_OUTBOX_PAGE)
         .await
     {
-        Ok(mut stored) => {
-            // Posted already, deleted in a moment.
-            stored.retain(|e| !rt.is_forgotten(&e.message_id));
-            if !stored.is_empty() {
-                rt.sender.merge(thread, stored);
-            }
+        Ok(stored) => {
+            rt.merge_stored(thread, stored);
             true
         }
         Err(e) => {
