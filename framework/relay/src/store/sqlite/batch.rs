@@ -132,16 +132,15 @@ fn writer(mut conn: Connection, mut queue: mpsc::Receiver<Op>, durable: bool, mu
             }
         }
         let wanted = needed_sync(&batch, durable);
-        let outcome = if wanted == sync {
-            apply(&mut conn, &batch)
+        let switched = if wanted == sync {
+            Ok(())
         } else {
-            match conn.pragma_update(None, "synchronous", wanted.pragma()) {
-                Ok(()) => {
-                    sync = wanted;
-                    apply(&mut conn, &batch)
-                }
-                Err(e) => Err(e.into()),
-            }
+            conn.pragma_update(None, "synchronous", wanted.pragma())
+                .map(|()| sync = wanted)
+        };
+        let outcome = match switched {
+            Ok(()) => apply(&mut conn, &batch),
+            Err(e) => Err(e.into()),
         };
         answer(batch.drain(..), outcome);
     }
