@@ -226,11 +226,17 @@ pub(super) async fn acker(shared: Arc<Shared>, cursor_key: String) {
     }
 }
 
-/// Acknowledges up to the highest position below which everything is committed, and keeps
-/// that position as this instance's cursor.
+/// Acknowledges up to the highest position below which everything is committed, once those
+/// commits are on disk ([`BotStore::sync`](crate::store::BotStore::sync): replies are posted
+/// as soon as their commit returns, but the relay lets an item go only once a power failure
+/// cannot take its commit back), and keeps that position as this instance's cursor.
 pub(super) async fn flush_acks(shared: &Shared, cursor_key: &str) {
     let up_to = shared.acks().up_to();
     if up_to <= shared.acked.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Err(e) = shared.store.sync().await {
+        tracing::warn!(error = %e, up_to, "cannot sync the store; acknowledging later");
         return;
     }
     if let Err(e) = shared.relay.ack(up_to, Some(&shared.instance)).await {

@@ -120,6 +120,11 @@ pub(super) enum Write {
     Meta(String, Vec<u8>),
     /// Journal entries handled before this time (Unix seconds) go; answered with rows deleted.
     PruneJournal(i64),
+    /// Every write applied before it reaches the disk (see [`BotStore::sync`]); answered with
+    /// the number of fsyncs it took (0 if nothing was waiting for the disk).
+    ///
+    /// [`BotStore::sync`]: crate::store::BotStore::sync
+    Sync,
 }
 
 impl Write {
@@ -132,6 +137,7 @@ impl Write {
             Self::Sent(id) => (1, id.as_str()),
             Self::Meta(key, _) => (2, key.as_str()),
             Self::PruneJournal(_) => (3, ""),
+            Self::Sync => (4, ""),
         }
     }
 }
@@ -158,6 +164,9 @@ type Pending = (Write, oneshot::Sender<Result<u64, StoreError>>);
 pub(super) struct GroupCommit {
     queue: mpsc::Sender<Pending>,
     counters: Arc<Counters>,
+    /// Whether the database's commits return before they reach the disk (then
+    /// [`GroupCommit::sync`] asks the writer for an fsync; otherwise it has nothing to do).
+    lazy: bool,
 }
 
 impl GroupCommit {
@@ -166,13 +175,23 @@ impl GroupCommit {
         let (queue, rx) = mpsc::channel(4 * MAX_BATCH);
         let counters = Arc::new(Counters::default());
         tokio::spawn(writer(db, rx, Arc::clone(&counters)));
-        Self { queue, counters }
+        Self {
+            queue,
+            counters,
+            lazy: false,
+        }
     }
 
     /// Starts the writer on an OS thread of its own over `db` (a synchronous database). The
     /// thread takes whatever is queued (up to [`MAX_BATCH`]) while it was busy, so commits
     /// arriving during a transaction share the next one; it ends when the store is dropped.
-    pub(super) fn start_thread(db: impl ApplySync, name: &str) -> Result<Self, StoreError> {
+    /// `lazy`: the database's commits return before they reach the disk, and a
+    /// [`Write::Sync`] puts them there.
+    pub(super) fn start_thread(
+        db: impl ApplySync,
+        name: &str,
+        lazy: bool,
+    ) -> Result<Self, StoreError> {
         let (queue, rx) = mpsc::channel(4 * MAX_BATCH);
         let counters = Arc::new(Counters::default());
         let for_thread = Arc::clone(&counters);
@@ -180,7 +199,19 @@ impl GroupCommit {
             .name(name.to_owned())
             .spawn(move || blocking_writer(db, rx, &for_thread))
             .map_err(|e| StoreError::Database(format!("cannot start the store's writer: {e}")))?;
-        Ok(Self { queue, counters })
+        Ok(Self {
+            queue,
+            counters,
+            lazy,
+        })
+    }
+
+    /// Waits until every write answered before this call is on disk.
+    pub(super) async fn sync(&self) -> Result<(), StoreError> {
+        if self.lazy {
+            self.write(Write::Sync).await?;
+        }
+        Ok(())
     }
 
     /// Queues one commit and waits for its outcome.
@@ -261,8 +292,14 @@ fn answer(
                     ))
                 });
                 // Counted here: a caller that gave up waiting still committed.
-                if matches!(write, Write::Event(_)) {
-                    counters.outcome(&outcome);
+                match write {
+                    Write::Event(_) => counters.outcome(&outcome),
+                    Write::Sync => {
+                        if let Ok(n) = &outcome {
+                            counters.syncs.fetch_add(*n, Ordering::Relaxed);
+                        }
+                    }
+                    _ => {}
                 }
                 let _ = answer.send(outcome);
             }

@@ -10,7 +10,17 @@
 //! thread's new state (a compare-and-swap on the thread's version) and its outbox entries. If
 //! another instance changed the thread first, or already journaled one of the keys, the commit
 //! is refused with [`StoreError::Conflict`] and writes nothing. Concurrent commits share one
-//! database transaction and one fsync (group commit); each keeps its own outcome.
+//! database transaction (group commit); each keeps its own outcome.
+//!
+//! # Durability
+//! A commit that returned survives the process being killed. On a SQLite file it is in the
+//! write-ahead log but not yet fsynced: [`BotStore::sync`] puts every commit so far on disk with
+//! one fsync, and the runtime calls it before acknowledging inbox items, so that its replies are
+//! posted without waiting for the disk while an item is let go by the relay only once its
+//! commit cannot be lost. What a power failure can cost then: the events committed since the
+//! last sync are delivered again and handled again; a reply that was posted from a lost commit
+//! is sealed again under the same generation, which the receivers that got the first refuse as
+//! equivocation (protocol §5), so each of them still shows one reply.
 //!
 //! # Encryption at rest
 //! Thread blobs are sealed with ChaCha20-Poly1305 under a [`StoreKey`] derived from the device's
@@ -231,6 +241,9 @@ pub struct StoreStats {
     pub transactions: u64,
     /// Group-commit transactions that failed (each failed every commit it held).
     pub failed_transactions: u64,
+    /// Fsyncs [`BotStore::sync`] made (stores whose commits are on disk when they return
+    /// make none).
+    pub syncs: u64,
 }
 
 /// The bot's state store. Every method is safe to call concurrently.
@@ -245,7 +258,18 @@ pub trait BotStore: Send + Sync + fmt::Debug + 'static {
     /// the compare-and-swap failed or a journal key or outbox message id exists already: nothing
     /// of it was written. Concurrent calls are grouped into one transaction (group commit), each
     /// with its own compare-and-swap; a conflict of one does not fail the others.
+    ///
+    /// A commit that returned is seen by every later read and survives the process being
+    /// killed; whether it also survives a power failure before [`BotStore::sync`] depends on
+    /// the backend (SQLite files: not until `sync`; PostgreSQL and memory: at once).
     async fn commit(&self, effects: Effects) -> Result<u64, StoreError>;
+    /// Waits until every write that returned before this call is on disk, so that a power
+    /// failure cannot take it back. The runtime calls it before it acknowledges inbox items:
+    /// an item whose commit a power failure took back is delivered again. The default does
+    /// nothing (for stores whose writes are on disk when they return).
+    async fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Up to `limit` (at most [`MAX_OUTBOX_PAGE`]) unsent outbox entries, oldest first.
     async fn outbox(&self, limit: u32) -> Result<Vec<OutboxEntry>, StoreError>;
     /// Up to `limit` (at most [`MAX_OUTBOX_PAGE`]) unsent outbox entries of one thread, oldest
@@ -415,6 +439,7 @@ struct Counters {
     conflicts: AtomicU64,
     transactions: AtomicU64,
     failed_transactions: AtomicU64,
+    syncs: AtomicU64,
 }
 
 impl Counters {
@@ -432,6 +457,7 @@ impl Counters {
             conflicts: self.conflicts.load(Ordering::Relaxed),
             transactions: self.transactions.load(Ordering::Relaxed),
             failed_transactions: self.failed_transactions.load(Ordering::Relaxed),
+            syncs: self.syncs.load(Ordering::Relaxed),
         }
     }
 }

@@ -142,7 +142,8 @@ macro_rules! impl_sqlx_writer {
             ) -> Result<u64, crate::store::StoreError> {
                 use crate::store::group::Write;
                 let done = match write {
-                    Write::Event(_) => 0,
+                    // PostgreSQL's commits are on disk when they return: nothing to sync.
+                    Write::Event(_) | Write::Sync => 0,
                     Write::Sent(message_id) => sqlx::query(crate::store::sql::DELETE_SENT)
                         .bind(device)
                         .bind(message_id.as_str())
@@ -476,6 +477,10 @@ macro_rules! impl_bot_store {
                 self.group
                     .write(crate::store::group::Write::PruneJournal(older_than))
                     .await
+            }
+
+            async fn sync(&self) -> Result<(), crate::store::StoreError> {
+                self.group.sync().await
             }
 
             fn stats(&self) -> crate::store::StoreStats {

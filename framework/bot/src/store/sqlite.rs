@@ -1,8 +1,9 @@
-//! The embedded default backend: SQLite in WAL mode with full fsync, a file (or, for
-//! `sqlite::memory:`, a private temporary file removed when the store is dropped).
+//! The embedded default backend: SQLite in WAL mode, a file (or, for `sqlite::memory:`, a
+//! private temporary file removed when the store is dropped).
 //!
 //! Writes go through one writer on an OS thread of its own, over a synchronous `rusqlite`
-//! connection: a group of commits costs its statements as plain function calls and one fsync.
+//! connection: a group of commits costs its statements as plain function calls and no fsync; a
+//! sync costs one fdatasync of the write-ahead log, for every commit before it.
 //! Reads run on an sqlx pool beside it (WAL lets them read during a commit).
 
 use std::path::{Path, PathBuf};
@@ -25,8 +26,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A [`BotStore`](super::BotStore) on SQLite.
 ///
-/// Commits are group-committed by one writer thread (`BEGIN IMMEDIATE`, one fsync per group);
-/// reads run on the pool's connections beside it (WAL).
+/// Commits are group-committed by one writer thread (`BEGIN IMMEDIATE`); a commit returns once
+/// it is in the write-ahead log, and [`BotStore::sync`](super::BotStore::sync) puts everything
+/// committed so far on disk with one fsync. Reads run on the pool's connections beside it (WAL).
 #[derive(Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -60,6 +62,7 @@ impl SqliteStore {
         };
         let path = options.get_filename().to_path_buf();
         create_private(&path).await?;
+        // The pool only reads (and runs the migrations).
         let synchronous = if memory {
             SqliteSynchronous::Off
         } else {
@@ -92,7 +95,7 @@ impl SqliteStore {
         .await?;
         let device_hex = device.to_string();
         let writer = SyncWriter::open(&path, device_hex.clone(), !memory)?;
-        let group = GroupCommit::start_thread(writer, "bot-store-writer")?;
+        let group = GroupCommit::start_thread(writer, "bot-store-writer", !memory)?;
         Ok(Self {
             pool,
             device,
@@ -162,26 +165,21 @@ impl From<rusqlite::Error> for StoreError {
 struct SyncWriter {
     conn: rusqlite::Connection,
     device: String,
+    /// The database file (its write-ahead log is this path with `-wal`).
+    path: PathBuf,
+    /// A file store (fsyncs on [`Write::Sync`]), not a private temporary one (never fsyncs).
     durable: bool,
-    /// The connection's `synchronous` setting now.
-    sync: &'static str,
+    /// The write-ahead log, opened at the first sync.
+    wal: Option<std::fs::File>,
+    /// Something was committed since the last fsync.
+    dirty: bool,
 }
 
-/// SQLite's `synchronous` setting a batch needs. An event (journal, thread state, outbox) is on
-/// disk before its inbox item is acknowledged and its replies posted (`FULL`). A batch of only
-/// posted-reply deletions, metadata (the inbox cursor) and journal pruning is written to the log
-/// without an fsync (`NORMAL`): it survives the process being killed and reaches the disk with
-/// the next event's fsync; a power failure before then loses it, which re-posts a reply (the
-/// relay answers it was stored) or fetches from an older cursor (the journal drops what was
-/// handled). `OFF` for a private temporary store.
-fn needed_sync(batch: &[Write], durable: bool) -> &'static str {
-    if !durable {
-        "OFF"
-    } else if batch.iter().any(|w| matches!(w, Write::Event(_))) {
-        "FULL"
-    } else {
-        "NORMAL"
-    }
+/// SQLite's `synchronous` setting of the writer: `NORMAL` for a file (a commit is in the
+/// write-ahead log when it returns, which survives the process being killed, and reaches the
+/// disk with the next [`Write::Sync`] or checkpoint), `OFF` for a private temporary store.
+fn synchronous(durable: bool) -> &'static str {
+    if durable { "NORMAL" } else { "OFF" }
 }
 
 impl SyncWriter {
@@ -189,24 +187,46 @@ impl SyncWriter {
         let conn = rusqlite::Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        let sync = if durable { "FULL" } else { "OFF" };
-        conn.pragma_update(None, "synchronous", sync)?;
+        conn.pragma_update(None, "synchronous", synchronous(durable))?;
         Ok(Self {
             conn,
             device,
+            path: path.to_path_buf(),
             durable,
-            sync,
+            wal: None,
+            dirty: false,
         })
     }
-}
 
-impl ApplySync for SyncWriter {
-    fn apply(&mut self, batch: &[Write]) -> Result<Vec<Result<u64, StoreError>>, StoreError> {
-        let wanted = needed_sync(batch, self.durable);
-        if wanted != self.sync {
-            self.conn.pragma_update(None, "synchronous", wanted)?;
-            self.sync = wanted;
+    /// Puts every commit so far on disk: one fdatasync of the write-ahead log (what
+    /// `synchronous=FULL` does at every commit). Returns the number of fsyncs (0 when nothing
+    /// was committed since the last one).
+    fn sync_log(&mut self) -> Result<u64, StoreError> {
+        if !self.durable || !self.dirty {
+            return Ok(0);
         }
+        let wal = match &self.wal {
+            Some(wal) => wal,
+            None => {
+                let mut name = self.path.clone().into_os_string();
+                name.push("-wal");
+                let wal = std::fs::File::open(&name).map_err(|e| {
+                    StoreError::Database(format!(
+                        "cannot open the write-ahead log {}: {e}",
+                        Path::new(&name).display()
+                    ))
+                })?;
+                self.wal.insert(wal)
+            }
+        };
+        wal.sync_data()
+            .map_err(|e| StoreError::Database(format!("cannot sync the write-ahead log: {e}")))?;
+        self.dirty = false;
+        Ok(1)
+    }
+
+    /// Applies the writes of a batch other than syncs in one transaction.
+    fn transaction(&mut self, batch: &[Write]) -> Result<Vec<Result<u64, StoreError>>, StoreError> {
         let device = self.device.as_str();
         let mut tx = self
             .conn
@@ -243,6 +263,8 @@ impl ApplySync for SyncWriter {
                         }
                     }
                 }
+                // Answered by the caller, after the transaction.
+                Write::Sync => Ok(0),
                 other => write_other(&tx, device, other),
             };
             if let Some(slot) = outcomes.get_mut(i) {
@@ -250,6 +272,32 @@ impl ApplySync for SyncWriter {
             }
         }
         tx.commit()?;
+        Ok(outcomes)
+    }
+}
+
+impl ApplySync for SyncWriter {
+    fn apply(&mut self, batch: &[Write]) -> Result<Vec<Result<u64, StoreError>>, StoreError> {
+        let syncs = batch.iter().filter(|w| matches!(w, Write::Sync)).count();
+        let mut outcomes = if syncs == batch.len() {
+            batch.iter().map(|_| Ok(0)).collect()
+        } else {
+            let outcomes = self.transaction(batch)?;
+            self.dirty = true;
+            outcomes
+        };
+        if syncs > 0 {
+            // After the transaction, so that the batch's own commits are on disk too. A failed
+            // fsync fails the syncs, not the commits (they are committed, in the log).
+            let mut synced = self.sync_log().map_err(|e| e.to_string());
+            for (write, outcome) in batch.iter().zip(outcomes.iter_mut()) {
+                if matches!(write, Write::Sync) {
+                    *outcome = synced.clone().map_err(StoreError::Database);
+                    // The fsync is counted once.
+                    synced = synced.map(|_| 0);
+                }
+            }
+        }
         Ok(outcomes)
     }
 }
@@ -327,7 +375,7 @@ fn write_other(
     write: &Write,
 ) -> Result<u64, StoreError> {
     let rows = match write {
-        Write::Event(_) => 0,
+        Write::Event(_) | Write::Sync => 0,
         Write::Sent(message_id) => conn
             .prepare_cached(sql::DELETE_SENT)?
             .execute(params![device, message_id])?,
@@ -350,27 +398,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_batches_with_an_event_wait_for_the_disk() {
-        let sent = || Write::Sent("m".to_owned());
-        let meta = || Write::Meta("cursor".to_owned(), b"7".to_vec());
-        assert_eq!(
-            needed_sync(&[sent(), meta(), Write::PruneJournal(1)], true),
-            "NORMAL"
-        );
-        assert_eq!(needed_sync(&[sent()], false), "OFF");
-        let event = Write::Event(Prepared {
-            thread: switchboard_protocol::ThreadId::from_bytes([1; 16]),
-            thread_hex: "01".repeat(16),
-            expected: None,
-            new_version: 1,
-            sealed: None,
-            handled: Vec::new(),
-            outbox: Vec::new(),
-            history: Vec::new(),
-            history_from: 0,
-            now: 0,
-        });
-        assert_eq!(needed_sync(&[sent(), event], true), "FULL");
+    fn a_file_commits_to_the_log_and_a_temporary_store_never_syncs() {
+        assert_eq!(synchronous(true), "NORMAL");
+        assert_eq!(synchronous(false), "OFF");
     }
 
     #[tokio::test]

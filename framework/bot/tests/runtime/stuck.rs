@@ -1,6 +1,7 @@
-//! Nothing is acknowledged before it is committed: a thread whose commits keep conflicting is
-//! redone until it commits, and a thread whose stored state cannot be read is quarantined with
-//! its messages left at the relay for a restart.
+//! Nothing is acknowledged before it is committed and on disk: a thread whose commits keep
+//! conflicting is redone until it commits, a thread whose stored state cannot be read is
+//! quarantined with its messages left at the relay for a restart, and items whose commits the
+//! store cannot sync stay at the relay too.
 
 use std::sync::atomic::AtomicU32;
 
@@ -19,6 +20,10 @@ pub(super) struct FaultyStore {
     pub(super) refused_loads: AtomicU32,
     /// The sweep's `outbox` read takes this long (0: at once).
     pub(super) slow_outbox_ms: AtomicU32,
+    /// `sync` fails (as a disk that cannot flush would).
+    pub(super) failing_syncs: AtomicBool,
+    /// `sync` calls that succeeded.
+    pub(super) syncs: AtomicU32,
 }
 
 impl FaultyStore {
@@ -29,6 +34,8 @@ impl FaultyStore {
             corrupt: AtomicBool::new(false),
             refused_loads: AtomicU32::new(0),
             slow_outbox_ms: AtomicU32::new(0),
+            failing_syncs: AtomicBool::new(false),
+            syncs: AtomicU32::new(0),
         })
     }
 }
@@ -83,6 +90,16 @@ impl BotStore for FaultyStore {
     }
     async fn prune_journal(&self, older_than: u64) -> Result<u64, StoreError> {
         self.inner.prune_journal(older_than).await
+    }
+    async fn sync(&self) -> Result<(), StoreError> {
+        if self.failing_syncs.load(Ordering::SeqCst) {
+            return Err(StoreError::Database(
+                "injected: the disk cannot flush".to_owned(),
+            ));
+        }
+        self.inner.sync().await?;
+        self.syncs.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 }
 
@@ -163,6 +180,62 @@ async fn a_thread_whose_state_cannot_be_read_keeps_its_messages_at_the_relay() {
     store.corrupt.store(false, Ordering::SeqCst);
     let (handle, task) = spawn(runtime_over(&world, Arc::clone(&store)).await);
     assert_eq!(bot_replies(&mut customer, thread, 1).await, ["#1 b"]);
+    stop(handle, task).await;
+    world.stop_admin().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_whose_commits_are_not_on_disk_stay_at_the_relay() {
+    let mut world = World::new("bot-unsynced").await;
+    let store = FaultyStore::over(Arc::clone(&world.store));
+    store.failing_syncs.store(true, Ordering::SeqCst);
+    let (handle, task) = spawn(runtime_over(&world, Arc::clone(&store)).await);
+    let (mut customer, thread) = world.customer("customer", "order 7?").await;
+    world.outcome(|o| matches!(o, Outcome::Routed { .. })).await;
+    // Replies go out as soon as their commit returns, without waiting for the disk...
+    assert_eq!(
+        bot_replies(&mut customer, thread, 1).await,
+        ["you asked: order 7?"]
+    );
+    // ...but nothing is acknowledged: not while running, not at shutdown.
+    stop(handle, task).await;
+    assert_eq!(store.syncs.load(Ordering::SeqCst), 0);
+
+    // Started again with a disk that flushes: the relay delivers the items again (the journal
+    // knows them: no second reply), and they are acknowledged once synced.
+    store.failing_syncs.store(false, Ordering::SeqCst);
+    let runtime = runtime_over(&world, Arc::clone(&store)).await;
+    let metrics = runtime.metrics();
+    let (handle, task) = spawn(runtime);
+    for _ in 0..200 {
+        if metrics.render().contains("outcome=\"duplicate\"") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        metrics.render().contains("outcome=\"duplicate\""),
+        "the unacknowledged items were not delivered again: {}",
+        metrics.render()
+    );
+    assert!(bot_replies(&mut customer, thread, 0).await.is_empty());
+    stop(handle, task).await;
+    assert!(store.syncs.load(Ordering::SeqCst) >= 1);
+
+    // Acknowledged now: a third start gets nothing again.
+    let runtime = runtime_over(&world, Arc::clone(&store)).await;
+    let metrics = runtime.metrics();
+    let (handle, task) = spawn(runtime);
+    customer
+        .send(thread, &Content::text("c"), None)
+        .await
+        .unwrap();
+    assert_eq!(bot_replies(&mut customer, thread, 1).await, ["#1 c"]);
+    assert!(
+        !metrics.render().contains("outcome=\"duplicate\""),
+        "acknowledged items came again: {}",
+        metrics.render()
+    );
     stop(handle, task).await;
     world.stop_admin().await;
 }

@@ -21,6 +21,19 @@ fn files(db: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// A new thread's first event: state `x`, journal key `k`.
+fn new_thread(thread: switchboard_protocol::ThreadId) -> Effects {
+    Effects {
+        thread,
+        expected_version: None,
+        data: Some(b"x".to_vec()),
+        handled: vec!["k".to_owned()],
+        outbox: vec![],
+        history: Vec::new(),
+        history_from: 0,
+    }
+}
+
 /// A store on a new file.
 async fn open_file() -> (PathBuf, Arc<dyn BotStore>) {
     let db = temp_db();
@@ -36,19 +49,7 @@ async fn open_file() -> (PathBuf, Arc<dyn BotStore>) {
 async fn a_new_store_file_is_private_to_its_owner() {
     use std::os::unix::fs::PermissionsExt as _;
     let (db, store) = open_file().await;
-    let thread = random_thread();
-    store
-        .commit(Effects {
-            thread,
-            expected_version: None,
-            data: Some(b"x".to_vec()),
-            handled: vec!["k".to_owned()],
-            outbox: vec![],
-            history: Vec::new(),
-            history_from: 0,
-        })
-        .await
-        .unwrap();
+    store.commit(new_thread(random_thread())).await.unwrap();
     let files = files(&db);
     assert!(files.len() >= 2, "no WAL file beside {}", db.display());
     for file in files {
@@ -155,4 +156,36 @@ async fn a_store_written_under_another_key_is_refused_at_start() {
     assert!(err.to_string().contains("another store key"), "{err}");
     // The right key still opens it.
     store::check_key(reopened.as_ref(), &mine).await.unwrap();
+}
+
+#[tokio::test]
+async fn sync_puts_every_commit_so_far_on_disk_with_one_fsync() {
+    let (_db, store) = open_file().await;
+    for _ in 0..3 {
+        store.commit(new_thread(random_thread())).await.unwrap();
+    }
+    assert_eq!(store.stats().syncs, 0, "commits return without an fsync");
+    store.sync().await.unwrap();
+    assert_eq!(store.stats().syncs, 1, "one fsync for the three commits");
+    store.sync().await.unwrap();
+    assert_eq!(store.stats().syncs, 1, "nothing new: no fsync");
+    store.put_meta("cursor", b"7").await.unwrap();
+    let (a, b) = tokio::join!(store.sync(), store.sync());
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(
+        store.stats().syncs,
+        2,
+        "two syncs at once after one write: one fsync"
+    );
+}
+
+#[tokio::test]
+async fn a_temporary_store_never_syncs() {
+    let store = store::open("sqlite::memory:", random_device(), StoreKey::derive(&SEED))
+        .await
+        .unwrap();
+    store.put_meta("cursor", b"7").await.unwrap();
+    store.sync().await.unwrap();
+    assert_eq!(store.stats().syncs, 0);
 }

@@ -510,6 +510,7 @@ pub async fn oversized_values_are_refused_clearly(b: &Backend) {
 pub async fn a_reopened_store_keeps_everything(b: &Backend) {
     let thread = seeded(b.store.as_ref()).await;
     b.store.put_meta("cursor", b"42").await.unwrap();
+    b.store.sync().await.unwrap();
     let Some(reopened) = b.reopen(b.device, &SEED).await else {
         return; // in memory: nothing to reopen
     };
