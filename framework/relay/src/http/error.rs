@@ -134,7 +134,10 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(m) => Self::NotFound(m),
             StoreError::Replayed => Self::ReplayedRequest,
             StoreError::NotMember(m) => Self::Forbidden(m),
-            StoreError::Database(_) | StoreError::Migration(_) | StoreError::CommitFailed(_) => {
+            StoreError::Database(_)
+            | StoreError::Migration(_)
+            | StoreError::CommitFailed(_)
+            | StoreError::ReadFailed(_) => {
                 tracing::error!(error = %e, "store failure");
                 Self::Unavailable
             }

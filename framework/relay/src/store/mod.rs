@@ -34,6 +34,9 @@ pub enum StoreError {
     /// Applying migrations failed.
     #[error("database migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// A read failed (the database file unreadable, out of memory, ...). Retry later.
+    #[error("the database failed a read: {0}")]
+    ReadFailed(String),
     /// The group commit holding this post failed; the post was not stored. Retry.
     #[error("the database could not commit the batch holding this post: {0}")]
     CommitFailed(String),

@@ -171,6 +171,31 @@ impl PostgresStore {
         Ok(items)
     }
 
+    async fn fetch_page(
+        &self,
+        device: switchboard_protocol::DeviceId,
+        after: u64,
+        limit: u32,
+        max_bytes: u64,
+    ) -> Result<Vec<super::InboxItem>, StoreError> {
+        let after = super::to_i64(after, "cursor")?;
+        // One statement: the page's lengths first, the payloads of the page only.
+        let sql = super::page_sql(
+            "",
+            "SELECT seq AS s, CAST(length(payload) AS BIGINT) AS len FROM inbox \
+             WHERE device_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            "$4",
+        );
+        let rows: Vec<super::InboxRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(device.to_string())
+            .bind(after)
+            .bind(i64::from(limit))
+            .bind(i64::try_from(max_bytes).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(super::inbox_item).collect()
+    }
+
     async fn ack_committed(&self, ack: super::AckUpTo) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         let done = ack_in(&mut tx, &ack).await?;

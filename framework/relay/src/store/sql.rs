@@ -190,23 +190,7 @@ macro_rules! impl_store {
                 limit: u32,
                 max_bytes: u64,
             ) -> Result<Vec<crate::store::InboxItem>, crate::store::StoreError> {
-                use crate::store::to_i64;
-                let after = to_i64(after, "cursor")?;
-                // One statement: the page's lengths first, the payloads of the page only.
-                let sql = crate::store::page_sql(
-                    "",
-                    "SELECT seq AS s, CAST(length(payload) AS BIGINT) AS len FROM inbox \
-                     WHERE device_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-                    "$4",
-                );
-                let rows: Vec<crate::store::InboxRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                    .bind(device.to_string())
-                    .bind(after)
-                    .bind(i64::from(limit))
-                    .bind(i64::try_from(max_bytes).unwrap_or(i64::MAX))
-                    .fetch_all(&self.pool)
-                    .await?;
-                rows.into_iter().map(crate::store::inbox_item).collect()
+                self.fetch_page(device, after, limit, max_bytes).await
             }
 
             async fn fetch_leased(

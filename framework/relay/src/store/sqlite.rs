@@ -18,6 +18,7 @@ use super::sql::impl_store;
 use super::{OwnedPost, Posted, StoreError};
 
 mod batch;
+mod read;
 
 /// A [`Store`](super::Store) on SQLite.
 ///
@@ -25,12 +26,14 @@ mod batch;
 /// fetches (they write leases) and acknowledgements queue for one writer, on an OS thread of
 /// its own over a synchronous connection, which applies up to [`MAX_BATCH`] of them in one
 /// transaction (one fsync) and answers each only after the commit. No two of them ever wait
-/// for SQLite's write lock (whose busy handler sleeps whole milliseconds). Reads run on a pool
-/// beside it (WAL).
+/// for SQLite's write lock (whose busy handler sleeps whole milliseconds). Reads run beside it
+/// (WAL): inbox pages on synchronous connections of the store's own, on the asking task
+/// (module `read`), the rest on an sqlx pool.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
     writer: mpsc::Sender<batch::Op>,
+    readers: Arc<read::Readers>,
     /// The temporary file behind `sqlite::memory:`, removed with the last clone.
     _temporary: Option<Arc<Temporary>>,
 }
@@ -137,6 +140,7 @@ impl SqliteStore {
         Ok(Self {
             pool,
             writer,
+            readers: read::Readers::new(&path),
             _temporary: temporary,
         })
     }
@@ -210,52 +214,33 @@ impl SqliteStore {
         &self,
         f: &super::LeasedFetch,
     ) -> Result<Option<Vec<super::InboxItem>>, StoreError> {
-        use super::{LEASE_AVAILABLE, page_sql, to_i64};
+        use super::to_i64;
         let now = to_i64(f.now, "time")?;
         let after = to_i64(f.after, "cursor")?;
         let renew_before = to_i64(f.now.saturating_add(f.lease_secs / 2), "lease expiry")?;
-        // One statement (one snapshot): the page, with each item's lease.
-        let sql = page_sql(
-            ", p.instance, p.expires_at",
-            &format!(
-                "SELECT i.seq AS s, CAST(length(i.payload) AS BIGINT) AS len, \
-                 l.instance AS instance, l.expires_at AS expires_at \
-                 {LEASE_AVAILABLE} ORDER BY i.seq LIMIT $5"
-            ),
-            "$6",
-        );
-        type Leased = (
-            i64,
-            String,
-            i64,
-            String,
-            String,
-            Vec<u8>,
-            Option<String>,
-            Option<i64>,
-        );
-        let rows: Vec<Leased> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(f.device.to_string())
-            .bind(f.instance.as_str())
-            .bind(now)
-            .bind(after)
-            .bind(i64::from(f.limit))
-            .bind(i64::try_from(f.max_bytes).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await?;
-        let held = |row: &Leased| {
-            row.6.as_deref() == Some(f.instance.as_str())
-                && row.7.is_some_and(|at| at >= renew_before)
+        let rows = self.readers.leased_page(f, now, after).await?;
+        let held = |(_, instance, expires_at): &(super::InboxItem, Option<String>, Option<i64>)| {
+            instance.as_deref() == Some(f.instance.as_str())
+                && expires_at.is_some_and(|at| at >= renew_before)
         };
         if !rows.iter().all(held) {
             return Ok(None);
         }
-        rows.into_iter()
-            .map(|(seq, thread, thread_seq, sender, kind, payload, _, _)| {
-                super::inbox_item((seq, thread, thread_seq, sender, kind, payload))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
+        Ok(Some(rows.into_iter().map(|(item, _, _)| item).collect()))
+    }
+
+    async fn fetch_page(
+        &self,
+        device: switchboard_protocol::DeviceId,
+        after: u64,
+        limit: u32,
+        max_bytes: u64,
+    ) -> Result<Vec<super::InboxItem>, StoreError> {
+        let after = super::to_i64(after, "cursor")?;
+        let max_bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
+        self.readers
+            .page(device.to_string(), after, limit, max_bytes)
+            .await
     }
 
     async fn ack_committed(&self, ack: super::AckUpTo) -> Result<u64, StoreError> {

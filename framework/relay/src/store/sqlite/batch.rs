@@ -539,16 +539,10 @@ fn fetch_leased_in(conn: &Connection, f: &LeasedFetch) -> Result<Vec<InboxItem>,
             "SELECT i.seq, i.thread_id, i.thread_seq, i.sender, i.kind, i.payload \
              {LEASE_AVAILABLE} AND i.seq <= $6 ORDER BY i.seq LIMIT $5"
         )))?
-        .query_map(params![device, f.instance, now, after, limit, end], |row| {
-            Ok((
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                row.get(4)?,
-                row.get(5)?,
-            ))
-        })?
+        .query_map(
+            params![device, f.instance, now, after, limit, end],
+            super::read::inbox_row,
+        )?
         .collect::<Result<_, _>>()?;
     let expires = to_i64(f.now.saturating_add(f.lease_secs), "lease expiry")?;
     let mut leased: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
