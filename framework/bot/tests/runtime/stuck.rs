@@ -103,6 +103,17 @@ impl BotStore for FaultyStore {
     }
 }
 
+/// Whether the runtime's metrics come to contain `needle` (polled for up to 10 s).
+async fn shows(metrics: &switchboard::layers::Metrics, needle: &str) -> bool {
+    for _ in 0..200 {
+        if metrics.render().contains(needle) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 async fn runtime_over(world: &World, store: Arc<FaultyStore>) -> Runtime {
     world
         .runtime_with(
@@ -156,23 +167,9 @@ async fn a_thread_whose_state_cannot_be_read_keeps_its_messages_at_the_relay() {
         .send(thread, &Content::text("b"), None)
         .await
         .unwrap();
-    for _ in 0..200 {
-        if metrics
-            .render()
-            .contains("switchboard_threads_quarantined_total 1")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let quarantined = shows(&metrics, "switchboard_threads_quarantined_total 1").await;
     assert!(store.refused_loads.load(Ordering::SeqCst) >= 1);
-    assert!(
-        metrics
-            .render()
-            .contains("switchboard_threads_quarantined_total 1"),
-        "{}",
-        metrics.render()
-    );
+    assert!(quarantined, "{}", metrics.render());
     assert!(bot_replies(&mut customer, thread, 0).await.is_empty());
     stop(handle, task).await;
 
@@ -207,14 +204,8 @@ async fn items_whose_commits_are_not_on_disk_stay_at_the_relay() {
     let runtime = runtime_over(&world, Arc::clone(&store)).await;
     let metrics = runtime.metrics();
     let (handle, task) = spawn(runtime);
-    for _ in 0..200 {
-        if metrics.render().contains("outcome=\"duplicate\"") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     assert!(
-        metrics.render().contains("outcome=\"duplicate\""),
+        shows(&metrics, "outcome=\"duplicate\"").await,
         "the unacknowledged items were not delivered again: {}",
         metrics.render()
     );

@@ -171,14 +171,14 @@ impl PostgresStore {
         Ok(items)
     }
 
+    /// `Store::fetch` (`device` as stored, the numbers converted).
     async fn fetch_page(
         &self,
-        device: switchboard_protocol::DeviceId,
-        after: u64,
-        limit: u32,
-        max_bytes: u64,
+        device: String,
+        after: i64,
+        limit: i64,
+        max_bytes: i64,
     ) -> Result<Vec<super::InboxItem>, StoreError> {
-        let after = super::to_i64(after, "cursor")?;
         // One statement: the page's lengths first, the payloads of the page only.
         let sql = super::page_sql(
             "",
@@ -187,10 +187,10 @@ impl PostgresStore {
             "$4",
         );
         let rows: Vec<super::InboxRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(device.to_string())
+            .bind(device)
             .bind(after)
-            .bind(i64::from(limit))
-            .bind(i64::try_from(max_bytes).unwrap_or(i64::MAX))
+            .bind(limit)
+            .bind(max_bytes)
             .fetch_all(&self.pool)
             .await?;
         rows.into_iter().map(super::inbox_item).collect()

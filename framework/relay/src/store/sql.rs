@@ -190,7 +190,10 @@ macro_rules! impl_store {
                 limit: u32,
                 max_bytes: u64,
             ) -> Result<Vec<crate::store::InboxItem>, crate::store::StoreError> {
-                self.fetch_page(device, after, limit, max_bytes).await
+                let after = crate::store::to_i64(after, "cursor")?;
+                let max_bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
+                self.fetch_page(device.to_string(), after, i64::from(limit), max_bytes)
+                    .await
             }
 
             async fn fetch_leased(

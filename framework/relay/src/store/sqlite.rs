@@ -219,28 +219,28 @@ impl SqliteStore {
         let after = to_i64(f.after, "cursor")?;
         let renew_before = to_i64(f.now.saturating_add(f.lease_secs / 2), "lease expiry")?;
         let rows = self.readers.leased_page(f, now, after).await?;
-        let held = |(_, instance, expires_at): &(super::InboxItem, Option<String>, Option<i64>)| {
+        let held = |(_, instance, expires_at): &read::LeasedRow| {
             instance.as_deref() == Some(f.instance.as_str())
                 && expires_at.is_some_and(|at| at >= renew_before)
         };
         if !rows.iter().all(held) {
             return Ok(None);
         }
-        Ok(Some(rows.into_iter().map(|(item, _, _)| item).collect()))
+        rows.into_iter()
+            .map(|(row, _, _)| super::inbox_item(row))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 
+    /// `Store::fetch` (`device` as stored, the numbers converted).
     async fn fetch_page(
         &self,
-        device: switchboard_protocol::DeviceId,
-        after: u64,
-        limit: u32,
-        max_bytes: u64,
+        device: String,
+        after: i64,
+        limit: i64,
+        max_bytes: i64,
     ) -> Result<Vec<super::InboxItem>, StoreError> {
-        let after = super::to_i64(after, "cursor")?;
-        let max_bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
-        self.readers
-            .page(device.to_string(), after, limit, max_bytes)
-            .await
+        self.readers.page(device, after, limit, max_bytes).await
     }
 
     async fn ack_committed(&self, ack: super::AckUpTo) -> Result<u64, StoreError> {

@@ -53,7 +53,7 @@ pub(super) struct Readers {
 }
 
 /// A leased page's rows: the item and its lease (holder, expiry), if any.
-type LeasedRow = (InboxRow, Option<String>, Option<i64>);
+pub(super) type LeasedRow = (InboxRow, Option<String>, Option<i64>);
 
 impl Readers {
     pub(super) fn new(path: &Path) -> Arc<Self> {
@@ -120,7 +120,7 @@ impl Readers {
         self: &Arc<Self>,
         device: String,
         after: i64,
-        limit: u32,
+        limit: i64,
         max_bytes: i64,
     ) -> Result<Vec<InboxItem>, StoreError> {
         let rows = self
@@ -129,7 +129,7 @@ impl Readers {
                 let params: [(&str, &dyn ToSql); 4] = [
                     ("$1", &device),
                     ("$2", &after),
-                    ("$3", &i64::from(limit)),
+                    ("$3", &limit),
                     ("$4", &max_bytes),
                 ];
                 stmt.query_map(&params[..], inbox_row)?
@@ -145,33 +145,27 @@ impl Readers {
         f: &LeasedFetch,
         now: i64,
         after: i64,
-    ) -> Result<Vec<(InboxItem, Option<String>, Option<i64>)>, StoreError> {
+    ) -> Result<Vec<LeasedRow>, StoreError> {
         let device = f.device.to_string();
         let instance = f.instance.clone();
         let limit = i64::from(f.limit);
         let max_bytes = i64::try_from(f.max_bytes).unwrap_or(i64::MAX);
-        let rows = self
-            .read(move |conn| {
-                let mut stmt = conn.prepare_cached(&LEASED_PAGE)?;
-                let params: [(&str, &dyn ToSql); 6] = [
-                    ("$1", &device),
-                    ("$2", &instance),
-                    ("$3", &now),
-                    ("$4", &after),
-                    ("$5", &limit),
-                    ("$6", &max_bytes),
-                ];
-                stmt.query_map(&params[..], |row| -> rusqlite::Result<LeasedRow> {
-                    Ok((inbox_row(row)?, row.get(6)?, row.get(7)?))
-                })?
-                .collect::<rusqlite::Result<Vec<LeasedRow>>>()
-            })
-            .await?;
-        rows.into_iter()
-            .map(|(row, instance, expires_at)| {
-                Ok((crate::store::inbox_item(row)?, instance, expires_at))
-            })
-            .collect()
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&LEASED_PAGE)?;
+            let params: [(&str, &dyn ToSql); 6] = [
+                ("$1", &device),
+                ("$2", &instance),
+                ("$3", &now),
+                ("$4", &after),
+                ("$5", &limit),
+                ("$6", &max_bytes),
+            ];
+            stmt.query_map(&params[..], |row| -> rusqlite::Result<LeasedRow> {
+                Ok((inbox_row(row)?, row.get(6)?, row.get(7)?))
+            })?
+            .collect::<rusqlite::Result<Vec<LeasedRow>>>()
+        })
+        .await
     }
 }
 
