@@ -1,9 +1,11 @@
 //! The admin device at work: receives threads, routes them, arbitrates handoffs, manages agents.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use switchboard_client::store::DeviceStore;
 use switchboard_client::{Device, DeviceRole, Event, ExpectedKey, NewDevice, NewRole, now};
 use switchboard_protocol::{
     AgentCredential, AgentKind, CommitAction, Content, CredentialRequest, DeviceId, Epoch, Floor,
@@ -131,19 +133,36 @@ impl Admin {
     /// # Errors
     /// [`AdminError::Client`] if the keystore exists or the relay refuses.
     pub async fn init(config: Config) -> Result<Self, AdminError> {
+        Self::init_with(config, None).await
+    }
+
+    /// [`Admin::init`] with the device's threads and changing state in `store` (a row per
+    /// thread, see [`switchboard_client::store`]) and only its keys in the keystore: an event
+    /// writes the threads it touched, not all of the entity's threads. Open it again with
+    /// [`Admin::open_in`].
+    ///
+    /// # Errors
+    /// As [`Admin::init`]; [`AdminError::Client`] if the store cannot be written.
+    pub async fn init_in(config: Config, store: Arc<dyn DeviceStore>) -> Result<Self, AdminError> {
+        Self::init_with(config, Some(store)).await
+    }
+
+    async fn init_with(
+        config: Config,
+        store: Option<Arc<dyn DeviceStore>>,
+    ) -> Result<Self, AdminError> {
         let secret = config.unlock.secret()?;
-        let device = Device::create(
-            &config.keystore,
-            &secret,
-            NewDevice::new(
-                &config.relay,
-                NewRole::Admin {
-                    entity: config.entity.clone(),
-                    display_name: config.display_name.clone(),
-                },
-            ),
-        )
-        .await?;
+        let new = NewDevice::new(
+            &config.relay,
+            NewRole::Admin {
+                entity: config.entity.clone(),
+                display_name: config.display_name.clone(),
+            },
+        );
+        let device = match store {
+            None => Device::create(&config.keystore, &secret, new).await?,
+            Some(store) => Device::create_in(&config.keystore, &secret, new, store).await?,
+        };
         Self::with_device(config, device)
     }
 
@@ -155,6 +174,17 @@ impl Admin {
     pub async fn open(config: Config) -> Result<Self, AdminError> {
         let secret = config.unlock.secret()?;
         let device = Device::open(&config.keystore, &secret, Some(&config.relay)).await?;
+        Self::with_device(config, device)
+    }
+
+    /// Opens an admin made by [`Admin::init_in`] from its keystore and `store`; an admin whose
+    /// keystore holds its whole state moves into the store ([`Device::open_in`]).
+    ///
+    /// # Errors
+    /// As [`Admin::open`]; [`AdminError::Client`] if the store cannot be read or written.
+    pub async fn open_in(config: Config, store: Arc<dyn DeviceStore>) -> Result<Self, AdminError> {
+        let secret = config.unlock.secret()?;
+        let device = Device::open_in(&config.keystore, &secret, Some(&config.relay), store).await?;
         Self::with_device(config, device)
     }
 

@@ -52,6 +52,9 @@ pub struct Device {
     rng: Csprng,
     /// The acknowledgement running in the background, if any.
     acking: Option<tokio::task::JoinHandle<()>>,
+    /// The store holding the state besides the keys, for a device created or opened in one
+    /// ([`Device::create_in`], [`Device::open_in`]); `None`: all of it is in the keystore.
+    rows: Option<persist::Rows>,
 }
 
 impl std::fmt::Debug for Device {

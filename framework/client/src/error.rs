@@ -57,6 +57,9 @@ pub enum ClientError {
     /// The keystore's contents are not valid.
     #[error("keystore contents are not valid: {0}")]
     KeystoreContents(String),
+    /// The device store ([`crate::store::DeviceStore`]) could not be read or written.
+    #[error("device store: {0}")]
+    Store(String),
     /// This device holds no state for the thread.
     #[error("this device is not in thread {0}")]
     UnknownThread(ThreadId),

@@ -36,6 +36,7 @@ mod enrol;
 mod error;
 pub mod keystore;
 mod relay;
+pub mod store;
 
 pub use device::{Device, DeviceRole, Event, KemRotation, NewDevice, NewRole, PinnedAdmin};
 pub use enrol::ExpectedKey;

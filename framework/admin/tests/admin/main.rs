@@ -355,3 +355,66 @@ async fn routes_by_rule_arbitrates_handoff_and_audits_every_grant() {
     assert!(admin.device().thread(thread).is_some());
     let _: ThreadId = thread;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_in_a_device_store_routes_restarts_and_routes_on() {
+    use std::sync::Arc;
+    use switchboard_client::store::{DeviceStore, MemoryStore};
+
+    let relay = switchboard_relay::server::start("sqlite::memory:", "127.0.0.1:0")
+        .await
+        .unwrap();
+    let url = relay.url();
+    let dir = scratch_dir("admin-store");
+    let store = Arc::new(MemoryStore::new());
+    let mut admin = Admin::init_in(
+        config(&dir, &url),
+        Arc::clone(&store) as Arc<dyn DeviceStore>,
+    )
+    .await
+    .unwrap();
+    let admin_id = admin.device().id();
+    let mut bot = order_bot(&mut admin, &dir, &url).await;
+    let (mut customer, thread) = order_thread(&mut admin, &dir, &url).await;
+    assert_eq!(store.thread_rows(admin_id), 1);
+
+    // Restarted from its keystore and the store: the agent registry and the thread are there.
+    admin.flush_acks().await;
+    drop(admin);
+    let mut admin = Admin::open_in(config(&dir, &url), Arc::clone(&store) as _)
+        .await
+        .unwrap();
+    assert_eq!(admin.agents().len(), 1);
+    assert!(admin.device().thread(thread).is_some());
+
+    // A second customer's thread is routed after the restart; the first stays as it was.
+    let second = dir.join("second");
+    std::fs::create_dir_all(&second).unwrap();
+    let writes = store.thread_writes();
+    let (_other, other_thread) = order_thread(&mut admin, &second, &url).await;
+    assert_ne!(other_thread, thread);
+    assert_eq!(store.thread_rows(admin_id), 2);
+    assert!(store.thread_writes() > writes);
+    let joined = gather(&mut bot, |e| {
+        e.iter()
+            .filter(|e| matches!(e, Event::Joined { .. }))
+            .count()
+            >= 2
+    })
+    .await;
+    assert_eq!(
+        joined
+            .iter()
+            .filter(|e| matches!(e, Event::Joined { .. }))
+            .count(),
+        2
+    );
+    bot.send(other_thread, &Content::text("Order 42 ships today."), None)
+        .await
+        .unwrap();
+    customer
+        .send(thread, &Content::text("thanks!"), None)
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,20 +1,21 @@
 //! Creating, opening and registering a device, and its accessors and settings.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
 use switchboard_protocol::{
     Csprng, DeviceId, DeviceKeys, DeviceMemory, EntityId, Fingerprint, KeyBundle, ReplayPolicy,
-    SeenWraps, ThreadId, ThreadState,
+    SeenWraps, ThreadId, ThreadSnapshot, ThreadState,
 };
 
-use super::persist::{Contents, contents_of};
+use super::persist::{Contents, Rows, StateRecord, contents_of, file_contents_of};
 use super::rotation::RotationState;
 use super::{Device, DeviceRole, KemRotation, NewDevice, NewRole, PinnedAdmin};
 use crate::error::ClientError;
 use crate::keystore::{Keystore, KeystoreSecret};
 use crate::relay::{RelayClient, now};
+use crate::store::DeviceStore;
 
 impl Device {
     /// Creates a device: new keys, a new keystore at `path` (refusing to overwrite one),
@@ -27,6 +28,30 @@ impl Device {
         path: &Path,
         secret: &KeystoreSecret,
         new: NewDevice,
+    ) -> Result<Self, ClientError> {
+        Self::create_with(path, secret, new, None).await
+    }
+
+    /// [`Device::create`] for a device whose state besides its keys lives in `store` (a row per
+    /// thread: see [`crate::store`]); the keystore at `path` holds the keys, the role and the
+    /// relay. Open it again with [`Device::open_in`] and the same store.
+    ///
+    /// # Errors
+    /// As [`Device::create`]; [`ClientError::Store`] if the store cannot be written.
+    pub async fn create_in(
+        path: &Path,
+        secret: &KeystoreSecret,
+        new: NewDevice,
+        store: Arc<dyn DeviceStore>,
+    ) -> Result<Self, ClientError> {
+        Self::create_with(path, secret, new, Some(store)).await
+    }
+
+    async fn create_with(
+        path: &Path,
+        secret: &KeystoreSecret,
+        new: NewDevice,
+        store: Option<Arc<dyn DeviceStore>>,
     ) -> Result<Self, ClientError> {
         if path.exists() {
             // Checked before registering, so that no orphan device is left at the relay.
@@ -70,21 +95,31 @@ impl Device {
                 }
             }
         };
-        let contents = contents_of(
-            &keys,
-            &rotation,
-            &new.relay,
-            0,
-            &role,
-            &BTreeMap::new(),
-            &SeenWraps::new(),
-            &BTreeMap::new(),
-            &serde_json::Value::Null,
-            &DeviceMemory::new(),
-            &[],
-        )?;
+        let contents = match &store {
+            None => contents_of(
+                &keys,
+                &rotation,
+                &new.relay,
+                0,
+                &role,
+                &BTreeMap::new(),
+                &SeenWraps::new(),
+                &BTreeMap::new(),
+                &serde_json::Value::Null,
+                &DeviceMemory::new(),
+                &[],
+            )?,
+            Some(_) => file_contents_of(&keys, &new.relay, &role)?,
+        };
+        let rows = store.map(|store| Rows {
+            store,
+            dirty: BTreeSet::new(),
+            file_dirty: false,
+            #[cfg(debug_assertions)]
+            written: BTreeMap::new(),
+        });
         let keystore = Keystore::create(path, secret, new.kdf, &contents).await?;
-        Ok(Self {
+        let device = Self {
             keys,
             relay,
             keystore: Arc::new(std::sync::Mutex::new(keystore)),
@@ -102,7 +137,15 @@ impl Device {
             rotation_policy: KemRotation::default(),
             rng,
             acking: None,
-        })
+            rows,
+        };
+        if device.rows.is_some() {
+            // The store's first record: the keystore names the store from now on.
+            let mut device = device;
+            device.persist().await?;
+            return Ok(device);
+        }
+        Ok(device)
     }
 
     /// Opens the device whose keystore is at `path`, connecting to the relay it was created
@@ -116,6 +159,32 @@ impl Device {
         path: &Path,
         secret: &KeystoreSecret,
         relay: Option<&str>,
+    ) -> Result<Self, ClientError> {
+        Self::open_with(path, secret, relay, None).await
+    }
+
+    /// [`Device::open`] for a device created with [`Device::create_in`]: the keys from the
+    /// keystore at `path`, the rest from `store`. A device whose keystore holds its whole state
+    /// moves into the store here (every thread written once; the keystore then holds only the
+    /// keys, and opens with this function only).
+    ///
+    /// # Errors
+    /// As [`Device::open`]; [`ClientError::Store`] if the store cannot be read or written or
+    /// holds nothing for this device.
+    pub async fn open_in(
+        path: &Path,
+        secret: &KeystoreSecret,
+        relay: Option<&str>,
+        store: Arc<dyn DeviceStore>,
+    ) -> Result<Self, ClientError> {
+        Self::open_with(path, secret, relay, Some(store)).await
+    }
+
+    async fn open_with(
+        path: &Path,
+        secret: &KeystoreSecret,
+        relay: Option<&str>,
+        store: Option<Arc<dyn DeviceStore>>,
     ) -> Result<Self, ClientError> {
         let (keystore, plaintext) = Keystore::open(path, secret).await?;
         let contents: Contents = serde_json::from_slice(&plaintext)
@@ -132,13 +201,52 @@ impl Device {
             }
             None => DeviceKeys::from_seed(contents.device, contents.suite, &contents.seed.0),
         });
+        let moving_in = store.is_some() && !contents.in_store;
+        let (record, snapshots) = match (&store, contents.in_store) {
+            (None, true) => {
+                return Err(ClientError::KeystoreContents(
+                    "this device keeps its state in a device store: open it with Device::open_in"
+                        .to_owned(),
+                ));
+            }
+            (Some(store), true) => load_stored(store.as_ref(), contents.device)?,
+            (_, false) => (
+                StateRecord {
+                    v: 1,
+                    cursor: contents.cursor,
+                    kem_rotation: contents.kem_rotation,
+                    pinned: contents.pinned,
+                    seen_opens: contents.seen_opens,
+                    app: contents.app,
+                    memory: contents.memory,
+                    unposted: contents.unposted,
+                },
+                contents.threads,
+            ),
+        };
         let mut threads = BTreeMap::new();
-        for snapshot in contents.threads {
+        for snapshot in snapshots {
             let state = ThreadState::restore(&keys, snapshot)?;
             threads.insert(state.thread(), state);
         }
         let moved = relay.is_some_and(|url| url != contents.relay);
-        let mut memory = contents.memory;
+        let rows = store.map(|store| Rows {
+            store,
+            // Moving in: every thread and the keystore file are written at once below.
+            dirty: if moving_in {
+                threads.keys().copied().collect()
+            } else {
+                BTreeSet::new()
+            },
+            file_dirty: moving_in || moved,
+            #[cfg(debug_assertions)]
+            written: if moving_in {
+                BTreeMap::new()
+            } else {
+                threads.iter().map(|(t, s)| (*t, s.snapshot())).collect()
+            },
+        });
+        let mut memory = record.memory;
         memory.prune(now());
         let relay = RelayClient::new(relay.unwrap_or(&contents.relay), Arc::clone(&keys))?;
         let mut device = Self {
@@ -146,21 +254,22 @@ impl Device {
             relay,
             keystore: Arc::new(std::sync::Mutex::new(keystore)),
             role: contents.role,
-            cursor: contents.cursor,
-            pinned: contents.pinned,
-            seen_opens: contents.seen_opens,
+            cursor: record.cursor,
+            pinned: record.pinned,
+            seen_opens: record.seen_opens,
             threads,
-            app: contents.app,
+            app: record.app,
             memory,
-            unposted: contents.unposted,
+            unposted: record.unposted,
             memory_pruned_at: now(),
             replay: ReplayPolicy::default(),
-            rotation: contents.kem_rotation,
+            rotation: record.kem_rotation,
             rotation_policy: KemRotation::default(),
             rng: Csprng::from_os().map_err(|e| ClientError::Protocol(e.into()))?,
             acking: None,
+            rows,
         };
-        if moved {
+        if moved || moving_in {
             device.persist().await?;
         }
         Ok(device)
@@ -188,6 +297,10 @@ impl Device {
         self.replay = policy;
         for state in self.threads.values_mut() {
             state.set_replay_policy(policy);
+        }
+        let threads: Vec<ThreadId> = self.threads.keys().copied().collect();
+        for thread in threads {
+            self.touched(thread);
         }
         self.save()
     }
@@ -282,4 +395,34 @@ impl Device {
         self.pinned.remove(entity);
         self.save()
     }
+}
+
+/// The state record and thread snapshots `store` holds for `device`.
+fn load_stored(
+    store: &dyn DeviceStore,
+    device: DeviceId,
+) -> Result<(StateRecord, Vec<ThreadSnapshot>), ClientError> {
+    let stored = store.load(device).map_err(|e| ClientError::Store(e.0))?;
+    let Some(state) = stored.state else {
+        return Err(ClientError::Store(format!(
+            "it holds nothing for device {device}: is it the store this device was created in?"
+        )));
+    };
+    let record: StateRecord = serde_json::from_slice(&state)
+        .map_err(|e| ClientError::Store(format!("the device's state record: {e}")))?;
+    if record.v != 1 {
+        return Err(ClientError::Store(format!(
+            "state record version {} (this build reads 1)",
+            record.v
+        )));
+    }
+    let snapshots = stored
+        .threads
+        .iter()
+        .map(|row| {
+            serde_json::from_slice(row)
+                .map_err(|e| ClientError::Store(format!("a thread row: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((record, snapshots))
 }

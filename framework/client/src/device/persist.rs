@@ -10,10 +10,13 @@ use switchboard_protocol::{
 use zeroize::Zeroizing;
 
 use super::rotation::RotationState;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::{Device, DeviceRole, PinnedAdmin};
 use crate::error::ClientError;
+use crate::keystore::Keystore;
+use crate::store::{DeviceStore, StoreWrite};
 
 /// The keystore's contents, version 1.
 #[derive(Serialize, Deserialize)]
@@ -45,6 +48,46 @@ pub(super) struct Contents {
     /// Admin: commits made (their epoch installed here) but not yet posted to the relay.
     #[serde(default)]
     pub(super) unposted: Vec<Commit>,
+    /// The state changing with the inbox (cursor, threads, ...) lives in a [`DeviceStore`]
+    /// (`true`), not in this file: the fields above from `kem_rotation` on are then empty.
+    #[serde(default)]
+    pub(super) in_store: bool,
+}
+
+/// What a device keeps in its [`DeviceStore`] besides its thread rows, version 1.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StateRecord {
+    pub(super) v: u32,
+    pub(super) cursor: u64,
+    pub(super) kem_rotation: RotationState,
+    pub(super) pinned: BTreeMap<EntityId, PinnedAdmin>,
+    pub(super) seen_opens: SeenWraps,
+    pub(super) app: serde_json::Value,
+    pub(super) memory: DeviceMemory,
+    pub(super) unposted: Vec<Commit>,
+}
+
+/// A device's link to its [`DeviceStore`], and what changed since its last write.
+pub(super) struct Rows {
+    pub(super) store: Arc<dyn DeviceStore>,
+    /// Threads changed (or removed) since the last write.
+    pub(super) dirty: BTreeSet<ThreadId>,
+    /// The keystore file must be written too (keys or relay changed).
+    pub(super) file_dirty: bool,
+    /// What the store holds of each thread: checks in debug builds that every change was
+    /// marked (an unmarked change would be lost at the next restart).
+    #[cfg(debug_assertions)]
+    pub(super) written: BTreeMap<ThreadId, ThreadSnapshot>,
+}
+
+/// One write of a device in a store: the keystore file if it changed, then the store's rows.
+struct RowsWrite {
+    keystore: Arc<std::sync::Mutex<Keystore>>,
+    store: Arc<dyn DeviceStore>,
+    device: DeviceId,
+    file: Option<Zeroizing<Vec<u8>>>,
+    change: StoreWrite,
 }
 
 /// A 32-byte secret as base64url that is zeroized when dropped.
@@ -111,36 +154,169 @@ pub(super) fn contents_of(
         app: app.clone(),
         memory: memory.clone(),
         unposted: unposted.to_vec(),
+        in_store: false,
     };
-    serde_json::to_vec(&contents)
+    to_json(&contents)
+}
+
+/// What the keystore file holds of a device whose state is in a store: keys, role and relay.
+pub(super) fn file_contents_of(
+    keys: &DeviceKeys,
+    relay: &str,
+    role: &DeviceRole,
+) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+    let contents = Contents {
+        v: 1,
+        device: keys.device(),
+        suite: keys.suite(),
+        seed: SecretB64(Zeroizing::new(*keys.seed())),
+        kem: Some(keys.kem_secrets()),
+        kem_rotation: RotationState::default(),
+        relay: relay.to_owned(),
+        cursor: 0,
+        role: role.clone(),
+        pinned: BTreeMap::new(),
+        seen_opens: SeenWraps::new(),
+        threads: Vec::new(),
+        app: serde_json::Value::Null,
+        memory: DeviceMemory::new(),
+        unposted: Vec::new(),
+        in_store: true,
+    };
+    to_json(&contents)
+}
+
+/// `value` as JSON (zeroized when dropped).
+pub(super) fn to_json<T: Serialize>(value: &T) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+    serde_json::to_vec(value)
         .map(Zeroizing::new)
         .map_err(|e| ClientError::KeystoreContents(e.to_string()))
 }
 
 impl Device {
-    /// Writes the whole device state to the keystore, on this thread (for the sync setters).
+    /// Writes the device state on this thread (for the sync setters): the whole keystore, or
+    /// the changes to the store.
     pub(super) fn save(&mut self) -> Result<(), ClientError> {
+        if self.rows.is_some() {
+            self.rows_write()?.write()?;
+            self.written();
+            return Ok(());
+        }
         let contents = self.contents()?;
         let mut keystore = self.keystore.lock().map_err(|_| poisoned())?;
         keystore.save(&contents)?;
         Ok(())
     }
 
-    /// Writes the whole device state to the keystore from an async fn: the contents are built
-    /// here (cheap), the encryption, write and fsyncs run on tokio's blocking pool. Returns once
-    /// the file is on disk, so callers keep their ordering (a generation saved before the
-    /// message is posted, a cursor saved before the acknowledgement).
+    /// Writes the device state from an async fn: the contents are built here (cheap), the
+    /// encryption, writes and fsyncs run on tokio's blocking pool. Returns once the state is
+    /// on disk, so callers keep their ordering (a generation saved before the message is
+    /// posted, a cursor saved before the acknowledgement). A device in a store writes the
+    /// threads changed since its last write, not every thread.
     pub(super) async fn persist(&mut self) -> Result<(), ClientError> {
+        if self.rows.is_some() {
+            let write = self.rows_write()?;
+            blocking(move || write.write()).await?;
+            self.written();
+            return Ok(());
+        }
         let contents = self.contents()?;
         let keystore = Arc::clone(&self.keystore);
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
             let mut keystore = keystore.lock().map_err(|_| poisoned())?;
             keystore.save(&contents).map_err(ClientError::from)
         })
         .await
-        .map_err(|e| {
-            ClientError::KeystoreContents(format!("the keystore write did not finish: {e}"))
-        })?
+    }
+
+    /// Marks `thread` changed (a device in a store writes it with its next save).
+    pub(super) fn touched(&mut self, thread: ThreadId) {
+        if let Some(rows) = &mut self.rows {
+            rows.dirty.insert(thread);
+        }
+    }
+
+    /// Marks the keystore file changed (keys or relay).
+    pub(super) fn file_changed(&mut self) {
+        if let Some(rows) = &mut self.rows {
+            rows.file_dirty = true;
+        }
+    }
+
+    /// The state record of a device in a store.
+    pub(super) fn state_record(&self) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+        to_json(&StateRecord {
+            v: 1,
+            cursor: self.cursor,
+            kem_rotation: self.rotation.clone(),
+            pinned: self.pinned.clone(),
+            seen_opens: self.seen_opens.clone(),
+            app: self.app.clone(),
+            memory: self.memory.clone(),
+            unposted: self.unposted.clone(),
+        })
+    }
+
+    /// What the next write of a device in a store holds.
+    fn rows_write(&self) -> Result<RowsWrite, ClientError> {
+        let Some(rows) = &self.rows else {
+            return Err(ClientError::KeystoreContents(
+                "this device keeps its state in its keystore file".to_owned(),
+            ));
+        };
+        #[cfg(debug_assertions)]
+        for (thread, state) in &self.threads {
+            if !rows.dirty.contains(thread) {
+                debug_assert!(
+                    rows.written.get(thread) == Some(&state.snapshot()),
+                    "thread {thread} changed without being marked: it would not be stored"
+                );
+            }
+        }
+        let file = if rows.file_dirty {
+            Some(file_contents_of(&self.keys, self.relay.url(), &self.role)?)
+        } else {
+            None
+        };
+        let threads = rows
+            .dirty
+            .iter()
+            .map(|thread| {
+                let row = match self.threads.get(thread) {
+                    Some(state) => Some(to_json(&state.snapshot())?),
+                    None => None,
+                };
+                Ok((*thread, row))
+            })
+            .collect::<Result<_, ClientError>>()?;
+        Ok(RowsWrite {
+            keystore: Arc::clone(&self.keystore),
+            store: Arc::clone(&rows.store),
+            device: self.keys.device(),
+            file,
+            change: StoreWrite {
+                state: self.state_record()?,
+                threads,
+            },
+        })
+    }
+
+    /// After a successful write: nothing is changed any more.
+    fn written(&mut self) {
+        let Some(rows) = &mut self.rows else { return };
+        #[cfg(debug_assertions)]
+        for thread in &rows.dirty {
+            match self.threads.get(thread) {
+                Some(state) => {
+                    rows.written.insert(*thread, state.snapshot());
+                }
+                None => {
+                    rows.written.remove(thread);
+                }
+            }
+        }
+        rows.dirty.clear();
+        rows.file_dirty = false;
     }
 
     /// The whole device state as keystore contents.
@@ -159,4 +335,29 @@ impl Device {
             &self.unposted,
         )
     }
+}
+
+impl RowsWrite {
+    /// Writes the store's change, then the keystore file (if it changed). In this order a
+    /// keystore moved into a store ([`Device::open_in`]) names the store only once the store
+    /// holds its state; a crash between the two leaves a rotated key unwritten, which is as if
+    /// it had not been made (the rotation record is published with the old key).
+    fn write(&self) -> Result<(), ClientError> {
+        self.store
+            .write(self.device, &self.change)
+            .map_err(|e| ClientError::Store(e.0))?;
+        if let Some(file) = &self.file {
+            self.keystore.lock().map_err(|_| poisoned())?.save(file)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `write` on tokio's blocking pool.
+pub(super) async fn blocking(
+    write: impl FnOnce() -> Result<(), ClientError> + Send + 'static,
+) -> Result<(), ClientError> {
+    tokio::task::spawn_blocking(write).await.map_err(|e| {
+        ClientError::KeystoreContents(format!("the state write did not finish: {e}"))
+    })?
 }

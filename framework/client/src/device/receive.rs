@@ -131,6 +131,8 @@ impl Device {
         if let Some(state) = slot {
             self.threads.insert(item.thread, state);
         }
+        // Also when refused: a removal empties the slot, and a refusal may still have moved it.
+        self.touched(item.thread);
         if let Some(action) = &applied.commit_action {
             self.rotation.epoch_applied(action);
         }

@@ -205,6 +205,7 @@ impl Device {
         // and a background ack no longer hold it.
         self.keys = Arc::new(keys);
         self.relay = self.relay.with_keys(Arc::clone(&self.keys));
+        self.file_changed();
     }
 
     async fn publish(&mut self) -> Result<(), ClientError> {

@@ -50,6 +50,7 @@ impl Device {
         self.rotation.signed(at);
         let thread = state.thread();
         self.threads.insert(thread, state);
+        self.touched(thread);
         self.persist().await?;
         self.relay.open_thread(&open).await?;
         Ok(thread)
@@ -72,6 +73,7 @@ impl Device {
             .get_mut(&thread)
             .ok_or(ClientError::UnknownThread(thread))?;
         let sealed = state.seal(&self.keys, content, quoted)?;
+        self.touched(thread);
         // The generation must be on disk before the message leaves: a restart must never seal
         // with it again.
         self.persist().await?;
@@ -125,6 +127,7 @@ impl Device {
             .ok_or(ClientError::UnknownThread(thread))?;
         let commit =
             state.commit_with_updates(&self.keys, action, updates, now(), &mut self.rng)?;
+        self.touched(thread);
         self.rotation.epoch_applied(&commit.action);
         // Installed here and kept until posted: one save holds both.
         self.unposted.push(commit.clone());

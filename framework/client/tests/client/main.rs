@@ -14,6 +14,7 @@ mod failures;
 mod flow;
 mod keystore;
 mod rotation;
+mod store;
 mod stream;
 
 use std::path::PathBuf;

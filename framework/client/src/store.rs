@@ -1,0 +1,188 @@
+//! Where a device keeps its state when not everything fits one keystore file: a
+//! [`DeviceStore`] holds the device's changing state as one record and each thread as a row of
+//! its own, so that a change writes the threads it touched instead of rewriting every thread.
+//! The keystore file then holds only what changes with the keys (written at creation, KEM
+//! rotation and key deletion).
+//!
+//! A device whose inbox carries every message of thousands of threads (an entity's admin) is the
+//! case this is for: with the whole state in its keystore, every [`Device::receive`] would
+//! encrypt and write every thread again. Open such a device with [`Device::create_in`] and
+//! [`Device::open_in`]; [`MemoryStore`] is a store for tests, and the `switchboard` crate
+//! implements one on its SQLite and PostgreSQL bot store.
+//!
+//! [`Device::receive`]: crate::Device::receive
+//! [`Device::create_in`]: crate::Device::create_in
+//! [`Device::open_in`]: crate::Device::open_in
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Mutex;
+
+use switchboard_protocol::{DeviceId, ThreadId};
+use zeroize::Zeroizing;
+
+/// Why a [`DeviceStore`] operation failed.
+#[derive(Debug, thiserror::Error)]
+#[error("the device store failed: {0}")]
+pub struct StoreFailure(pub String);
+
+/// What a [`DeviceStore`] holds for one device: plaintext JSON the device wrote (a store seals it
+/// at rest; it holds thread secrets).
+#[derive(Default)]
+pub struct StoredDevice {
+    /// The device's state record (`None`: nothing stored yet for this device).
+    pub state: Option<Zeroizing<Vec<u8>>>,
+    /// One row per thread.
+    pub threads: Vec<Zeroizing<Vec<u8>>>,
+}
+
+impl fmt::Debug for StoredDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredDevice")
+            .field("state_len", &self.state.as_ref().map(|s| s.len()))
+            .field("threads", &self.threads.len())
+            .finish()
+    }
+}
+
+/// One change of a device, to be written as a whole or not at all (one transaction).
+pub struct StoreWrite {
+    /// The device's new state record (replaces the old one).
+    pub state: Zeroizing<Vec<u8>>,
+    /// Thread rows to write (`Some`) or delete (`None`); other rows stay as they are.
+    pub threads: Vec<(ThreadId, Option<Zeroizing<Vec<u8>>>)>,
+}
+
+impl fmt::Debug for StoreWrite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreWrite")
+            .field("state_len", &self.state.len())
+            .field("threads", &self.threads.len())
+            .finish()
+    }
+}
+
+/// A store of device state: a state record and thread rows per device.
+///
+/// Its calls block (a device calls them on tokio's blocking pool, or on its own thread from the
+/// synchronous setters). [`DeviceStore::write`] returns once the change is durable: the device
+/// acknowledges inbox items and posts sealed messages only after it returns.
+pub trait DeviceStore: Send + Sync + fmt::Debug + 'static {
+    /// Everything stored for `device`.
+    ///
+    /// # Errors
+    /// The store cannot be read, or what it holds does not open (wrong key, altered rows).
+    fn load(&self, device: DeviceId) -> Result<StoredDevice, StoreFailure>;
+
+    /// Writes `change` for `device` atomically and durably.
+    ///
+    /// # Errors
+    /// The store cannot be written; nothing of the change is then stored.
+    fn write(&self, device: DeviceId, change: &StoreWrite) -> Result<(), StoreFailure>;
+}
+
+/// A [`DeviceStore`] in memory, for tests and devices that live as long as their process. It
+/// counts what it was asked to write ([`MemoryStore::thread_writes`]).
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Memory>,
+}
+
+#[derive(Default)]
+struct Memory {
+    devices: BTreeMap<DeviceId, Rows>,
+    writes: u64,
+    thread_writes: u64,
+    fail_writes: bool,
+}
+
+#[derive(Default)]
+struct Rows {
+    state: Option<Zeroizing<Vec<u8>>>,
+    threads: BTreeMap<ThreadId, Zeroizing<Vec<u8>>>,
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore").finish_non_exhaustive()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
+        // A panic while holding the lock cannot leave a half-applied write (writes are applied
+        // after every check), so the data is usable.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes so far.
+    #[must_use]
+    pub fn writes(&self) -> u64 {
+        self.memory().writes
+    }
+
+    /// Thread rows written or deleted so far, over all writes.
+    #[must_use]
+    pub fn thread_writes(&self) -> u64 {
+        self.memory().thread_writes
+    }
+
+    /// The thread rows stored for `device`.
+    #[must_use]
+    pub fn thread_rows(&self, device: DeviceId) -> usize {
+        self.memory()
+            .devices
+            .get(&device)
+            .map_or(0, |rows| rows.threads.len())
+    }
+
+    /// Makes every write from now on fail (`true`) or succeed again (`false`).
+    pub fn fail_writes(&self, fail: bool) {
+        self.memory().fail_writes = fail;
+    }
+}
+
+impl DeviceStore for MemoryStore {
+    fn load(&self, device: DeviceId) -> Result<StoredDevice, StoreFailure> {
+        let memory = self.memory();
+        Ok(match memory.devices.get(&device) {
+            None => StoredDevice::default(),
+            Some(rows) => StoredDevice {
+                state: rows.state.clone(),
+                threads: rows.threads.values().cloned().collect(),
+            },
+        })
+    }
+
+    fn write(&self, device: DeviceId, change: &StoreWrite) -> Result<(), StoreFailure> {
+        let mut memory = self.memory();
+        if memory.fail_writes {
+            return Err(StoreFailure(
+                "writes fail (MemoryStore::fail_writes)".to_owned(),
+            ));
+        }
+        memory.writes += 1;
+        memory.thread_writes += change.threads.len() as u64;
+        let rows = memory.devices.entry(device).or_default();
+        rows.state = Some(change.state.clone());
+        for (thread, row) in &change.threads {
+            match row {
+                Some(row) => {
+                    rows.threads.insert(*thread, row.clone());
+                }
+                None => {
+                    rows.threads.remove(thread);
+                }
+            }
+        }
+        Ok(())
+    }
+}
