@@ -119,7 +119,7 @@ impl Device {
             written: BTreeMap::new(),
         });
         let keystore = Keystore::create(path, secret, new.kdf, &contents).await?;
-        let device = Self {
+        let mut device = Self {
             keys,
             relay,
             keystore: Arc::new(std::sync::Mutex::new(keystore)),
@@ -141,9 +141,7 @@ impl Device {
         };
         if device.rows.is_some() {
             // The store's first record: the keystore names the store from now on.
-            let mut device = device;
             device.persist().await?;
-            return Ok(device);
         }
         Ok(device)
     }

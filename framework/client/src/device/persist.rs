@@ -138,25 +138,17 @@ pub(super) fn contents_of(
     memory: &DeviceMemory,
     unposted: &[Commit],
 ) -> Result<Zeroizing<Vec<u8>>, ClientError> {
-    let contents = Contents {
-        v: 1,
-        device: keys.device(),
-        suite: keys.suite(),
-        seed: SecretB64(Zeroizing::new(*keys.seed())),
-        kem: Some(keys.kem_secrets()),
+    to_json(&Contents {
         kem_rotation: rotation.clone(),
-        relay: relay.to_owned(),
         cursor,
-        role: role.clone(),
         pinned: pinned.clone(),
         seen_opens: seen_opens.clone(),
         threads: threads.values().map(ThreadState::snapshot).collect(),
         app: app.clone(),
         memory: memory.clone(),
         unposted: unposted.to_vec(),
-        in_store: false,
-    };
-    to_json(&contents)
+        ..keys_only(keys, relay, role)
+    })
 }
 
 /// What the keystore file holds of a device whose state is in a store: keys, role and relay.
@@ -165,7 +157,15 @@ pub(super) fn file_contents_of(
     relay: &str,
     role: &DeviceRole,
 ) -> Result<Zeroizing<Vec<u8>>, ClientError> {
-    let contents = Contents {
+    to_json(&Contents {
+        in_store: true,
+        ..keys_only(keys, relay, role)
+    })
+}
+
+/// Keystore contents with the keys, role and relay, and every other field empty.
+fn keys_only(keys: &DeviceKeys, relay: &str, role: &DeviceRole) -> Contents {
+    Contents {
         v: 1,
         device: keys.device(),
         suite: keys.suite(),
@@ -181,9 +181,8 @@ pub(super) fn file_contents_of(
         app: serde_json::Value::Null,
         memory: DeviceMemory::new(),
         unposted: Vec::new(),
-        in_store: true,
-    };
-    to_json(&contents)
+        in_store: false,
+    }
 }
 
 /// `value` as JSON (zeroized when dropped).
