@@ -16,6 +16,7 @@ mod lifecycle;
 mod persist;
 mod receive;
 mod rotation;
+mod sealed;
 mod threads;
 mod types;
 

@@ -7,8 +7,18 @@
 //! A device whose inbox carries every message of thousands of threads (an entity's admin) is the
 //! case this is for: with the whole state in its keystore, every [`Device::receive`] would
 //! encrypt and write every thread again. Open such a device with [`Device::create_in`] and
-//! [`Device::open_in`]; [`MemoryStore`] is a store for tests, and the `switchboard` crate
-//! implements one on its SQLite and PostgreSQL bot store.
+//! [`Device::open_in`]; [`MemoryStore`] is a store for tests and for devices that live as long
+//! as their process. A store on disk (SQLite, PostgreSQL) implements the same trait; none ships
+//! yet.
+//!
+//! The device seals every row before a store sees it (XChaCha20-Poly1305 under a key derived
+//! from the device's seed, bound to the device and to the row's place: the state record or one
+//! thread), so a store holds ciphertext only, needs no key, and a row it returns altered, from
+//! another device or from another place is refused when the device opens. What a store cannot
+//! be kept from is returning an older row in place of the newest (the same holds for a
+//! keystore file restored from a backup): a thread rolled back to an older row would seal
+//! again with generations it sealed before, so a store must be as trusted for freshness as the
+//! disk the keystore is on.
 //!
 //! [`Device::receive`]: crate::Device::receive
 //! [`Device::create_in`]: crate::Device::create_in
@@ -19,21 +29,19 @@ use std::fmt;
 use std::sync::Mutex;
 
 use switchboard_protocol::{DeviceId, ThreadId};
-use zeroize::Zeroizing;
 
 /// Why a [`DeviceStore`] operation failed.
 #[derive(Debug, thiserror::Error)]
 #[error("the device store failed: {0}")]
 pub struct StoreFailure(pub String);
 
-/// What a [`DeviceStore`] holds for one device: plaintext JSON the device wrote (a store seals it
-/// at rest; it holds thread secrets).
+/// What a [`DeviceStore`] holds for one device: rows the device sealed (opaque to the store).
 #[derive(Default)]
 pub struct StoredDevice {
     /// The device's state record (`None`: nothing stored yet for this device).
-    pub state: Option<Zeroizing<Vec<u8>>>,
-    /// One row per thread.
-    pub threads: Vec<Zeroizing<Vec<u8>>>,
+    pub state: Option<Vec<u8>>,
+    /// One row per thread, with the thread it was written for.
+    pub threads: Vec<(ThreadId, Vec<u8>)>,
 }
 
 impl fmt::Debug for StoredDevice {
@@ -45,12 +53,13 @@ impl fmt::Debug for StoredDevice {
     }
 }
 
-/// One change of a device, to be written as a whole or not at all (one transaction).
+/// One change of a device, to be written as a whole or not at all (one transaction). Its rows
+/// are sealed by the device.
 pub struct StoreWrite {
     /// The device's new state record (replaces the old one).
-    pub state: Zeroizing<Vec<u8>>,
+    pub state: Vec<u8>,
     /// Thread rows to write (`Some`) or delete (`None`); other rows stay as they are.
-    pub threads: Vec<(ThreadId, Option<Zeroizing<Vec<u8>>>)>,
+    pub threads: Vec<(ThreadId, Option<Vec<u8>>)>,
 }
 
 impl fmt::Debug for StoreWrite {
@@ -98,8 +107,8 @@ struct Memory {
 
 #[derive(Default)]
 struct Rows {
-    state: Option<Zeroizing<Vec<u8>>>,
-    threads: BTreeMap<ThreadId, Zeroizing<Vec<u8>>>,
+    state: Option<Vec<u8>>,
+    threads: BTreeMap<ThreadId, Vec<u8>>,
 }
 
 impl fmt::Debug for MemoryStore {
@@ -148,6 +157,35 @@ impl MemoryStore {
     pub fn fail_writes(&self, fail: bool) {
         self.memory().fail_writes = fail;
     }
+
+    /// The row stored for `thread` of `device`, as the device sealed it.
+    #[must_use]
+    pub fn thread_row(&self, device: DeviceId, thread: ThreadId) -> Option<Vec<u8>> {
+        self.memory()
+            .devices
+            .get(&device)
+            .and_then(|rows| rows.threads.get(&thread).cloned())
+    }
+
+    /// The state record stored for `device`, as the device sealed it.
+    #[must_use]
+    pub fn state_row(&self, device: DeviceId) -> Option<Vec<u8>> {
+        self.memory()
+            .devices
+            .get(&device)
+            .and_then(|rows| rows.state.clone())
+    }
+
+    /// Puts `row` in the place of `thread` of `device`, as a store that alters, moves or rolls
+    /// back rows would (for tests of what the device then refuses).
+    pub fn put_thread_row(&self, device: DeviceId, thread: ThreadId, row: Vec<u8>) {
+        self.memory()
+            .devices
+            .entry(device)
+            .or_default()
+            .threads
+            .insert(thread, row);
+    }
 }
 
 impl DeviceStore for MemoryStore {
@@ -157,7 +195,11 @@ impl DeviceStore for MemoryStore {
             None => StoredDevice::default(),
             Some(rows) => StoredDevice {
                 state: rows.state.clone(),
-                threads: rows.threads.values().cloned().collect(),
+                threads: rows
+                    .threads
+                    .iter()
+                    .map(|(thread, row)| (*thread, row.clone()))
+                    .collect(),
             },
         })
     }

@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use switchboard_protocol::{
     Csprng, DeviceId, DeviceKeys, DeviceMemory, EntityId, Fingerprint, KeyBundle, ReplayPolicy,
-    SeenWraps, ThreadId, ThreadSnapshot, ThreadState,
+    SeenWraps, ThreadId, ThreadState,
 };
 
-use super::persist::{Contents, Rows, StateRecord, contents_of, file_contents_of};
+use super::persist::{
+    Contents, Rows, StateRecord, contents_of, file_contents_of, first_write, load_stored,
+};
 use super::rotation::RotationState;
 use super::{Device, DeviceRole, KemRotation, NewDevice, NewRole, PinnedAdmin};
 use crate::error::ClientError;
@@ -111,15 +113,12 @@ impl Device {
             )?,
             Some(_) => file_contents_of(&keys, &new.relay, &role)?,
         };
-        let rows = store.map(|store| Rows {
-            store,
-            dirty: BTreeSet::new(),
-            file_dirty: false,
-            #[cfg(debug_assertions)]
-            written: BTreeMap::new(),
-        });
+        let rows = store.map(|store| Rows::new(store, &keys));
+        if let Some(rows) = &rows {
+            first_write(rows, &mut rng, keys.device(), &rotation).await?;
+        }
         let keystore = Keystore::create(path, secret, new.kdf, &contents).await?;
-        let mut device = Self {
+        Ok(Self {
             keys,
             relay,
             keystore: Arc::new(std::sync::Mutex::new(keystore)),
@@ -138,12 +137,7 @@ impl Device {
             rng,
             acking: None,
             rows,
-        };
-        if device.rows.is_some() {
-            // The store's first record: the keystore names the store from now on.
-            device.persist().await?;
-        }
-        Ok(device)
+        })
     }
 
     /// Opens the device whose keystore is at `path`, connecting to the relay it was created
@@ -200,14 +194,15 @@ impl Device {
             None => DeviceKeys::from_seed(contents.device, contents.suite, &contents.seed.0),
         });
         let moving_in = store.is_some() && !contents.in_store;
-        let (record, snapshots) = match (&store, contents.in_store) {
+        let rows = store.map(|store| Rows::new(store, &keys));
+        let (record, snapshots) = match (&rows, contents.in_store) {
             (None, true) => {
                 return Err(ClientError::KeystoreContents(
                     "this device keeps its state in a device store: open it with Device::open_in"
                         .to_owned(),
                 ));
             }
-            (Some(store), true) => load_stored(store.as_ref(), contents.device)?,
+            (Some(rows), true) => load_stored(rows, contents.device)?,
             (_, false) => (
                 StateRecord {
                     v: 1,
@@ -228,8 +223,7 @@ impl Device {
             threads.insert(state.thread(), state);
         }
         let moved = relay.is_some_and(|url| url != contents.relay);
-        let rows = store.map(|store| Rows {
-            store,
+        let rows = rows.map(|rows| Rows {
             // Moving in: every thread and the keystore file are written at once below.
             dirty: if moving_in {
                 threads.keys().copied().collect()
@@ -243,6 +237,7 @@ impl Device {
             } else {
                 threads.iter().map(|(t, s)| (*t, s.snapshot())).collect()
             },
+            ..rows
         });
         let mut memory = record.memory;
         memory.prune(now());
@@ -393,34 +388,4 @@ impl Device {
         self.pinned.remove(entity);
         self.save()
     }
-}
-
-/// The state record and thread snapshots `store` holds for `device`.
-fn load_stored(
-    store: &dyn DeviceStore,
-    device: DeviceId,
-) -> Result<(StateRecord, Vec<ThreadSnapshot>), ClientError> {
-    let stored = store.load(device).map_err(|e| ClientError::Store(e.0))?;
-    let Some(state) = stored.state else {
-        return Err(ClientError::Store(format!(
-            "it holds nothing for device {device}: is it the store this device was created in?"
-        )));
-    };
-    let record: StateRecord = serde_json::from_slice(&state)
-        .map_err(|e| ClientError::Store(format!("the device's state record: {e}")))?;
-    if record.v != 1 {
-        return Err(ClientError::Store(format!(
-            "state record version {} (this build reads 1)",
-            record.v
-        )));
-    }
-    let snapshots = stored
-        .threads
-        .iter()
-        .map(|row| {
-            serde_json::from_slice(row)
-                .map_err(|e| ClientError::Store(format!("a thread row: {e}")))
-        })
-        .collect::<Result<_, _>>()?;
-    Ok((record, snapshots))
 }

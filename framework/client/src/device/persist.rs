@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use switchboard_protocol::{
-    CipherSuite, Commit, DeviceId, DeviceKeys, DeviceMemory, EntityId, KemKeySecrets, SeenWraps,
-    ThreadId, ThreadSnapshot, ThreadState,
+    CipherSuite, Commit, Csprng, DeviceId, DeviceKeys, DeviceMemory, EntityId, KemKeySecrets,
+    SeenWraps, ThreadId, ThreadSnapshot, ThreadState,
 };
 use zeroize::Zeroizing;
 
@@ -17,6 +17,8 @@ use super::{Device, DeviceRole, PinnedAdmin};
 use crate::error::ClientError;
 use crate::keystore::Keystore;
 use crate::store::{DeviceStore, StoreWrite};
+
+use super::sealed::{RowKey, RowPlace};
 
 /// The keystore's contents, version 1.
 #[derive(Serialize, Deserialize)]
@@ -68,9 +70,84 @@ pub(super) struct StateRecord {
     pub(super) unposted: Vec<Commit>,
 }
 
+impl StateRecord {
+    /// The record of a new device.
+    fn new(rotation: &RotationState) -> Self {
+        Self {
+            v: 1,
+            cursor: 0,
+            kem_rotation: rotation.clone(),
+            pinned: BTreeMap::new(),
+            seen_opens: SeenWraps::new(),
+            app: serde_json::Value::Null,
+            memory: DeviceMemory::new(),
+            unposted: Vec::new(),
+        }
+    }
+}
+
+/// Writes the first state record of a new device in `rows` (before its keystore is created, so
+/// that a keystore naming a store always has its state there).
+pub(super) async fn first_write(
+    rows: &Rows,
+    rng: &mut Csprng,
+    device: DeviceId,
+    rotation: &RotationState,
+) -> Result<(), ClientError> {
+    let record = to_json(&StateRecord::new(rotation))?;
+    let change = StoreWrite {
+        state: rows.key.seal(rng, RowPlace::State(device), &record)?,
+        threads: Vec::new(),
+    };
+    let store = Arc::clone(&rows.store);
+    blocking(move || {
+        store
+            .write(device, &change)
+            .map_err(|e| ClientError::Store(e.0))
+    })
+    .await
+}
+
+/// The state record and thread snapshots `rows`' store holds for `device`, opened.
+pub(super) fn load_stored(
+    rows: &Rows,
+    device: DeviceId,
+) -> Result<(StateRecord, Vec<ThreadSnapshot>), ClientError> {
+    let stored = rows
+        .store
+        .load(device)
+        .map_err(|e| ClientError::Store(e.0))?;
+    let Some(state) = stored.state else {
+        return Err(ClientError::Store(format!(
+            "it holds nothing for device {device}: is it the store this device was created in?"
+        )));
+    };
+    let state = rows.key.open(RowPlace::State(device), &state)?;
+    let record: StateRecord = serde_json::from_slice(&state)
+        .map_err(|e| ClientError::Store(format!("the device's state record: {e}")))?;
+    if record.v != 1 {
+        return Err(ClientError::Store(format!(
+            "state record version {} (this build reads 1)",
+            record.v
+        )));
+    }
+    let snapshots = stored
+        .threads
+        .iter()
+        .map(|(thread, row)| {
+            let row = rows.key.open(RowPlace::Thread(device, *thread), row)?;
+            serde_json::from_slice(&row)
+                .map_err(|e| ClientError::Store(format!("thread {thread}'s row: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((record, snapshots))
+}
+
 /// A device's link to its [`DeviceStore`], and what changed since its last write.
 pub(super) struct Rows {
     pub(super) store: Arc<dyn DeviceStore>,
+    /// Seals the rows before the store sees them.
+    pub(super) key: RowKey,
     /// Threads changed (or removed) since the last write.
     pub(super) dirty: BTreeSet<ThreadId>,
     /// The keystore file must be written too (keys or relay changed).
@@ -79,6 +156,20 @@ pub(super) struct Rows {
     /// marked (an unmarked change would be lost at the next restart).
     #[cfg(debug_assertions)]
     pub(super) written: BTreeMap<ThreadId, ThreadSnapshot>,
+}
+
+impl Rows {
+    /// The link of the device with `keys` to `store`, nothing changed yet.
+    pub(super) fn new(store: Arc<dyn DeviceStore>, keys: &DeviceKeys) -> Self {
+        Self {
+            store,
+            key: RowKey::derive(keys.seed()),
+            dirty: BTreeSet::new(),
+            file_dirty: false,
+            #[cfg(debug_assertions)]
+            written: BTreeMap::new(),
+        }
+    }
 }
 
 /// One write of a device in a store: the keystore file if it changed, then the store's rows.
@@ -242,8 +333,8 @@ impl Device {
         }
     }
 
-    /// The state record of a device in a store.
-    pub(super) fn state_record(&self) -> Result<Zeroizing<Vec<u8>>, ClientError> {
+    /// The state record of a device in a store, as JSON.
+    fn state_record(&self) -> Result<Zeroizing<Vec<u8>>, ClientError> {
         to_json(&StateRecord {
             v: 1,
             cursor: self.cursor,
@@ -256,8 +347,10 @@ impl Device {
         })
     }
 
-    /// What the next write of a device in a store holds.
-    fn rows_write(&self) -> Result<RowsWrite, ClientError> {
+    /// What the next write of a device in a store holds, sealed.
+    fn rows_write(&mut self) -> Result<RowsWrite, ClientError> {
+        let state = self.state_record()?;
+        let device = self.keys.device();
         let Some(rows) = &self.rows else {
             return Err(ClientError::KeystoreContents(
                 "this device keeps its state in its keystore file".to_owned(),
@@ -277,12 +370,17 @@ impl Device {
         } else {
             None
         };
+        let rng = &mut self.rng;
         let threads = rows
             .dirty
             .iter()
             .map(|thread| {
                 let row = match self.threads.get(thread) {
-                    Some(state) => Some(to_json(&state.snapshot())?),
+                    Some(state) => Some(rows.key.seal(
+                        rng,
+                        RowPlace::Thread(device, *thread),
+                        &to_json(&state.snapshot())?,
+                    )?),
                     None => None,
                 };
                 Ok((*thread, row))
@@ -291,10 +389,10 @@ impl Device {
         Ok(RowsWrite {
             keystore: Arc::clone(&self.keystore),
             store: Arc::clone(&rows.store),
-            device: self.keys.device(),
+            device,
             file,
             change: StoreWrite {
-                state: self.state_record()?,
+                state: rows.key.seal(rng, RowPlace::State(device), &state)?,
                 threads,
             },
         })

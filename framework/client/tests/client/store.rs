@@ -200,3 +200,67 @@ async fn a_failed_store_write_fails_send_and_nothing_is_posted() {
     assert_eq!(messages(&got)[0].content, Content::text("second try"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_rows_are_sealed_and_a_moved_altered_or_foreign_row_is_refused() {
+    let server = relay().await;
+    let relay = server.url();
+    let dir = scratch();
+    let mut admin = admin_at(&dir.join("admin.keystore"), &relay).await;
+    let entity = EntityId::new("acme").unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let path = dir.join("c.keystore");
+    let mut customer = customer_in(&dir, "c", &relay, &store).await;
+    let first = customer.open_thread(&entity).await.unwrap();
+    let second = customer.open_thread(&entity).await.unwrap();
+    let mut other = customer_in(&dir, "d", &relay, &store).await;
+    let foreign = other.open_thread(&entity).await.unwrap();
+    events(&mut admin, 3).await;
+    let (id, other_id) = (customer.id(), other.id());
+    drop(customer);
+
+    // The store sees ciphertext only: no JSON, not even the entity's name.
+    let row = store.thread_row(id, first).unwrap();
+    let state = store.state_row(id).unwrap();
+    for bytes in [&row, &state] {
+        assert!(serde_json::from_slice::<serde_json::Value>(bytes).is_err());
+        assert!(!bytes.windows(4).any(|w| w == b"acme"));
+    }
+
+    // Each forgery is refused at open with a clear error; the real row opens again after.
+    let mut altered = row.clone();
+    let middle = altered.len() / 2;
+    altered[middle] ^= 1;
+    let forgeries = [
+        (
+            "the first thread's row in the second's place",
+            second,
+            row.clone(),
+        ),
+        ("an altered row", first, altered),
+        (
+            "another device's row",
+            first,
+            store.thread_row(other_id, foreign).unwrap(),
+        ),
+        ("a truncated row", first, row[..10].to_vec()),
+    ];
+    for (what, place, forged) in forgeries {
+        let genuine = store.thread_row(id, place).unwrap();
+        store.put_thread_row(id, place, forged);
+        let err = Device::open_in(&path, &secret(), None, Arc::clone(&store) as _)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{what} was accepted"));
+        assert!(
+            matches!(&err, ClientError::Store(why) if why.contains(&place.to_string())),
+            "{what}: {err}"
+        );
+        store.put_thread_row(id, place, genuine);
+    }
+    let customer = Device::open_in(&path, &secret(), None, Arc::clone(&store) as _)
+        .await
+        .unwrap();
+    assert_eq!(customer.threads().count(), 2);
+    std::fs::remove_dir_all(&dir).ok();
+}
