@@ -69,6 +69,7 @@ mod message;
 pub mod request;
 mod rng;
 mod roster;
+pub mod session;
 mod suite;
 mod thread;
 pub mod wire;
