@@ -17,7 +17,7 @@ pub(crate) struct RelayArgs {
     /// A TOML file of settings: `header_read_secs`, `max_connections`, `shutdown_grace_secs`
     /// and a `[limits]` table (`customer`, `agent`, `admin`, `entity`, `registration` as
     /// `{ per_second = N, burst = M }`, `strikes_to_ban`, `first_ban_secs`, `max_ban_secs`,
-    /// `max_tracked`, `unverified_body_bytes`, `body_read_secs`). Flags override it.
+    /// `max_tracked`, `unverified_body_bytes`, `body_read_secs`, `max_sessions`). Flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Seconds to send a request head (also the idle keep-alive timeout). Default 10.

@@ -8,6 +8,9 @@ use switchboard_protocol::api::{
     Ack, DirectoryRecord, ErrorBody, ErrorCode, InboxItem, ItemKind, MAX_INBOX_PAGE_BYTES,
     NewEntity, PostAnswer, Registration,
 };
+use switchboard_protocol::session::{
+    SessionAuth, SessionGrant, SessionId, SessionKey, SessionOffer,
+};
 use switchboard_protocol::wire::MAX_WIRE_BYTES;
 use switchboard_protocol::{
     Commit, Csprng, DeviceId, DeviceKeys, EntityId, HistoryGrant, KeyBundle, RequestAuth,
@@ -39,6 +42,39 @@ pub struct RelayClient {
     base: String,
     keys: Arc<DeviceKeys>,
     rng: Arc<Mutex<Csprng>>,
+    /// The relay session its requests use once open (shared by clones).
+    session: Arc<Mutex<SessionState>>,
+}
+
+/// A client's relay session (`switchboard_protocol::session`): after its first signed request
+/// a client opens one, and authenticates later requests with a MAC instead of a signature.
+#[derive(Default)]
+struct SessionState {
+    open: Option<OpenSession>,
+    /// Requests signed so far (a client that makes one request only opens no session).
+    signed: u64,
+    /// A session is being opened (requests meanwhile are signed).
+    opening: bool,
+    /// Unix seconds before which no session is tried again (the relay refused one).
+    retry_at: u64,
+}
+
+struct OpenSession {
+    id: SessionId,
+    key: Arc<SessionKey>,
+    next: u64,
+    expires_at: u64,
+}
+
+/// A session is not used in its last minute (a request must not arrive after it expired).
+const SESSION_MARGIN_SECS: u64 = 60;
+/// After the relay refused a session, requests are signed for this long before the next try.
+const SESSION_RETRY_SECS: u64 = 60;
+
+/// How a request is authenticated.
+enum Auth {
+    Signed(RequestAuth),
+    Session(SessionAuth),
 }
 
 impl std::fmt::Debug for RelayClient {
@@ -72,6 +108,7 @@ impl RelayClient {
             base,
             keys,
             rng: Arc::new(Mutex::new(rng)),
+            session: Arc::default(),
         })
     }
 
@@ -84,7 +121,16 @@ impl RelayClient {
             base: self.base.clone(),
             keys,
             rng: Arc::clone(&self.rng),
+            session: Arc::clone(&self.session),
         }
+    }
+
+    /// Whether this client holds a relay session (its requests then carry a MAC under the
+    /// session key instead of an Ed25519 signature; it opens one after its first signed
+    /// request, and signs again for a minute when the relay refuses one).
+    #[must_use]
+    pub fn session_open(&self) -> bool {
+        self.session().open.is_some()
     }
 
     /// The relay's base URL.
@@ -114,8 +160,10 @@ impl RelayClient {
         self.answer(what, response).await
     }
 
-    /// Signs and sends a request (within `timeout`, if given: the whole exchange, body
-    /// included); the relay's answer, whatever its status.
+    /// Sends a request authenticated by the session, or signed (within `timeout`, if given:
+    /// the whole exchange, body included); the relay's answer, whatever its status. A request
+    /// the relay refuses as unauthenticated under a session (expired, or lost with a restart)
+    /// is sent again signed, and the session dropped.
     async fn send(
         &self,
         method: Method,
@@ -123,25 +171,163 @@ impl RelayClient {
         body: Vec<u8>,
         timeout: Option<Duration>,
     ) -> Result<reqwest::Response, ClientError> {
-        let auth = {
-            let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
-            RequestAuth::sign(
-                &self.keys,
-                method.as_str(),
-                path_and_query,
-                &body,
-                now(),
-                &mut rng,
-            )
+        match self
+            .session_auth(method.as_str(), path_and_query, &body)
+            .await
+        {
+            Some(auth) => {
+                let response = self
+                    .send_with(
+                        Auth::Session(auth),
+                        method.clone(),
+                        path_and_query,
+                        body.clone(),
+                        timeout,
+                    )
+                    .await?;
+                if response.status() != reqwest::StatusCode::UNAUTHORIZED {
+                    return Ok(response);
+                }
+                tracing::debug!(relay = %self.base, "the relay refused the session; signing");
+                self.session().open = None;
+                let auth = self.sign(method.as_str(), path_and_query, &body);
+                self.send_with(auth, method, path_and_query, body, timeout)
+                    .await
+            }
+            None => {
+                let auth = self.sign(method.as_str(), path_and_query, &body);
+                self.session().signed += 1;
+                self.send_with(auth, method, path_and_query, body, timeout)
+                    .await
+            }
+        }
+    }
+
+    fn session(&self) -> std::sync::MutexGuard<'_, SessionState> {
+        self.session.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn sign(&self, method: &str, path_and_query: &str, body: &[u8]) -> Auth {
+        let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
+        Auth::Signed(RequestAuth::sign(
+            &self.keys,
+            method,
+            path_and_query,
+            body,
+            now(),
+            &mut rng,
+        ))
+    }
+
+    /// The session headers of a request, opening a session first if it is time to (after the
+    /// first signed request; not while another task opens one; not soon after a refusal).
+    async fn session_auth(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: &[u8],
+    ) -> Option<SessionAuth> {
+        let now = now().0;
+        let open = {
+            let mut state = self.session();
+            if let Some(open) = state
+                .open
+                .as_mut()
+                .filter(|o| o.expires_at > now.saturating_add(SESSION_MARGIN_SECS))
+            {
+                let counter = open.next;
+                open.next += 1;
+                let key = Arc::clone(&open.key);
+                let id = open.id;
+                drop(state);
+                return Some(key.authenticate(&id, counter, method, path_and_query, body));
+            }
+            let open = state.signed >= 1 && !state.opening && now >= state.retry_at;
+            if open {
+                state.opening = true;
+            }
+            open
         };
+        if !open {
+            return None;
+        }
+        let opened = self.open_session().await;
+        let mut state = self.session();
+        state.opening = false;
+        match opened {
+            Ok(mut session) => {
+                let counter = session.next;
+                session.next += 1;
+                let auth =
+                    session
+                        .key
+                        .authenticate(&session.id, counter, method, path_and_query, body);
+                state.open = Some(session);
+                Some(auth)
+            }
+            Err(e) => {
+                tracing::debug!(relay = %self.base, error = %e, "no relay session; signing requests");
+                state.retry_at = now.saturating_add(SESSION_RETRY_SECS);
+                None
+            }
+        }
+    }
+
+    /// Opens a session with a signed `POST /v1/sessions`.
+    async fn open_session(&self) -> Result<OpenSession, ClientError> {
+        let offer = {
+            let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
+            SessionOffer::new(&mut rng)
+        };
+        let body = encode(&offer.request())?;
+        let path = "/v1/sessions";
+        let auth = self.sign("POST", path, &body);
+        let response = self
+            .send_with(auth, Method::POST, path, body, Some(REQUEST_TIMEOUT))
+            .await?;
+        let bytes = self.answer("session", response).await?;
+        let grant: SessionGrant = decode(&bytes)?;
+        let (id, key) =
+            offer
+                .accept(self.keys.device(), &grant)
+                .map_err(|detail| ClientError::BadAnswer {
+                    what: "session",
+                    detail,
+                })?;
+        Ok(OpenSession {
+            id,
+            key: Arc::new(key),
+            next: 0,
+            expires_at: grant.expires_at.0,
+        })
+    }
+
+    /// Sends a request with `auth`'s headers.
+    async fn send_with(
+        &self,
+        auth: Auth,
+        method: Method,
+        path_and_query: &str,
+        body: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response, ClientError> {
         let mut request = self
             .http
             .request(method, format!("{}{path_and_query}", self.base));
         if let Some(timeout) = timeout {
             request = request.timeout(timeout);
         }
-        for (name, value) in auth.header_values() {
-            request = request.header(name, value);
+        match auth {
+            Auth::Signed(auth) => {
+                for (name, value) in auth.header_values() {
+                    request = request.header(name, value);
+                }
+            }
+            Auth::Session(auth) => {
+                for (name, value) in auth.header_values() {
+                    request = request.header(name, value);
+                }
+            }
         }
         if !body.is_empty() {
             request = request

@@ -234,6 +234,9 @@ pub enum ErrorCode {
     ReplayedRequest,
     /// The requesting device is not registered (401).
     UnknownDevice,
+    /// The request names a session the relay does not hold (never opened, expired, or lost
+    /// with a restart): open another, or sign the request (401).
+    UnknownSession,
     /// The body, path or query is not valid (400).
     Malformed,
     /// The body declares a protocol version the relay does not speak (400).
@@ -265,12 +268,13 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code the relay answers with (not [`ErrorCode::Unknown`]).
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 18] = [
         Self::Unauthenticated,
         Self::BadSignature,
         Self::StaleRequest,
         Self::ReplayedRequest,
         Self::UnknownDevice,
+        Self::UnknownSession,
         Self::Malformed,
         Self::UnsupportedVersion,
         Self::TooLarge,
@@ -294,6 +298,7 @@ impl ErrorCode {
             Self::StaleRequest => "stale_request",
             Self::ReplayedRequest => "replayed_request",
             Self::UnknownDevice => "unknown_device",
+            Self::UnknownSession => "unknown_session",
             Self::Malformed => "malformed",
             Self::UnsupportedVersion => "unsupported_version",
             Self::TooLarge => "too_large",
@@ -318,7 +323,8 @@ impl ErrorCode {
             | Self::BadSignature
             | Self::StaleRequest
             | Self::ReplayedRequest
-            | Self::UnknownDevice => 401,
+            | Self::UnknownDevice
+            | Self::UnknownSession => 401,
             Self::Malformed | Self::UnsupportedVersion => 400,
             Self::TooLarge => 413,
             Self::RequestTimeout => 408,

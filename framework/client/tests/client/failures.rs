@@ -164,3 +164,46 @@ async fn a_commit_the_relay_missed_is_posted_again_and_the_thread_moves_on() {
         .unwrap();
     assert_eq!(next.epoch.0, 2);
 }
+
+/// A relay session lives in the relay's memory: after a relay restart the client's next
+/// request is refused under it, sent again signed (the caller sees no failure), and a new
+/// session is opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_lost_with_a_relay_restart_is_replaced_without_a_failed_request() {
+    use std::sync::Arc;
+    use switchboard_client::RelayClient;
+    use switchboard_protocol::{CipherSuite, Csprng, DeviceId, DeviceKeys};
+
+    let dir = crate::scratch();
+    let db = format!("sqlite://{}", dir.join("relay.db").display());
+    let server = switchboard_relay::server::start(&db, "127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = server.addr();
+    let mut rng = Csprng::from_os().unwrap();
+    let keys = Arc::new(DeviceKeys::generate(
+        DeviceId::random(&mut rng),
+        CipherSuite::default(),
+        &mut rng,
+    ));
+    let relay = RelayClient::new(&server.url(), Arc::clone(&keys)).unwrap();
+    relay
+        .publish_bundle(&keys.bundle(switchboard_client::now()))
+        .await
+        .unwrap();
+    assert!(!relay.session_open(), "one signed request first");
+    relay.device_bundle(keys.device()).await.unwrap();
+    assert!(relay.session_open());
+    relay.device_bundle(keys.device()).await.unwrap();
+
+    server.stop().await.unwrap();
+    let server = switchboard_relay::server::start(&db, &addr.to_string())
+        .await
+        .unwrap();
+    relay.device_bundle(keys.device()).await.unwrap();
+    assert!(!relay.session_open(), "the forgotten session was dropped");
+    relay.device_bundle(keys.device()).await.unwrap();
+    assert!(relay.session_open(), "and a new one opened");
+    server.stop().await.unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -30,6 +30,9 @@ pub enum ApiError {
     /// The requesting device is not registered.
     #[error("device {0} is not registered; register it with POST /v1/devices first")]
     UnknownDevice(String),
+    /// The request names a session this relay does not hold.
+    #[error("unknown or expired session: open another (POST /v1/sessions) or sign the request")]
+    UnknownSession,
     /// The body is not a valid value of the expected type.
     #[error("{0}")]
     Malformed(String),
@@ -95,6 +98,7 @@ impl ApiError {
             Self::StaleRequest => ErrorCode::StaleRequest,
             Self::ReplayedRequest => ErrorCode::ReplayedRequest,
             Self::UnknownDevice(_) => ErrorCode::UnknownDevice,
+            Self::UnknownSession => ErrorCode::UnknownSession,
             Self::Malformed(_) => ErrorCode::Malformed,
             Self::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
             Self::TooLarge(_) => ErrorCode::TooLarge,

@@ -74,6 +74,10 @@ pub struct Limits {
     pub unverified_body_bytes: u64,
     /// Seconds a request body may take to arrive, in all.
     pub body_read_secs: u64,
+    /// Relay sessions open at once (`POST /v1/sessions`; 4 per device at most). When full,
+    /// expired sessions are dropped; if none has expired, devices sign each request until
+    /// there is room (the relay answers 503 to a new session).
+    pub max_sessions: usize,
 }
 
 impl Default for Limits {
@@ -90,6 +94,7 @@ impl Default for Limits {
             max_tracked: 100_000,
             unverified_body_bytes: 48 * 1024 * 1024,
             body_read_secs: 20,
+            max_sessions: 100_000,
         }
     }
 }

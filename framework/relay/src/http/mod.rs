@@ -29,6 +29,7 @@
 mod error;
 mod limits;
 mod metrics;
+mod sessions;
 mod stream;
 mod threads;
 
@@ -44,6 +45,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use switchboard_protocol::request::{MAX_CLOCK_SKEW_SECS, headers};
+use switchboard_protocol::session::{self, SessionAuth, SessionRequest};
 use switchboard_protocol::{
     DeviceId, EntityId, IdentityPublicKey, KeyBundle, RequestAuth, Timestamp, Version, WireType,
     decode, encode,
@@ -95,6 +97,8 @@ pub struct RelayState {
     body_read: Duration,
     /// Identity keys of registered devices seen lately (a device's key never changes).
     identities: Identities,
+    /// Open sessions (requests authenticated by a MAC instead of a signature).
+    sessions: sessions::Sessions,
 }
 
 /// The identity keys of registered devices that sent requests lately, so that a request's
@@ -155,6 +159,7 @@ impl RelayState {
             body_budget: Arc::new(Semaphore::new(0)),
             body_read: Duration::ZERO,
             identities: Identities::default(),
+            sessions: sessions::Sessions::new(Limits::default().max_sessions),
         }
         .with_limits(Limits::default())
     }
@@ -167,6 +172,7 @@ impl RelayState {
             .min(Semaphore::MAX_PERMITS);
         self.body_budget = Arc::new(Semaphore::new(budget));
         self.body_read = Duration::from_secs(limits.body_read_secs);
+        self.sessions = sessions::Sessions::new(limits.max_sessions);
         self.limiter = limits::Limiter::new(limits);
         self
     }
@@ -176,6 +182,7 @@ impl RelayState {
 pub fn app(state: RelayState) -> Router {
     Router::new()
         .route("/v1/devices", post(register_device))
+        .route("/v1/sessions", post(open_session))
         .route("/v1/devices/{device}", get(get_device))
         .route("/v1/entities", post(create_entity))
         .route("/v1/entities/{entity}", get(get_entity))
@@ -368,10 +375,10 @@ pub(super) struct Caller {
     pub(super) identity_key: [u8; 32],
 }
 
-/// A request authenticated as coming from a registered device, with its body of at most `MAX`
-/// bytes. Use it as the last handler argument; it refuses the request (JSON error) when the
-/// headers, body size, signature, timestamp, nonce or rate limit is refused, and checks what it
-/// can before reading the body.
+/// A request authenticated as coming from a registered device (signed, or under a session),
+/// with its body of at most `MAX` bytes. Use it as the last handler argument; it refuses the
+/// request (JSON error) when the headers, body size, signature or session MAC, timestamp,
+/// nonce or counter, or rate limit is refused, and checks what it can before reading the body.
 pub(super) struct Signed<const MAX: usize> {
     /// The requesting device.
     pub(super) device: Caller,
@@ -388,7 +395,9 @@ impl<const MAX: usize> axum::extract::FromRequest<RelayState> for Signed<MAX> {
     ) -> Result<Self, Self::Rejection> {
         let (parts, body) = request.into_parts();
         let (device, body, nonce) = authenticate::<MAX>(state, parts, body).await?;
-        spend(state, &nonce).await?;
+        if let Some(nonce) = &nonce {
+            spend(state, nonce).await?;
+        }
         // Counted only for requests the device really signed, so nobody can get another device
         // banned by sending requests in its name.
         admit(state, device.device).await?;
@@ -409,8 +418,9 @@ pub(super) struct SignedOnce<const MAX: usize> {
     pub(super) device: Caller,
     /// The request body.
     pub(super) body: Bytes,
-    /// The request's nonce, not spent yet.
-    pub(super) nonce: RequestNonce,
+    /// The request's nonce, not spent yet (`None`: authenticated by a session, whose replay
+    /// window took it).
+    pub(super) nonce: Option<RequestNonce>,
 }
 
 impl<const MAX: usize> axum::extract::FromRequest<RelayState> for SignedOnce<MAX> {
@@ -431,38 +441,87 @@ impl<const MAX: usize> axum::extract::FromRequest<RelayState> for SignedOnce<MAX
     }
 }
 
-/// A signed request's device, body (at most `MAX` bytes) and nonce (not spent), once the
-/// headers, timestamp, body size and signature are checked.
+/// An authenticated request's device, body (at most `MAX` bytes) and, if it was signed, its
+/// nonce (not spent), once the headers, timestamp, body size and signature or session MAC are
+/// checked.
 async fn authenticate<const MAX: usize>(
     state: &RelayState,
     parts: Parts,
     body: Body,
-) -> Result<(Caller, Bytes, RequestNonce), ApiError> {
-    let auth = fresh_auth(state, &parts.headers)?;
-    let (identity_key, key) = match state.identities.get(auth.device) {
-        Some(known) => known,
-        None => {
-            let record = state
-                .store
-                .device(auth.device)
-                .await?
-                .ok_or_else(|| ApiError::UnknownDevice(auth.device.to_string()))?;
-            let key = IdentityPublicKey::from_bytes(&record.identity_key)
-                .map_err(|_| ApiError::Internal)?;
+) -> Result<(Caller, Bytes, Option<RequestNonce>), ApiError> {
+    if parts.headers.contains_key(session::headers::SESSION) {
+        let get = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let auth = SessionAuth::parse(
+            get(session::headers::SESSION),
+            get(session::headers::COUNTER),
+            get(session::headers::MAC),
+        )
+        .map_err(ApiError::Unauthenticated)?;
+        // Known before the body is read: a made-up session costs no body budget.
+        state.sessions.known(&auth, (state.clock)())?;
+        let raw = read_body(state, &parts.headers, body, MAX).await?;
+        let target = parts
+            .uri
+            .path_and_query()
+            .map_or(parts.uri.path(), |pq| pq.as_str());
+        let device =
             state
-                .identities
-                .remember(record.device, record.identity_key, key);
-            (record.identity_key, key)
-        }
-    };
+                .sessions
+                .check(&auth, parts.method.as_str(), target, &raw, (state.clock)())?;
+        let (identity_key, _) = identity(state, device).await?;
+        return Ok((
+            Caller {
+                device,
+                identity_key,
+            },
+            raw,
+            None,
+        ));
+    }
+    let auth = fresh_auth(state, &parts.headers)?;
+    let (identity_key, key) = identity(state, auth.device).await?;
     let raw = read_body(state, &parts.headers, body, MAX).await?;
     let nonce = check_signed(state, &auth, &key, &parts.method, &parts.uri, &raw)?;
     let caller = Caller {
         device: auth.device,
         identity_key,
     };
-    Ok((caller, raw, nonce))
+    Ok((caller, raw, Some(nonce)))
 }
+
+/// A registered device's identity key, as stored and parsed.
+async fn identity(state: &RelayState, device: DeviceId) -> Result<KnownKey, ApiError> {
+    if let Some(known) = state.identities.get(device) {
+        return Ok(known);
+    }
+    let record = state
+        .store
+        .device(device)
+        .await?
+        .ok_or_else(|| ApiError::UnknownDevice(device.to_string()))?;
+    let key =
+        IdentityPublicKey::from_bytes(&record.identity_key).map_err(|_| ApiError::Internal)?;
+    state
+        .identities
+        .remember(record.device, record.identity_key, key);
+    Ok((record.identity_key, key))
+}
+
+/// `POST /v1/sessions`: a signed request opens a session (see
+/// `switchboard_protocol::session`); its later requests carry a MAC instead of a signature.
+async fn open_session(
+    State(state): State<RelayState>,
+    Signed { device, body }: Signed<MAX_SESSION_BYTES>,
+) -> Result<Response, ApiError> {
+    let request: SessionRequest = wire(&body)?;
+    let grant = state
+        .sessions
+        .open(device.device, &request, (state.clock)())?;
+    Ok((StatusCode::CREATED, Json(grant)).into_response())
+}
+
+/// The largest body of `POST /v1/sessions`.
+const MAX_SESSION_BYTES: usize = 1024;
 
 /// The OpenAPI 3.1 document of this API, for clients in other languages.
 pub const OPENAPI: &str = include_str!("openapi.json");

@@ -264,7 +264,11 @@ pub(super) async fn post_message(
             digest: sha2::Sha256::digest(&raw).into(),
         }),
     };
-    let result = state.store.post_once(&post, &nonce).await?;
+    let result = match &nonce {
+        Some(nonce) => state.store.post_once(&post, nonce).await?,
+        // Authenticated by a session: the replay window took the request already.
+        None => state.store.post(&post).await?,
+    };
     Ok(posted(&state, thread, &result))
 }
 

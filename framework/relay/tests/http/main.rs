@@ -26,6 +26,7 @@ mod plaintext;
 mod robustness;
 mod rotation;
 mod schemas;
+mod sessions;
 mod threads;
 
 const T0: u64 = 1_800_000_000;
@@ -494,6 +495,7 @@ async fn openapi_document_is_served_and_lists_every_route() {
     let routes = [
         ("/v1/devices", "post"),
         ("/v1/devices/{device}", "get"),
+        ("/v1/sessions", "post"),
         ("/v1/entities", "post"),
         ("/v1/entities/{entity}", "get"),
         ("/v1/threads", "post"),
