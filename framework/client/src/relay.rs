@@ -71,6 +71,15 @@ const SESSION_MARGIN_SECS: u64 = 60;
 /// After the relay refused a session, requests are signed for this long before the next try.
 const SESSION_RETRY_SECS: u64 = 60;
 
+/// Marks a session being opened; clears the mark when dropped.
+struct Opening<'a>(&'a RelayClient);
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        self.0.session().opening = false;
+    }
+}
+
 /// How a request is authenticated.
 enum Auth {
     Signed(RequestAuth),
@@ -178,7 +187,7 @@ impl RelayClient {
             Some(auth) => {
                 let response = self
                     .send_with(
-                        Auth::Session(auth),
+                        Auth::Session(auth.clone()),
                         method.clone(),
                         path_and_query,
                         body.clone(),
@@ -189,7 +198,13 @@ impl RelayClient {
                     return Ok(response);
                 }
                 tracing::debug!(relay = %self.base, "the relay refused the session; signing");
-                self.session().open = None;
+                {
+                    let mut state = self.session();
+                    // Not a newer session another request opened meanwhile.
+                    if state.open.as_ref().is_some_and(|o| o.id == auth.session) {
+                        state.open = None;
+                    }
+                }
                 let auth = self.sign(method.as_str(), path_and_query, &body);
                 self.send_with(auth, method, path_and_query, body, timeout)
                     .await
@@ -251,9 +266,11 @@ impl RelayClient {
         if !open {
             return None;
         }
+        // Given back even if this future is dropped midway (a caller's timeout).
+        let opening = Opening(self);
         let opened = self.open_session().await;
+        drop(opening);
         let mut state = self.session();
-        state.opening = false;
         match opened {
             Ok(mut session) => {
                 let counter = session.next;
@@ -273,7 +290,8 @@ impl RelayClient {
         }
     }
 
-    /// Opens a session with a signed `POST /v1/sessions`.
+    /// Opens a session with a signed `POST /v1/sessions` (one task at a time: see
+    /// [`Opening`]).
     async fn open_session(&self) -> Result<OpenSession, ClientError> {
         let offer = {
             let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);

@@ -1,6 +1,7 @@
 //! A hostile relay for attack tests: an HTTP proxy on loopback in front of a real relay that
-//! forwards every request unchanged (the devices' request signatures cover only method, path,
-//! query and body, so they still verify upstream) and lets a test tamper with what devices get
+//! forwards every request unchanged (the devices' request signatures and session MACs cover
+//! only method, path, query and body, so they still verify upstream; the device of a session's
+//! requests is known from the session's opening, which passes through too) and lets a test tamper with what devices get
 //! back: replace a `GET` answer (a key bundle, a directory record), append items to a device's
 //! inbox (a replayed commit), and watch requests as they pass (to check what was durable when a
 //! post left its device).
@@ -28,6 +29,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use switchboard_protocol::api::{ErrorBody, ErrorCode, ErrorDetail, InboxAnswer, InboxItem};
 use switchboard_protocol::request::headers;
+use switchboard_protocol::session::{SessionGrant, headers as session_headers};
 use switchboard_protocol::{DeviceId, decode, encode};
 
 /// The largest request body forwarded (the relay's own limit is 4 MiB).
@@ -57,6 +59,9 @@ struct Tampering {
     failing: Option<Failing>,
     /// How many of the next connections to close at once ([`HostileRelay::reset_connections`]).
     resets: u32,
+    /// The device of each relay session opened through this proxy (its requests name the
+    /// session, not the device), by session id as sent.
+    sessions: HashMap<String, DeviceId>,
 }
 
 /// An item delivered to a redelivering device, and how many more copies later answers carry.
@@ -292,16 +297,20 @@ async fn answer(proxy: Proxy, request: Request) -> Response {
         .uri
         .path_and_query()
         .map_or_else(|| parts.uri.path().to_owned(), ToString::to_string);
-    let device: Option<DeviceId> = parts
-        .headers
-        .get(headers::DEVICE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let signed_by: Option<DeviceId> = header(headers::DEVICE).and_then(|v| v.parse().ok());
+    let session = header(session_headers::SESSION).map(str::to_owned);
+    let device;
     {
         let mut tampering = proxy
             .tampering
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        device = signed_by.or_else(|| {
+            session
+                .as_ref()
+                .and_then(|s| tampering.sessions.get(s).copied())
+        });
         for watcher in &tampering.watchers {
             watcher(&parts.method, &path_and_query);
         }
@@ -354,6 +363,16 @@ async fn answer(proxy: Proxy, request: Request) -> Response {
     let Ok(bytes) = answer.bytes().await else {
         return StatusCode::BAD_GATEWAY.into_response();
     };
+    if let (Some(device), "/v1/sessions", true) = (device, parts.uri.path(), status.is_success())
+        && let Ok(grant) = decode::<SessionGrant>(&bytes)
+    {
+        proxy
+            .tampering
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .sessions
+            .insert(grant.session, device);
+    }
     let bytes = match (device, parts.uri.path(), status.is_success()) {
         (Some(device), "/v1/inbox", true) => {
             tamper_inbox(&proxy, device, instance(parts.uri.query()), bytes)
