@@ -469,6 +469,8 @@ async fn authenticate<const MAX: usize>(
                 .sessions
                 .check(&auth, parts.method.as_str(), target, &raw, (state.clock)())?;
         let (identity_key, _) = identity(state, device).await?;
+        // The request's log span names the device once the session vouched for it.
+        tracing::Span::current().record("device", tracing::field::display(device));
         return Ok((
             Caller {
                 device,
@@ -511,8 +513,16 @@ async fn identity(state: &RelayState, device: DeviceId) -> Result<KnownKey, ApiE
 /// `switchboard_protocol::session`); its later requests carry a MAC instead of a signature.
 async fn open_session(
     State(state): State<RelayState>,
+    request_headers: HeaderMap,
     Signed { device, body }: Signed<MAX_SESSION_BYTES>,
 ) -> Result<Response, ApiError> {
+    // A session opens only with the identity key: a stolen session key must not outlive its
+    // session by opening the next one.
+    if request_headers.contains_key(session::headers::SESSION) {
+        return Err(ApiError::Unauthenticated(
+            "a session is opened by a signed request, not under another session".to_owned(),
+        ));
+    }
     let request: SessionRequest = wire(&body)?;
     let grant = state
         .sessions

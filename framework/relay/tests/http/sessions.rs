@@ -166,6 +166,17 @@ async fn opening_a_session_needs_a_valid_signature_and_a_good_key() {
         (StatusCode::BAD_REQUEST, "malformed"),
         "{json}"
     );
+    // Not under another session: a stolen session key must not open the next session.
+    let (id, key) = open(&mut relay, &alice).await.unwrap();
+    let auth = key.authenticate(&id, 0, "POST", "/v1/sessions", &body);
+    let (status, json) = relay
+        .send(with_session(&auth, "POST", "/v1/sessions", body.clone()))
+        .await;
+    assert_eq!(
+        (status, code(&json)),
+        (StatusCode::UNAUTHORIZED, "unauthenticated"),
+        "{json}"
+    );
     // An unregistered device cannot open one.
     let stranger = relay.device();
     assert_eq!(
