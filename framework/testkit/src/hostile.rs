@@ -1,10 +1,10 @@
 //! A hostile relay for attack tests: an HTTP proxy on loopback in front of a real relay that
 //! forwards every request unchanged (the devices' request signatures and session MACs cover
 //! only method, path, query and body, so they still verify upstream; the device of a session's
-//! requests is known from the session's opening, which passes through too) and lets a test tamper with what devices get
-//! back: replace a `GET` answer (a key bundle, a directory record), append items to a device's
-//! inbox (a replayed commit), and watch requests as they pass (to check what was durable when a
-//! post left its device).
+//! requests is known from the session's opening, which passes through too) and lets a test
+//! tamper with what devices get back: replace a `GET` answer (a key bundle, a directory
+//! record), append items to a device's inbox (a replayed commit), and watch requests as they
+//! pass (to check what was durable when a post left its device).
 //!
 //! It injects faults too: redelivery of inbox items ([`HostileRelay::redeliver`]), error answers
 //! ([`HostileRelay::fail_next`]) and connections closed without an answer
