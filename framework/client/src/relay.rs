@@ -335,17 +335,12 @@ impl RelayClient {
         if let Some(timeout) = timeout {
             request = request.timeout(timeout);
         }
-        match auth {
-            Auth::Signed(auth) => {
-                for (name, value) in auth.header_values() {
-                    request = request.header(name, value);
-                }
-            }
-            Auth::Session(auth) => {
-                for (name, value) in auth.header_values() {
-                    request = request.header(name, value);
-                }
-            }
+        let headers: Vec<_> = match auth {
+            Auth::Signed(auth) => auth.header_values().into(),
+            Auth::Session(auth) => auth.header_values().into(),
+        };
+        for (name, value) in headers {
+            request = request.header(name, value);
         }
         if !body.is_empty() {
             request = request

@@ -104,11 +104,21 @@ impl Relay {
 }
 
 fn with_auth(auth: &RequestAuth, method: &str, path: &str, body: Vec<u8>) -> Request<Body> {
+    with_headers(auth.header_values(), method, path, body)
+}
+
+/// A JSON request with the authentication headers `headers`.
+fn with_headers(
+    headers: impl IntoIterator<Item = (&'static str, String)>,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Request<Body> {
     let mut builder = Request::builder()
         .method(method)
         .uri(path)
         .header("content-type", "application/json");
-    for (name, value) in auth.header_values() {
+    for (name, value) in headers {
         builder = builder.header(name, value);
     }
     builder.body(Body::from(body)).unwrap()

@@ -12,14 +12,7 @@ use crate::{Relay, code};
 
 /// A request authenticated by `auth`.
 fn with_session(auth: &SessionAuth, method: &str, path: &str, body: Vec<u8>) -> Request<Body> {
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("content-type", "application/json");
-    for (name, value) in auth.header_values() {
-        builder = builder.header(name, value);
-    }
-    builder.body(Body::from(body)).unwrap()
+    crate::with_headers(auth.header_values(), method, path, body)
 }
 
 /// Opens a session for `keys`: its id and key, or the refusal.
