@@ -7,13 +7,12 @@
 //! lives in a schema of its own, dropped at the end. Without it the test says it was skipped.
 
 use std::collections::HashSet;
-use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use switchboard_protocol::{Csprng, DeviceId};
 use switchboard_relay::http::LEASE_SECS;
+use switchboard_testkit::pg::PgSchema;
 use tokio::sync::Barrier;
 use tokio::time::{Instant, timeout};
 
@@ -32,68 +31,6 @@ const FIRST_WAIT: Duration = Duration::from_secs(20);
 const REST_WAIT: Duration = Duration::from_secs(LEASE_SECS + 25);
 /// How long customers keep listening after all are answered, for late duplicates.
 const LATE_WAIT: Duration = Duration::from_secs(2);
-
-/// A schema of its own in the test database; dropped when this is.
-struct PgSchema {
-    server: String,
-    name: String,
-}
-
-impl PgSchema {
-    /// `None` (the test is skipped) without `SWITCHBOARD_TEST_PG`.
-    async fn create() -> Option<Self> {
-        let Ok(server) = std::env::var("SWITCHBOARD_TEST_PG") else {
-            // The real stderr, not captured by the harness: skips must be visible.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: scale-out scenario on PostgreSQL (set SWITCHBOARD_TEST_PG=postgres://... to run it)"
-            );
-            return None;
-        };
-        let mut rng = Csprng::from_os().unwrap();
-        let name = format!("sb_scale_{}", DeviceId::random(&mut rng));
-        let pool = sqlx::PgPool::connect(&server).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-        Some(Self { server, name })
-    }
-
-    /// The store URL of the bot processes: the test database, in this schema.
-    fn store_url(&self) -> String {
-        let separator = if self.server.contains('?') { '&' } else { '?' };
-        format!(
-            "{}{separator}options[search_path]={}",
-            self.server, self.name
-        )
-    }
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        let server = self.server.clone();
-        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name);
-        // On a thread of its own: this may run inside the test's runtime, or while panicking.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let pool = sqlx::PgPool::connect(&server).await.ok()?;
-                let done = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
-                pool.close().await;
-                done.ok()
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Some(_))) {
-            eprintln!("could not drop the test schema {}", self.name);
-        }
-    }
-}
 
 /// The first message, answered (the thread is the bot's then); once every customer is there,
 /// the others back to back;
@@ -175,11 +112,11 @@ async fn wait_for(counter: &AtomicUsize, at_least: usize, within: Duration) -> b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_on_postgres_one_killed_reply_exactly_once_in_order() {
-    let Some(schema) = PgSchema::create().await else {
+    let Some(schema) = PgSchema::create("scale-out scenario", "sb_scale").await else {
         return;
     };
     let scene = Scene::new("scale-out").await;
-    let store = schema.store_url();
+    let store = schema.url();
     let mut bots = Vec::new();
     for i in 0..INSTANCES {
         let instance = format!("echo-{i}");

@@ -6,6 +6,8 @@
 //! relay = "http://127.0.0.1:8700"
 //! keystore = "acme-admin.keystore"   # relative paths are relative to this file
 //! key_file = "acme-admin.key"        # or: passphrase_env = "ACME_PASSPHRASE"
+//! store = "sqlite://acme-admin.db"    # threads in a database, a row each (or postgres://...);
+//!                                    # without it, the whole state is in the keystore
 //! audit_log = "acme-audit.jsonl"
 //! credential_days = 30
 //! old_epoch_grace_secs = 600         # old-epoch messages accepted this long after a new epoch
@@ -58,6 +60,12 @@ pub struct Config {
     pub keystore: PathBuf,
     /// What unlocks the keystore.
     pub unlock: Unlock,
+    /// Where the admin device keeps its threads and changing state, a row per thread: a
+    /// database URL (`sqlite://PATH`, a relative path taken from the config file's directory,
+    /// or `postgres://...`), opened by the program running the admin (the `switchboard` CLI
+    /// opens it with the bot SDK's store). `None`: everything is in the keystore, which is then
+    /// rewritten at every event (fine for a few threads, slow for thousands).
+    pub store: Option<String>,
     /// The audit log (JSON lines, appended).
     pub audit_log: PathBuf,
     /// How long issued agent credentials are valid, in days.
@@ -189,6 +197,7 @@ struct File {
     display_name: String,
     relay: String,
     keystore: PathBuf,
+    store: Option<String>,
     key_file: Option<PathBuf>,
     passphrase_env: Option<String>,
     audit_log: Option<PathBuf>,
@@ -371,6 +380,7 @@ impl Config {
             relay: file.relay,
             keystore: base.join(file.keystore),
             unlock,
+            store: file.store.map(|url| store_url(&url, base)).transpose()?,
             audit_log: base.join(audit_log),
             credential_days: file.credential_days,
             policy: Policy {
@@ -384,6 +394,20 @@ impl Config {
             history,
             old_epoch_grace_secs: file.old_epoch_grace_secs,
         })
+    }
+}
+
+/// The store URL of the config file, a relative `sqlite://` path taken from `base`.
+fn store_url(url: &str, base: &Path) -> Result<String, String> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Err("store must be a database URL (sqlite://PATH or postgres://...)".to_owned());
+    }
+    match url.strip_prefix("sqlite://") {
+        Some(path) if !path.is_empty() && !path.starts_with('/') && !path.starts_with(':') => {
+            Ok(format!("sqlite://{}", base.join(path).display()))
+        }
+        _ => Ok(url.to_owned()),
     }
 }
 
@@ -486,6 +510,31 @@ mod tests {
         assert_eq!(config.policy.rules[0].keywords, ["order", "shipping"]);
         let hours = config.policy.hours.unwrap();
         assert_eq!((hours.open, hours.close), (540, 1050));
+    }
+
+    #[test]
+    fn a_store_url_is_optional_and_a_relative_sqlite_path_is_taken_from_the_file() {
+        let config = Config::parse(FULL, Path::new("/etc/acme")).unwrap();
+        assert_eq!(config.store, None, "everything in the keystore by default");
+        let with = |store: &str| {
+            let text = FULL.replace(
+                "key_file = \"admin.key\"",
+                &format!("key_file = \"admin.key\"\nstore = \"{store}\""),
+            );
+            Config::parse(&text, Path::new("/etc/acme")).map(|c| c.store)
+        };
+        assert_eq!(
+            with("sqlite://admin.db").unwrap().as_deref(),
+            Some("sqlite:///etc/acme/admin.db")
+        );
+        for kept in [
+            "sqlite:///var/lib/acme/admin.db",
+            "sqlite::memory:",
+            "postgres://acme@db/acme",
+        ] {
+            assert_eq!(with(kept).unwrap().as_deref(), Some(kept));
+        }
+        assert!(with(" ").unwrap_err().contains("database URL"));
     }
 
     #[test]

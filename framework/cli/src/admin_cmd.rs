@@ -16,6 +16,11 @@ pub(crate) struct AdminArgs {
     /// The entity's config file.
     #[arg(long, global = true, default_value = "entity.toml")]
     config: PathBuf,
+    /// Where the admin device keeps its threads, a row each (`sqlite://PATH` or
+    /// `postgres://...`); overrides `store` in the config file. An admin whose keystore holds
+    /// its whole state moves into the store the first time it is opened with one.
+    #[arg(long, global = true, value_name = "URL")]
+    store: Option<String>,
     #[command(subcommand)]
     action: Option<AdminAction>,
 }
@@ -65,7 +70,10 @@ enum AdminAction {
 }
 
 pub(crate) async fn run(args: AdminArgs) -> Result<(), String> {
-    let config = Config::load(&args.config).map_err(|e| e.to_string())?;
+    let mut config = Config::load(&args.config).map_err(|e| e.to_string())?;
+    if let Some(store) = args.store {
+        config.store = Some(store);
+    }
     match args.action.unwrap_or(AdminAction::Run) {
         AdminAction::Init => {
             if let Unlock::KeyFile(path) = &config.unlock
@@ -74,7 +82,7 @@ pub(crate) async fn run(args: AdminArgs) -> Result<(), String> {
                 KeystoreSecret::create_key_file(path).map_err(|e| e.to_string())?;
                 out(&format!("created key file {}", path.display()));
             }
-            let admin = Admin::init(config).await.map_err(|e| e.to_string())?;
+            let admin = init_admin(config).await?;
             let device = admin.device();
             out(&format!(
                 "admin of {} created: device {} fingerprint {}",
@@ -90,7 +98,7 @@ pub(crate) async fn run(args: AdminArgs) -> Result<(), String> {
             Ok(())
         }
         AdminAction::Run => {
-            let mut admin = Admin::open(config).await.map_err(|e| e.to_string())?;
+            let mut admin = open_admin(config).await?;
             out(&format!(
                 "admin of {} running as device {}",
                 admin.config().entity,
@@ -116,7 +124,7 @@ pub(crate) async fn run(args: AdminArgs) -> Result<(), String> {
             };
             let device: DeviceId = device.parse().map_err(|e| format!("--device: {e}"))?;
             let expected = expected_key(fingerprint.as_deref(), insecure_trust_relay, "agent")?;
-            let mut admin = Admin::open(config).await.map_err(|e| e.to_string())?;
+            let mut admin = open_admin(config).await?;
             let record = admin
                 .add_agent(&name, kind, device, teams, &expected)
                 .await
@@ -132,7 +140,7 @@ pub(crate) async fn run(args: AdminArgs) -> Result<(), String> {
             Ok(())
         }
         AdminAction::Revoke { name } => {
-            let mut admin = Admin::open(config).await.map_err(|e| e.to_string())?;
+            let mut admin = open_admin(config).await?;
             let threads = admin.revoke_agent(&name).await.map_err(|e| e.to_string())?;
             out(&format!(
                 "agent {name} revoked; removed from {} thread(s)",
@@ -141,7 +149,7 @@ pub(crate) async fn run(args: AdminArgs) -> Result<(), String> {
             Ok(())
         }
         AdminAction::Agents => {
-            let admin = Admin::open(config).await.map_err(|e| e.to_string())?;
+            let admin = open_admin(config).await?;
             for a in admin.agents() {
                 out(&format!(
                     "{}\t{:?}\t{}\tteams {:?}\tvalid until {}",
@@ -151,6 +159,40 @@ pub(crate) async fn run(args: AdminArgs) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// Creates the admin `config` describes, in its store if it names one.
+pub(crate) async fn init_admin(config: Config) -> Result<Admin, String> {
+    match config.store.clone() {
+        None => Admin::init(config).await,
+        Some(url) => Admin::init_in(config, device_store(&url).await?).await,
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// Opens the admin `config` describes, from its store if it names one.
+pub(crate) async fn open_admin(config: Config) -> Result<Admin, String> {
+    match config.store.clone() {
+        None => Admin::open(config).await.map_err(|e| {
+            let why = e.to_string();
+            if why.contains("device store") {
+                format!("{why} (set `store` in the config file or pass --store URL)")
+            } else {
+                why
+            }
+        }),
+        Some(url) => Admin::open_in(config, device_store(&url).await?)
+            .await
+            .map_err(|e| e.to_string()),
+    }
+}
+
+async fn device_store(
+    url: &str,
+) -> Result<std::sync::Arc<dyn switchboard_client::store::DeviceStore>, String> {
+    switchboard::store::open_device_store(url)
+        .await
+        .map_err(|e| format!("the admin's store: {e}"))
 }
 
 /// What an enrolment command expects of the key the relay serves for `whose` device: the

@@ -222,6 +222,7 @@ async fn start_admin(dir: &Path, url: &str) -> Result<Admin, String> {
             relay = "{url}"
             keystore = "admin.keystore"
             key_file = "admin.key"
+            store = "sqlite://admin.db"    # the admin's threads, a row each
             audit_log = "audit.jsonl"
 
             [routing]
@@ -233,7 +234,7 @@ async fn start_admin(dir: &Path, url: &str) -> Result<Admin, String> {
         ),
         dir,
     )?;
-    Admin::init(config).await.map_err(|e| e.to_string())
+    crate::admin_cmd::init_admin(config).await
 }
 
 /// Warms up, measures each row, prints the table.

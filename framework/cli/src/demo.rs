@@ -68,6 +68,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), String> {
             relay = "{url}"
             keystore = "admin.keystore"
             key_file = "admin.key"
+            store = "sqlite://admin.db"    # the admin's threads, a row each
             audit_log = "audit.jsonl"
 
             [routing]
@@ -83,9 +84,9 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), String> {
         ),
         &dir,
     )?;
-    let mut admin = Admin::init(config).await.map_err(|e| e.to_string())?;
+    let mut admin = crate::admin_cmd::init_admin(config).await?;
     out(&format!(
-        "Acme's admin device {} (fingerprint {})",
+        "Acme's admin device {} (fingerprint {}; its threads in admin.db, a row each)",
         admin.device().id(),
         admin.device().fingerprint()
     ));

@@ -3,6 +3,7 @@
 //! (devices in this test process). The customer opens a thread; the admin routes it to the bot
 //! by rule; the bot's reply verifies on the customer's side with the bot's name; the bot hands
 //! off; the admin transfers the thread to the human in a new epoch; the bot cannot decrypt it.
+//! The admin keeps its threads in a SQLite device store (`store` in entity.toml), a row each.
 
 #![allow(
     clippy::unwrap_used,
@@ -54,6 +55,28 @@ fn switchboard_fails(args: &[&str]) -> String {
         .unwrap();
     assert!(!output.status.success(), "switchboard {args:?} succeeded");
     String::from_utf8(output.stderr).unwrap()
+}
+
+/// Writes `dir/entity.toml` for acme on `relay`: keystore, key file and audit log in `dir`,
+/// then `rest` (more keys and tables).
+fn entity_toml(dir: &Path, relay: &str, rest: &str) -> std::path::PathBuf {
+    let config = dir.join("entity.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+            entity = "acme"
+            display_name = "Acme"
+            relay = "{relay}"
+            keystore = "admin.keystore"
+            key_file = "admin.key"
+            audit_log = "audit.jsonl"
+            {rest}
+            "#
+        ),
+    )
+    .unwrap();
+    config
 }
 
 /// A child process whose stdout lines arrive on a channel.
@@ -110,31 +133,33 @@ async fn customer_admin_bot_human_across_processes() {
     let dir = scratch_dir("e2e");
     let relay = RelayProcess::start(&format!("sqlite://{}", dir.join("relay.db").display()));
     let url = format!("http://{}", relay.addr);
-    let config = dir.join("entity.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-            entity = "acme"
-            display_name = "Acme"
-            relay = "{url}"
-            keystore = "admin.keystore"
-            key_file = "admin.key"
-            audit_log = "audit.jsonl"
+    let config = entity_toml(
+        &dir,
+        &url,
+        r#"
+        store = "sqlite://admin.db"
 
-            [routing]
-            fallback_team = "humans"
+        [routing]
+        fallback_team = "humans"
 
-            [[rules]]
-            keywords = ["order"]
-            team = "orders"
-            "#
-        ),
-    )
-    .unwrap();
+        [[rules]]
+        keywords = ["order"]
+        team = "orders"
+        "#,
+    );
     let config = config.to_str().unwrap();
     let created = switchboard(&["admin", "init", "--config", config]);
     assert!(created.contains("admin of acme created"), "{created}");
+    assert!(
+        dir.join("admin.db").exists(),
+        "the admin's store is beside its config"
+    );
+    let admin_id: switchboard_protocol::DeviceId = created
+        .split_once("device ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
     // The admin's fingerprint, as a person would read it off the admin's screen.
     let admin_fingerprint = created
         .lines()
@@ -330,7 +355,67 @@ async fn customer_admin_bot_human_across_processes() {
         .await
         .unwrap();
     assert!(live_bot.thread(thread).is_none());
+
+    // The admin's thread is a row of its store (sealed: no plaintext of the conversation).
+    let store = switchboard::store::SqlDeviceStore::open(&format!(
+        "sqlite://{}",
+        dir.join("admin.db").display()
+    ))
+    .await
+    .unwrap();
+    let stored = switchboard_client::store::DeviceStore::load(&store, admin_id).unwrap();
+    assert!(stored.state.is_some());
+    assert_eq!(
+        stored.threads.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+        [thread]
+    );
+    for file in ["admin.db", "admin.db-wal"] {
+        let bytes = std::fs::read(dir.join(file)).unwrap_or_default();
+        assert!(
+            !bytes.windows(b"refund".len()).any(|w| w == b"refund"),
+            "{file}"
+        );
+    }
     drop(admin);
+    drop(relay);
+}
+
+#[test]
+fn an_admin_without_a_store_moves_into_one_and_then_opens_only_with_it() {
+    let dir = scratch_dir("admin-moves-in");
+    let relay = RelayProcess::start(&format!("sqlite://{}", dir.join("relay.db").display()));
+    let config = entity_toml(&dir, &format!("http://{}", relay.addr), "");
+    let config = config.to_str().unwrap();
+    switchboard(&["admin", "init", "--config", config]);
+    assert!(
+        !dir.join("admin.db").exists(),
+        "no store unless one is named"
+    );
+
+    // Opened with --store, its state moves into the store.
+    let store = format!("sqlite://{}", dir.join("admin.db").display());
+    switchboard(&["admin", "agents", "--config", config, "--store", &store]);
+    assert!(dir.join("admin.db").exists());
+    // From then on it opens with its store only, and says how.
+    let without = switchboard_fails(&["admin", "agents", "--config", config]);
+    assert!(without.contains("--store"), "{without}");
+    switchboard(&["admin", "agents", "--config", config, "--store", &store]);
+    // A store it is not in, or a URL no store has: refused clearly.
+    let other = format!("sqlite://{}", dir.join("other.db").display());
+    let elsewhere = switchboard_fails(&["admin", "agents", "--config", config, "--store", &other]);
+    assert!(elsewhere.contains("store"), "{elsewhere}");
+    let bad = switchboard_fails(&[
+        "admin",
+        "agents",
+        "--config",
+        config,
+        "--store",
+        "mysql://x",
+    ]);
+    assert!(
+        bad.contains("the admin's store") && bad.contains("sqlite://PATH"),
+        "{bad}"
+    );
     drop(relay);
 }
 

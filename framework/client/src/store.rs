@@ -8,8 +8,8 @@
 //! case this is for: with the whole state in its keystore, every [`Device::receive`] would
 //! encrypt and write every thread again. Open such a device with [`Device::create_in`] and
 //! [`Device::open_in`]; [`MemoryStore`] is a store for tests and for devices that live as long
-//! as their process. A store on disk (SQLite, PostgreSQL) implements the same trait; none ships
-//! yet.
+//! as their process. The bot SDK's `switchboard::store::SqlDeviceStore` keeps the rows in its
+//! SQLite or PostgreSQL database (group commit, durable when a write returns).
 //!
 //! The device seals every row before a store sees it (XChaCha20-Poly1305 under a key derived
 //! from the device's seed, bound to the device and to the row's place: the state record or one

@@ -4,10 +4,12 @@
 //! scratch directories, and accessors for what was said. Every wait is bounded, so a broken
 //! system fails a test instead of hanging it. [`hostile`] is a proxy that tampers and injects
 //! faults, [`sim`] a lightweight in-memory customer for load tests, [`floor`] the protocol's
-//! cryptographic cost floor. (The bot conformance suite will live here too.)
+//! cryptographic cost floor, [`pg`] a PostgreSQL schema per test. (The bot conformance suite
+//! will live here too.)
 
 pub mod floor;
 pub mod hostile;
+pub mod pg;
 pub mod sim;
 
 use std::path::PathBuf;

@@ -33,6 +33,7 @@
 //! private as the keystore. Journal keys, outbox bodies (sealed messages, already end-to-end
 //! encrypted) and meta values are stored as they are given.
 
+mod device;
 mod group;
 mod key;
 pub mod memory;
@@ -47,6 +48,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use switchboard_protocol::{DeviceId, ThreadId};
 
+pub use device::{
+    DeviceStoreStats, MAX_DEVICE_RECORD, MAX_THREADS_PER_WRITE, SqlDeviceStore, open_device_store,
+};
 pub use key::StoreKey;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;

@@ -47,22 +47,7 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        migrator([
-            (
-                "bot store",
-                include_str!("migrations/postgres/0001_init.sql"),
-            ),
-            (
-                "history rows",
-                include_str!("migrations/postgres/0002_history.sql"),
-            ),
-            (
-                "outbox by thread",
-                include_str!("migrations/postgres/0003_outbox_by_thread.sql"),
-            ),
-        ])
-        .run(&pool)
-        .await?;
+        migrate(&pool).await?;
         let device_hex = device.to_string();
         let group = super::group::GroupCommit::start(PostgresWriter {
             pool: pool.clone(),
@@ -76,6 +61,33 @@ impl PostgresStore {
             group,
         })
     }
+}
+
+/// The migrations of the PostgreSQL schema, in order (the bot store's and the device store's).
+const MIGRATIONS: [(&str, &str); 4] = [
+    (
+        "bot store",
+        include_str!("migrations/postgres/0001_init.sql"),
+    ),
+    (
+        "history rows",
+        include_str!("migrations/postgres/0002_history.sql"),
+    ),
+    (
+        "outbox by thread",
+        include_str!("migrations/postgres/0003_outbox_by_thread.sql"),
+    ),
+    (
+        "device store",
+        include_str!("migrations/postgres/0004_device_store.sql"),
+    ),
+];
+
+/// Brings the schema of `pool`'s database up to date, under PostgreSQL's advisory lock (so
+/// instances starting at once migrate once).
+pub(super) async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    migrator(MIGRATIONS).run(pool).await?;
+    Ok(())
 }
 
 impl_sqlx_writer!(PostgresWriter, sqlx::Postgres, "BEGIN");

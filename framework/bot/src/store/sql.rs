@@ -22,7 +22,7 @@ use super::{HistoryEntry, OutboxEntry, StoreError, StoreKey, ThreadRecord};
 const MIGRATIONS_TABLE: &str = "_bot_store_migrations";
 
 /// The migrator for one backend's schema: its migrations in order (version 1, 2, ...).
-pub(super) fn migrator(steps: [(&'static str, &'static str); 3]) -> Migrator {
+pub(super) fn migrator(steps: [(&'static str, &'static str); 4]) -> Migrator {
     let migrations = (1..)
         .zip(steps)
         .map(|(version, (description, sql))| {

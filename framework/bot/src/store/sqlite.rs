@@ -22,7 +22,7 @@ use super::sql::{self, impl_bot_store, migrator};
 use super::{StoreError, StoreKey, redact};
 
 /// How long a statement waits for another process's write lock before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A [`BotStore`](super::BotStore) on SQLite.
 ///
@@ -49,53 +49,11 @@ impl SqliteStore {
     /// [`StoreError::Config`] for a URL SQLite does not understand or a newer schema,
     /// [`StoreError::Database`] if the file cannot be created or opened.
     pub async fn open(url: &str, device: DeviceId, key: StoreKey) -> Result<Self, StoreError> {
-        let memory = url.contains(":memory:") || url.contains("mode=memory");
-        let (options, temporary) = if memory {
-            let temporary = Temporary::new();
-            let options = SqliteConnectOptions::new().filename(&temporary.0);
-            (options, Some(temporary))
-        } else {
-            let options = SqliteConnectOptions::from_str(url).map_err(|e| {
-                StoreError::Config(format!("bad SQLite URL {:?}: {e}", redact(url)))
-            })?;
-            (options, None)
-        };
-        let path = options.get_filename().to_path_buf();
-        create_private(&path).await?;
-        // The pool only reads (and runs the migrations).
-        let synchronous = if memory {
-            SqliteSynchronous::Off
-        } else {
-            SqliteSynchronous::Full
-        };
-        let options = options
-            .create_if_missing(true)
-            .busy_timeout(BUSY_TIMEOUT)
-            .synchronous(synchronous)
-            .journal_mode(SqliteJournalMode::Wal);
-        // No ping before each use: a file has no connection to lose.
-        let pool = SqlitePoolOptions::new()
-            .test_before_acquire(false)
-            .max_connections(4)
-            .idle_timeout(Duration::from_secs(600))
-            .connect_with(options)
-            .await?;
-        migrator([
-            ("bot store", include_str!("migrations/sqlite/0001_init.sql")),
-            (
-                "history rows",
-                include_str!("migrations/sqlite/0002_history.sql"),
-            ),
-            (
-                "outbox by thread",
-                include_str!("migrations/sqlite/0003_outbox_by_thread.sql"),
-            ),
-        ])
-        .run(&pool)
-        .await?;
+        let (pool, path, temporary) = migrated(url).await?;
+        let durable = temporary.is_none();
         let device_hex = device.to_string();
-        let writer = SyncWriter::open(&path, device_hex.clone(), !memory)?;
-        let group = GroupCommit::start_thread(writer, "bot-store-writer", !memory)?;
+        let writer = SyncWriter::open(&path, device_hex.clone(), durable)?;
+        let group = GroupCommit::start_thread(writer, "bot-store-writer", durable)?;
         Ok(Self {
             pool,
             device,
@@ -105,6 +63,63 @@ impl SqliteStore {
             _temporary: temporary,
         })
     }
+}
+
+/// The migrations of the SQLite schema, in order (the bot store's and the device store's).
+const MIGRATIONS: [(&str, &str); 4] = [
+    ("bot store", include_str!("migrations/sqlite/0001_init.sql")),
+    (
+        "history rows",
+        include_str!("migrations/sqlite/0002_history.sql"),
+    ),
+    (
+        "outbox by thread",
+        include_str!("migrations/sqlite/0003_outbox_by_thread.sql"),
+    ),
+    (
+        "device store",
+        include_str!("migrations/sqlite/0004_device_store.sql"),
+    ),
+];
+
+/// Opens `sqlite://PATH` (the file created with mode 0600 if missing) or `sqlite::memory:` (a
+/// private temporary file) and brings the schema up to date. Returns a pool of readers, the
+/// database file and, for `sqlite::memory:`, the temporary file to remove with the store.
+pub(super) async fn migrated(
+    url: &str,
+) -> Result<(SqlitePool, PathBuf, Option<Temporary>), StoreError> {
+    let memory = url.contains(":memory:") || url.contains("mode=memory");
+    let (options, temporary) = if memory {
+        let temporary = Temporary::new();
+        let options = SqliteConnectOptions::new().filename(&temporary.0);
+        (options, Some(temporary))
+    } else {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Config(format!("bad SQLite URL {:?}: {e}", redact(url))))?;
+        (options, None)
+    };
+    let path = options.get_filename().to_path_buf();
+    create_private(&path).await?;
+    // The pool only reads (and runs the migrations).
+    let synchronous = if memory {
+        SqliteSynchronous::Off
+    } else {
+        SqliteSynchronous::Full
+    };
+    let options = options
+        .create_if_missing(true)
+        .busy_timeout(BUSY_TIMEOUT)
+        .synchronous(synchronous)
+        .journal_mode(SqliteJournalMode::Wal);
+    // No ping before each use: a file has no connection to lose.
+    let pool = SqlitePoolOptions::new()
+        .test_before_acquire(false)
+        .max_connections(4)
+        .idle_timeout(Duration::from_secs(600))
+        .connect_with(options)
+        .await?;
+    migrator(MIGRATIONS).run(&pool).await?;
+    Ok((pool, path, temporary))
 }
 
 /// Creates the database file, empty and readable by its owner only, unless it exists (SQLite
@@ -127,7 +142,7 @@ async fn create_private(path: &Path) -> Result<(), StoreError> {
 /// The private file behind `sqlite::memory:`: a new name under the system's temporary
 /// directory, removed (with its `-wal` and `-shm` files) on drop.
 #[derive(Debug)]
-struct Temporary(PathBuf);
+pub(super) struct Temporary(PathBuf);
 
 impl Temporary {
     fn new() -> Self {

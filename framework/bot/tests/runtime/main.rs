@@ -20,6 +20,7 @@ use switchboard::store::BotStore;
 use switchboard::store::{self as bot_store, StoreKey};
 use switchboard_admin::{Admin, Config, Outcome};
 use switchboard_client::{Device, Event, ExpectedKey, NewDevice, NewRole};
+use switchboard_testkit::pg::PgSchema;
 use switchboard_testkit::{new_agent, scratch_dir};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -152,7 +153,7 @@ struct World {
     store_url: Option<String>,
     seed: [u8; 32],
     /// PostgreSQL: the server URL and the test's schema, dropped at the end.
-    pg_schema: Option<(String, String)>,
+    pg_schema: Option<PgSchema>,
 }
 
 /// Which store the bot's runtime uses.
@@ -163,11 +164,6 @@ enum StoreKind {
     Sqlite,
     /// A schema of its own in `SWITCHBOARD_TEST_PG`'s database.
     Postgres,
-}
-
-fn random_hex() -> String {
-    let bytes: [u8; 8] = switchboard_protocol::Csprng::from_os().unwrap().array();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl World {
@@ -251,17 +247,9 @@ impl World {
             StoreKind::Memory => None,
             StoreKind::Sqlite => Some(format!("sqlite://{}", dir.join("bot.store.db").display())),
             StoreKind::Postgres => {
-                let server = std::env::var("SWITCHBOARD_TEST_PG").ok()?;
-                let schema = format!("botrt_test_{}", random_hex());
-                let pool = sqlx::PgPool::connect(&server).await.unwrap();
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-                    .execute(&pool)
-                    .await
-                    .unwrap();
-                pool.close().await;
-                let separator = if server.contains('?') { '&' } else { '?' };
-                let url = format!("{server}{separator}options[search_path]={schema}");
-                pg_schema = Some((server, schema));
+                let schema = PgSchema::create("bot runtime test", "botrt_test").await?;
+                let url = schema.url();
+                pg_schema = Some(schema);
                 Some(url)
             }
         };
@@ -368,16 +356,7 @@ impl World {
             stop.store(true, Ordering::Relaxed);
             task.await.unwrap();
         }
-        if let Some((server, schema)) = self.pg_schema.take() {
-            let pool = sqlx::PgPool::connect(&server).await.unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "DROP SCHEMA IF EXISTS {schema} CASCADE"
-            )))
-            .execute(&pool)
-            .await
-            .unwrap();
-            pool.close().await;
-        }
+        drop(self.pg_schema.take());
     }
 }
 

@@ -12,15 +12,16 @@
     unreachable_pub
 )]
 
+mod device;
 mod on_disk;
 mod suite;
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use switchboard::store::{self, BotStore, StoreKey};
 use switchboard_protocol::{Csprng, DeviceId, ThreadId};
+use switchboard_testkit::pg::PgSchema;
 
 /// The seed every test store key derives from (a wrong-key test uses another).
 pub const SEED: [u8; 32] = [7; 32];
@@ -47,8 +48,8 @@ pub struct Backend {
     pub grouped: bool,
     /// The URL to open the same database again (None: in memory).
     url: Option<String>,
-    /// PostgreSQL: the server URL and the test's schema, dropped at the end.
-    schema: Option<(String, String)>,
+    /// PostgreSQL: the test's schema, dropped at the end.
+    schema: Option<PgSchema>,
 }
 
 impl Backend {
@@ -95,16 +96,7 @@ impl Backend {
 
     async fn finish(self) {
         drop(self.store);
-        if let Some((server, schema)) = self.schema {
-            let pool = sqlx::PgPool::connect(&server).await.unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "DROP SCHEMA IF EXISTS {schema} CASCADE"
-            )))
-            .execute(&pool)
-            .await
-            .unwrap();
-            pool.close().await;
-        }
+        drop(self.schema);
     }
 }
 
@@ -128,25 +120,9 @@ async fn sqlite_file() -> Option<Backend> {
 }
 
 async fn postgres() -> Option<Backend> {
-    let Ok(server) = std::env::var("SWITCHBOARD_TEST_PG") else {
-        // Written to the real stderr (not captured by the test harness) so that skips are visible.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: PostgreSQL bot store test (set SWITCHBOARD_TEST_PG=postgres://... to run it)"
-        );
-        return None;
-    };
-    let schema = format!("botstore_test_{}", random_hex());
-    let pool = sqlx::PgPool::connect(&server).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    let separator = if server.contains('?') { '&' } else { '?' };
-    let url = format!("{server}{separator}options[search_path]={schema}");
-    let mut backend = Backend::open(&url, true, true).await;
-    backend.schema = Some((server, schema));
+    let schema = PgSchema::create("bot store test", "botstore_test").await?;
+    let mut backend = Backend::open(&schema.url(), true, true).await;
+    backend.schema = Some(schema);
     Some(backend)
 }
 
