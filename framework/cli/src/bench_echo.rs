@@ -35,7 +35,7 @@ const REPLY_PATIENCE: Duration = Duration::from_secs(20);
 /// Worker threads of the bot's own tokio runtime.
 const BOT_WORKERS: usize = 2;
 /// The entity the bench creates.
-const ENTITY: &str = "bench";
+pub(crate) const ENTITY: &str = "bench";
 
 /// `switchboard bench echo`.
 #[derive(Debug, Args)]
@@ -87,9 +87,28 @@ struct Row {
 
 pub(crate) async fn run(args: EchoArgs) -> Result<(), String> {
     check(&args)?;
-    let (dir, temporary) = match &args.dir {
-        Some(dir) => (dir.clone(), false),
-        None => (scratch_dir()?, true),
+    let (dir, temporary) = bench_dir(args.dir.as_deref(), "echo")?;
+    let result = bench(&args, &dir).await;
+    if temporary {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+/// The directory of a bench run: `dir` (which must be empty), or a new one under the system's
+/// temporary directory (`true`: remove it afterwards).
+pub(crate) fn bench_dir(dir: Option<&Path>, bench: &str) -> Result<(PathBuf, bool), String> {
+    let (dir, temporary) = match dir {
+        Some(dir) => (dir.to_path_buf(), false),
+        None => {
+            let mut rng = switchboard_protocol::Csprng::from_os().map_err(|e| e.to_string())?;
+            let name = format!(
+                "switchboard-bench-{bench}-{}-{}",
+                std::process::id(),
+                DeviceId::random(&mut rng)
+            );
+            (std::env::temp_dir().join(name), true)
+        }
     };
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     if std::fs::read_dir(&dir)
@@ -102,11 +121,7 @@ pub(crate) async fn run(args: EchoArgs) -> Result<(), String> {
             dir.display()
         ));
     }
-    let result = bench(&args, &dir).await;
-    if temporary {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-    result
+    Ok((dir, temporary))
 }
 
 fn check(args: &EchoArgs) -> Result<(), String> {
@@ -131,15 +146,6 @@ fn check(args: &EchoArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn scratch_dir() -> Result<PathBuf, String> {
-    let mut rng = switchboard_protocol::Csprng::from_os().map_err(|e| e.to_string())?;
-    Ok(std::env::temp_dir().join(format!(
-        "switchboard-bench-echo-{}-{}",
-        std::process::id(),
-        DeviceId::random(&mut rng)
-    )))
-}
-
 async fn bench(args: &EchoArgs, dir: &Path) -> Result<(), String> {
     let relay_db = dir.join("relay.db");
     let relay = switchboard_relay::server::start_with_limits(
@@ -155,34 +161,8 @@ async fn bench(args: &EchoArgs, dir: &Path) -> Result<(), String> {
         relay_db.display()
     ));
 
-    let mut admin = start_admin(dir, &url).await?;
-    let bot_keystore = dir.join("bot.keystore");
-    let bot_key = dir.join("bot.key");
-    KeystoreSecret::create_key_file(&bot_key).map_err(|e| e.to_string())?;
-    let bot_device = Device::create(
-        &bot_keystore,
-        &KeystoreSecret::KeyFile(bot_key.clone()),
-        NewDevice::new(
-            &url,
-            NewRole::Agent {
-                entity: EntityId::new(ENTITY).map_err(|e| e.to_string())?,
-                admin: ExpectedKey::Fingerprint(admin.device().fingerprint()),
-            },
-        ),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    admin
-        .add_agent(
-            "EchoBot",
-            AgentKind::Bot,
-            bot_device.id(),
-            vec!["echo".to_owned()],
-            &ExpectedKey::Fingerprint(bot_device.fingerprint()),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    drop(bot_device);
+    let mut admin = start_admin(dir, &url, Some("sqlite://admin.db")).await?;
+    let (bot_keystore, bot_key) = add_bot(&mut admin, dir, &url).await?;
 
     let bot_store = dir.join("bot.db");
     let store_url = args
@@ -212,8 +192,54 @@ async fn bench(args: &EchoArgs, dir: &Path) -> Result<(), String> {
     result
 }
 
-async fn start_admin(dir: &Path, url: &str) -> Result<Admin, String> {
+/// Creates the bot agent EchoBot (team "echo") at `dir/bot.keystore`, unlocked by
+/// `dir/bot.key`, and registers it with `admin`; returns the keystore and key file.
+pub(crate) async fn add_bot(
+    admin: &mut Admin,
+    dir: &Path,
+    url: &str,
+) -> Result<(PathBuf, PathBuf), String> {
+    let bot_keystore = dir.join("bot.keystore");
+    let bot_key = dir.join("bot.key");
+    KeystoreSecret::create_key_file(&bot_key).map_err(|e| e.to_string())?;
+    let bot_device = Device::create(
+        &bot_keystore,
+        &KeystoreSecret::KeyFile(bot_key.clone()),
+        NewDevice::new(
+            url,
+            NewRole::Agent {
+                entity: EntityId::new(ENTITY).map_err(|e| e.to_string())?,
+                admin: ExpectedKey::Fingerprint(admin.device().fingerprint()),
+            },
+        ),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    admin
+        .add_agent(
+            "EchoBot",
+            AgentKind::Bot,
+            bot_device.id(),
+            vec!["echo".to_owned()],
+            &ExpectedKey::Fingerprint(bot_device.fingerprint()),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((bot_keystore, bot_key))
+}
+
+/// An admin of the bench entity on `url`, its files in `dir`, in the device store `store` (a
+/// URL as in entity.toml) or with its whole state in its keystore; every thread goes to the
+/// team "echo".
+pub(crate) async fn start_admin(
+    dir: &Path,
+    url: &str,
+    store: Option<&str>,
+) -> Result<Admin, String> {
     KeystoreSecret::create_key_file(&dir.join("admin.key")).map_err(|e| e.to_string())?;
+    let store = store
+        .map(|url| format!("store = \"{url}\""))
+        .unwrap_or_default();
     let config = Config::parse(
         &format!(
             r#"
@@ -222,8 +248,8 @@ async fn start_admin(dir: &Path, url: &str) -> Result<Admin, String> {
             relay = "{url}"
             keystore = "admin.keystore"
             key_file = "admin.key"
-            store = "sqlite://admin.db"    # the admin's threads, a row each
             audit_log = "audit.jsonl"
+            {store}
 
             [routing]
             fallback_team = "echo"

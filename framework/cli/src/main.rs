@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 mod admin_cmd;
 mod agent_cmd;
+mod bench_admin;
 mod bench_echo;
 mod bench_http;
 mod chat;
@@ -80,6 +81,9 @@ enum BenchKind {
     /// SDK's Runtime on a SQLite store), from each number of customers at once, beside the
     /// crypto floor measured in the same run.
     Echo(bench_echo::EchoArgs),
+    /// What one customer message costs the admin device as the entity's threads grow: its
+    /// whole state in its keystore against its threads in a SQLite device store, in one run.
+    Admin(bench_admin::AdminBenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,6 +129,10 @@ fn main() -> ExitCode {
                 kind: Some(BenchKind::Echo(args)),
                 ..
             } => bench_echo::run(args).await,
+            Command::Bench {
+                kind: Some(BenchKind::Admin(args)),
+                ..
+            } => bench_admin::run(args).await,
             Command::Bench {
                 kind: None,
                 db,

@@ -43,9 +43,29 @@ fn store_and_http_benches_count_every_post() {
 
 /// Runs `switchboard bench echo` with tiny counts, killed if it takes longer than `limit`.
 fn bench_echo(args: &[&str], limit: std::time::Duration) -> std::process::Output {
+    bench_of("echo", args, limit)
+}
+
+/// The table of a bench's output: its header (the first line starting with `first`), its rows
+/// (split into cells, up to the first empty line), and the lines after.
+fn table<'a>(stdout: &'a str, first: &str) -> (Vec<&'a str>, Vec<Vec<&'a str>>, Vec<&'a str>) {
+    let mut lines = stdout
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with(first));
+    let header = lines.next().unwrap().split_whitespace().collect();
+    let rows = lines
+        .by_ref()
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    (header, rows, lines.collect())
+}
+
+/// Runs `switchboard bench KIND`, killed if it takes longer than `limit`.
+fn bench_of(kind: &str, args: &[&str], limit: std::time::Duration) -> std::process::Output {
     use std::process::Stdio;
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["bench", "echo", "--log-level", "warn"])
+        .args(["bench", kind, "--log-level", "warn"])
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -57,7 +77,7 @@ fn bench_echo(args: &[&str], limit: std::time::Duration) -> std::process::Output
             child.kill().unwrap();
             let output = child.wait_with_output().unwrap();
             panic!(
-                "bench echo did not finish within {limit:?}: {}",
+                "bench {kind} did not finish within {limit:?}: {}",
                 String::from_utf8_lossy(&output.stderr)
             );
         }
@@ -92,10 +112,7 @@ fn bench_echo_prints_one_row_per_customer_count() {
     assert!(stdout.contains("relay: http://127.0.0.1:"), "{stdout}");
     assert!(stdout.contains("bot: EchoBot"), "{stdout}");
     assert!(stdout.contains("crypto floor: "), "{stdout}");
-    let mut lines = stdout
-        .lines()
-        .skip_while(|l| !l.trim_start().starts_with("customers"));
-    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    let (header, rows, rest) = table(&stdout, "customers");
     assert_eq!(
         header,
         [
@@ -108,11 +125,6 @@ fn bench_echo_prints_one_row_per_customer_count() {
             "x_floor"
         ]
     );
-    let rows: Vec<Vec<&str>> = lines
-        .by_ref()
-        .take_while(|l| !l.trim().is_empty())
-        .map(|l| l.split_whitespace().collect())
-        .collect();
     assert_eq!(rows.len(), 2, "{stdout}");
     for (row, customers) in rows.iter().zip(["1", "2"]) {
         assert_eq!(row.len(), header.len(), "{stdout}");
@@ -125,7 +137,6 @@ fn bench_echo_prints_one_row_per_customer_count() {
         }
     }
     // Then where the time goes: one line per row after its header.
-    let rest: Vec<&str> = lines.collect();
     assert!(rest[0].starts_with("where the time goes"), "{stdout}");
     let header: Vec<&str> = rest[1].split_whitespace().collect();
     assert_eq!(
@@ -154,6 +165,73 @@ fn bench_echo_refuses_bad_counts() {
         &["--messages", "0"],
     ] {
         let output = bench_echo(args, std::time::Duration::from_secs(60));
+        assert!(!output.status.success(), "{args:?} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("must be"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn bench_admin_prints_a_keystore_and_a_store_row_per_thread_count() {
+    let output = bench_of(
+        "admin",
+        &["--threads", "1,3", "--messages", "4"],
+        std::time::Duration::from_secs(240),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (header, rows, rest) = table(&stdout, "threads ");
+    assert_eq!(
+        header,
+        [
+            "threads",
+            "admin",
+            "messages",
+            "p50_ms",
+            "p99_ms",
+            "max_ms",
+            "messages/s",
+            "keystore_kib",
+            "store_kib"
+        ]
+    );
+    let shape: Vec<(&str, &str, &str)> = rows.iter().map(|r| (r[0], r[1], r[2])).collect();
+    assert_eq!(
+        shape,
+        [
+            ("1", "keystore", "4"),
+            ("1", "store", "4"),
+            ("3", "keystore", "4"),
+            ("3", "store", "4")
+        ],
+        "{stdout}"
+    );
+    for row in &rows {
+        assert_eq!(row.len(), header.len(), "{stdout}");
+        for cell in &row[3..] {
+            let value: f64 = cell.parse().unwrap();
+            assert!(value.is_finite() && value >= 0.0, "{stdout}");
+        }
+    }
+    // The store rows have a store, the keystore rows none.
+    assert_eq!(rows[0][8], "0.0", "{stdout}");
+    assert_ne!(rows[1][8], "0.0", "{stdout}");
+    let ratios: Vec<&&str> = rest.iter().filter(|l| l.contains(" threads: ")).collect();
+    assert_eq!(ratios.len(), 2, "{stdout}");
+}
+
+#[test]
+fn bench_admin_refuses_bad_counts() {
+    for args in [
+        &["--threads", "0"][..],
+        &["--threads", "1,50000"],
+        &["--messages", "0"],
+    ] {
+        let output = bench_of("admin", args, std::time::Duration::from_secs(60));
         assert!(!output.status.success(), "{args:?} was accepted");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains("must be"), "{args:?}: {stderr}");
