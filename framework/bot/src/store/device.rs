@@ -35,8 +35,14 @@ pub const MAX_DEVICE_RECORD: usize = 64 * 1024 * 1024;
 /// The most thread rows one [`DeviceStore::write`] may change (a device moving in from its
 /// keystore writes every thread at once).
 pub const MAX_THREADS_PER_WRITE: usize = 1_000_000;
-/// How long one PostgreSQL transaction or read may take before it fails.
+/// How long one PostgreSQL transaction may take before it fails, plus [`PG_TIMEOUT_PER_ROW`]
+/// for each row it writes.
 const PG_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long reading a device's rows from PostgreSQL may take before it fails.
+const PG_LOAD_TIMEOUT: Duration = Duration::from_secs(120);
+/// The time a transaction may take per thread row, besides [`PG_TIMEOUT`] (a device moving in
+/// writes all of its threads in one).
+const PG_TIMEOUT_PER_ROW: Duration = Duration::from_millis(2);
 
 /// The device's state record (replaced at every write).
 const UPSERT_STATE: &str = "INSERT INTO device_state (device, record, updated_at) \
@@ -441,13 +447,17 @@ impl PostgresRows {
         Ok(Self { runtime, pool })
     }
 
-    /// Runs `work` on the writer's runtime, failing it after [`PG_TIMEOUT`].
-    fn run<T>(&self, work: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    /// Runs `work` on the writer's runtime, failing it after `limit`.
+    fn run<T>(
+        &self,
+        limit: Duration,
+        work: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         self.runtime.block_on(async {
-            tokio::time::timeout(PG_TIMEOUT, work).await.map_err(|_| {
+            tokio::time::timeout(limit, work).await.map_err(|_| {
                 StoreError::Database(format!(
                     "PostgreSQL did not answer within {} s",
-                    PG_TIMEOUT.as_secs()
+                    limit.as_secs()
                 ))
             })?
         })
@@ -457,7 +467,7 @@ impl PostgresRows {
 impl Rows for PostgresRows {
     fn load(&mut self, device: &str) -> Result<Loaded, StoreError> {
         let pool = &self.pool;
-        self.run(async move {
+        self.run(PG_LOAD_TIMEOUT, async move {
             let state = sqlx::query_scalar::<_, Vec<u8>>(SELECT_STATE)
                 .bind(device)
                 .fetch_optional(pool)
@@ -476,7 +486,10 @@ impl Rows for PostgresRows {
     fn write(&mut self, changes: &[&Change]) -> Result<(), StoreError> {
         let pool = &self.pool;
         let now = now_secs();
-        self.run(async move {
+        let rows: usize = changes.iter().map(|c| c.threads.len() + 1).sum();
+        let limit =
+            PG_TIMEOUT + PG_TIMEOUT_PER_ROW.saturating_mul(u32::try_from(rows).unwrap_or(u32::MAX));
+        self.run(limit, async move {
             let mut tx = pool.begin().await?;
             for change in changes {
                 let device = change.device.as_str();
