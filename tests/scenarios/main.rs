@@ -12,6 +12,7 @@
     unreachable_pub
 )]
 
+mod conformance_process;
 mod delivery_order;
 mod handoff;
 mod redelivery;

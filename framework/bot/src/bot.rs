@@ -60,6 +60,40 @@ pub trait Bot: Send + Sync + 'static {
     }
 }
 
+/// One bot shared: the same instance serves several runtimes (instances of one bot in one
+/// process, or a runtime started again after a crash, as the conformance suite does).
+#[async_trait]
+impl<B: Bot + ?Sized> Bot for std::sync::Arc<B> {
+    async fn on_thread(
+        &self,
+        cx: &mut Ctx,
+        thread: &ThreadInfo,
+        history: &[Message],
+    ) -> Result<(), BotError> {
+        (**self).on_thread(cx, thread, history).await
+    }
+
+    async fn on_message(&self, cx: &mut Ctx, msg: &Message) -> Result<(), BotError> {
+        (**self).on_message(cx, msg).await
+    }
+
+    async fn on_member(&self, cx: &mut Ctx, change: &MemberChange) -> Result<(), BotError> {
+        (**self).on_member(cx, change).await
+    }
+
+    async fn on_floor_lost(&self, cx: &mut Ctx) -> Result<(), BotError> {
+        (**self).on_floor_lost(cx).await
+    }
+
+    async fn on_removed(&self, thread: ThreadId) -> Result<(), BotError> {
+        (**self).on_removed(thread).await
+    }
+
+    async fn on_receipt(&self, cx: &mut Ctx, receipt: &Receipt) -> Result<(), BotError> {
+        (**self).on_receipt(cx, receipt).await
+    }
+}
+
 /// A message of a thread, verified and decrypted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {

@@ -23,9 +23,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
+use axum::http::HeaderMap;
 /// The HTTP method a [`Watcher`] is given.
 pub use axum::http::Method;
-use axum::http::{HeaderMap, StatusCode};
+/// The HTTP status an [`AnswerWatcher`] is given.
+pub use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use switchboard_protocol::api::{ErrorBody, ErrorCode, ErrorDetail, InboxAnswer, InboxItem};
 use switchboard_protocol::request::headers;
@@ -42,6 +44,10 @@ pub const REDELIVERY_BUFFER: usize = 10_000;
 /// Called for every request before it is forwarded: method and path (with query).
 pub type Watcher = Box<dyn Fn(&Method, &str) + Send + Sync>;
 
+/// Called with every answer the relay gave (not the proxy's own faults): the request's method
+/// and path (with query), and the answer's status.
+pub type AnswerWatcher = Box<dyn Fn(&Method, &str, StatusCode) + Send + Sync>;
+
 #[derive(Default)]
 struct Tampering {
     /// Answers served instead of the relay's, by exact path (`GET` only).
@@ -51,6 +57,7 @@ struct Tampering {
     /// Every inbox item the relay delivered through this proxy, by device.
     delivered: HashMap<DeviceId, Vec<InboxItem>>,
     watchers: Vec<Watcher>,
+    answer_watchers: Vec<AnswerWatcher>,
     /// How many times in all each item is delivered, by device ([`HostileRelay::redeliver`]).
     redeliver: HashMap<DeviceId, u32>,
     /// Items already delivered to a redelivering device, by device and lease instance.
@@ -193,6 +200,13 @@ impl HostileRelay {
     /// Calls `watcher` with the method and path of every request, before it is forwarded.
     pub fn watch(&self, watcher: Watcher) {
         self.tampering().watchers.push(watcher);
+    }
+
+    /// Calls `watcher` with the method, path and status of every answer of the relay, before
+    /// it is passed on (a message refused as a generation sealed twice is a `POST` to
+    /// `/v1/threads/{thread}/messages` answered `409 Conflict`).
+    pub fn watch_answers(&self, watcher: AnswerWatcher) {
+        self.tampering().answer_watchers.push(watcher);
     }
 
     /// From now on, every inbox item the relay delivers to `device` is delivered `times` times
@@ -349,6 +363,14 @@ async fn answer(proxy: Proxy, request: Request) -> Response {
         Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     };
     let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    for watcher in &proxy
+        .tampering
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .answer_watchers
+    {
+        watcher(&parts.method, &path_and_query, status);
+    }
     let mut headers = HeaderMap::new();
     for (name, value) in answer.headers() {
         if let (Ok(name), Ok(value)) = (

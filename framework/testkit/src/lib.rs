@@ -2,15 +2,18 @@
 //!
 //! Helpers for tests that drive Switchboard devices against a relay: bounded waits for events,
 //! scratch directories, and accessors for what was said. Every wait is bounded, so a broken
-//! system fails a test instead of hanging it. [`hostile`] is a proxy that tampers and injects
-//! faults, [`sim`] a lightweight in-memory customer for load tests, [`floor`] the protocol's
-//! cryptographic cost floor, [`pg`] a PostgreSQL schema per test. (The bot conformance suite
-//! will live here too.)
+//! system fails a test instead of hanging it. [`world`] is a whole system in one process (a
+//! relay, an entity's admin with its routing policy, agents, customers), [`conformance`] the
+//! bot conformance suite built on it, [`hostile`] a proxy that tampers and injects faults,
+//! [`sim`] a lightweight in-memory customer for load tests, [`floor`] the protocol's
+//! cryptographic cost floor, [`pg`] a PostgreSQL schema per test.
 
+pub mod conformance;
 pub mod floor;
 pub mod hostile;
 pub mod pg;
 pub mod sim;
+pub mod world;
 
 use std::path::PathBuf;
 use std::time::Duration;
