@@ -251,7 +251,8 @@ async fn exactly_once(suite: &Suite, scene: &mut Scene) -> Result<(), String> {
     for ask in before {
         answer_next(&mut first, &ask.text).await?;
     }
-    // A second customer asks, and the bot is killed while it works on the question.
+    // A second customer asks, and the bot is killed 50 ms later (often while it works on
+    // the question).
     let mut second = scene.customer(&suite.first.text).await?;
     second.pump(Duration::from_millis(50)).await;
     scene.restart().await?;

@@ -62,7 +62,7 @@ pub enum Check {
     /// granted.
     ReadsRoutingMessage,
     /// Under redelivery (every inbox item of the bot delivered three times, also after it was
-    /// acknowledged) and a crash (the bot killed while it works on a question, then started
+    /// acknowledged) and a crash (the bot killed just after a question came, then started
     /// again on the same keystore and store), every customer question gets exactly one
     /// answer, and no generation is sealed twice.
     ExactlyOnce,
