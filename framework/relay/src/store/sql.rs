@@ -511,6 +511,11 @@ macro_rules! impl_store {
             post: &crate::store::Post<'_>,
         ) -> Result<crate::store::Posted, crate::store::StoreError> {
             use crate::store::{ItemKind, Posted, not_member, recipients, to_i64};
+            // A message stored before is answered as such even if its sender has left the
+            // thread since (a retry whose first answer was lost): nothing new is stored for it.
+            if let Some(before) = stored_before(tx, post).await? {
+                return Ok(before);
+            }
             if post.kind == ItemKind::Message {
                 let current = members(tx, post.thread).await?;
                 // A thread always has members (its customer and admin): none means no thread.
@@ -520,9 +525,6 @@ macro_rules! impl_store {
                 if !current.contains(&post.sender) {
                     return Err(not_member(post));
                 }
-            }
-            if let Some(before) = stored_before(tx, post).await? {
-                return Ok(before);
             }
             // Bumping the thread counter first locks the thread: posts to one thread are
             // serialised, so every member receives them in the same order.

@@ -77,6 +77,7 @@ macro_rules! run_suite {
                 case!(commits_amid_concurrent_posts_decide_who_gets_what);
                 case!(a_nonce_used_twice_at_once_is_fresh_once);
                 case!(a_message_posted_again_is_stored_once_even_concurrently);
+                case!(a_removed_senders_message_posted_again_is_answered_as_stored);
                 case!(fetch_pages_by_bytes_but_always_returns_one_item);
                 case!(device_roles_come_from_entities_and_threads);
             }

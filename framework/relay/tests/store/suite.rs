@@ -714,6 +714,62 @@ pub async fn a_message_posted_again_is_stored_once_even_concurrently(store: &dyn
     assert_eq!(items.len(), 3, "the open, a and c, once each");
 }
 
+/// A message its sender posts again after it was removed from the thread (its first post's
+/// answer was lost, say, and the thread moved on before the retry) is answered as stored, not
+/// refused: the sender's retry loop ends. Nothing new can come from it: a new message, or other
+/// bytes under a stored generation, is refused, and nothing is queued.
+pub async fn a_removed_senders_message_posted_again_is_answered_as_stored(store: &dyn Store) {
+    let (t, customer, admin) = thread(store).await;
+    let bot = device(store).await;
+    let mut with_bot = vec![customer, admin, bot];
+    with_bot.sort_unstable();
+    let add = Post {
+        kind: ItemKind::Commit,
+        new_roster: Some((1, &with_bot)),
+        to: None,
+        key: None,
+        ..message(t.thread, admin, b"add")
+    };
+    store.post(&add).await.unwrap();
+    let keyed = |payload: &'static [u8], generation: u64| Post {
+        key: Some(PostKey {
+            epoch: 1,
+            generation,
+            digest: [payload[0]; 32],
+        }),
+        ..message(t.thread, bot, payload)
+    };
+    let first = store.post(&keyed(b"r", 0)).await.unwrap();
+    let mut without_bot = vec![customer, admin];
+    without_bot.sort_unstable();
+    let remove = Post {
+        kind: ItemKind::Commit,
+        new_roster: Some((2, &without_bot)),
+        to: None,
+        key: None,
+        ..message(t.thread, admin, b"rm")
+    };
+    store.post(&remove).await.unwrap();
+    let queued = store.fetch(customer, 0, 100, u64::MAX).await.unwrap().len();
+
+    let again = store.post(&keyed(b"r", 0)).await.unwrap();
+    assert!(again.stored_before, "the retry is answered as stored");
+    assert_eq!(again.thread_seq, first.thread_seq);
+    assert!(matches!(
+        store.post(&keyed(b"n", 1)).await,
+        Err(StoreError::NotMember(_))
+    ));
+    assert!(matches!(
+        store.post(&keyed(b"x", 0)).await,
+        Err(StoreError::Conflict(_) | StoreError::NotMember(_))
+    ));
+    assert_eq!(
+        store.fetch(customer, 0, 100, u64::MAX).await.unwrap().len(),
+        queued,
+        "nothing more queued"
+    );
+}
+
 pub async fn fetch_pages_by_bytes_but_always_returns_one_item(store: &dyn Store) {
     let (t, customer, admin) = thread(store).await;
     let big = vec![b'x'; 1000];

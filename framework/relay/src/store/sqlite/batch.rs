@@ -374,11 +374,13 @@ fn post_in(conn: &Connection, post: &Post<'_>) -> Result<Posted, StoreError> {
     if current.is_empty() {
         return Err(StoreError::NotFound(format!("thread {thread}")));
     }
-    if post.kind == ItemKind::Message && !current.contains(&post.sender) {
-        return Err(not_member(post));
-    }
+    // A message stored before is answered as such even if its sender has left the thread
+    // since (a retry whose first answer was lost): nothing new is stored for it.
     if let Some(before) = stored_before(conn, post)? {
         return Ok(before);
+    }
+    if post.kind == ItemKind::Message && !current.contains(&post.sender) {
+        return Err(not_member(post));
     }
     let thread_seq: Option<i64> = conn
         .prepare_cached(
