@@ -307,8 +307,6 @@ struct Process {
 #[async_trait]
 impl Launcher for ProcessBot {
     async fn launch(&self, env: &BotEnv) -> Result<Box<dyn Launched>, String> {
-        use tokio::io::AsyncBufReadExt as _;
-
         let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = env
             .keystore
@@ -356,14 +354,10 @@ impl Launcher for ProcessBot {
                 tail(&log, LOG_TAIL_LINES)
             ));
         }
+        // The rest of its output is read and dropped, through a fixed buffer (a process that
+        // writes without newlines is not kept in memory).
         let drain = tokio::spawn(async move {
-            let mut sink = Vec::new();
-            while let Ok(n) = lines.read_until(b'\n', &mut sink).await {
-                if n == 0 {
-                    break;
-                }
-                sink.clear();
-            }
+            let _ = tokio::io::copy(&mut lines, &mut tokio::io::sink()).await;
         });
         Ok(Box::new(Process { child, log, drain }))
     }
