@@ -14,7 +14,9 @@ mod agent_cmd;
 mod bench_admin;
 mod bench_echo;
 mod bench_http;
+mod bot_cmd;
 mod chat;
+mod conformance_cmd;
 mod demo;
 mod relay_cmd;
 use tracing_subscriber::filter::LevelFilter;
@@ -43,6 +45,11 @@ enum Command {
     },
     /// Chat with an entity as a customer, in the terminal.
     Chat(chat::ChatArgs),
+    /// Run a ready bot of bots/ as an enrolled agent (`switchboard bot echo`).
+    Bot(bot_cmd::BotArgs),
+    /// Run the bot conformance suite against a bot process: `switchboard conformance [options]
+    /// -- CMD ARGS` (docs/conformance.md). Exits non-zero if a check fails.
+    Conformance(conformance_cmd::ConformanceArgs),
     /// The whole system in one process, every step printed (relay on SQLite, admin, a bot, a
     /// human, a customer).
     Demo(demo::DemoArgs),
@@ -124,6 +131,8 @@ fn main() -> ExitCode {
                 action: AgentAction::Init(args),
             } => agent_cmd::init(args).await,
             Command::Chat(args) => chat::run(args).await,
+            Command::Bot(args) => bot_cmd::run(args).await,
+            Command::Conformance(args) => conformance_cmd::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench {
                 kind: Some(BenchKind::Echo(args)),

@@ -19,7 +19,7 @@ enum Flaw {
     Silent,
     /// Greets instead of reading the question.
     Greets,
-    /// Takes its time before each answer.
+    /// Takes its time before it answers a new thread.
     Slow,
     /// Never hands off.
     NeverHandsOff,
@@ -27,7 +27,7 @@ enum Flaw {
     AnswersBots,
 }
 
-/// How long the slow bot waits before it answers (more than [`LIMIT`]).
+/// How long the slow bot waits before it answers a new thread (more than [`LIMIT`]).
 const SLOW: Duration = Duration::from_secs(6);
 /// The answer time limit of the suites of the slow bot.
 const LIMIT: Duration = Duration::from_secs(4);
@@ -39,7 +39,8 @@ struct Reference {
 }
 
 impl Reference {
-    async fn answer(&self, cx: &mut Ctx, msg: &Message) -> Result<(), BotError> {
+    /// Answers `msg`; `routed`: the message that routed the thread to the bot.
+    async fn answer(&self, cx: &mut Ctx, msg: &Message, routed: bool) -> Result<(), BotError> {
         let from_customer = msg.is_from_customer();
         if !cx.has_floor() || msg.text().is_empty() {
             return Ok(());
@@ -58,7 +59,7 @@ impl Reference {
                 cx.reply("Hello! How can I help?").await?;
                 return Ok(());
             }
-            Some(Flaw::Slow) => tokio::time::sleep(SLOW).await,
+            Some(Flaw::Slow) if routed => tokio::time::sleep(SLOW).await,
             _ => {}
         }
         cx.reply(format!("you said: {}", msg.text())).await?;
@@ -75,13 +76,13 @@ impl Bot for Reference {
         history: &[Message],
     ) -> Result<(), BotError> {
         for msg in history {
-            self.answer(cx, msg).await?;
+            self.answer(cx, msg, true).await?;
         }
         Ok(())
     }
 
     async fn on_message(&self, cx: &mut Ctx, msg: &Message) -> Result<(), BotError> {
-        self.answer(cx, msg).await
+        self.answer(cx, msg, false).await
     }
 }
 
