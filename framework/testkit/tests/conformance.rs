@@ -203,3 +203,153 @@ async fn skipped_checks_are_reported_not_run() {
     );
     assert_eq!(report.verdict(Check::ExactlyOnce), None);
 }
+
+mod scenarios {
+    //! Scripted scenarios and golden transcripts.
+
+    use std::time::Duration;
+
+    use switchboard_testkit::conformance::scenario::{
+        Entry, Fault, MAX_ENTRIES, MAX_TRANSCRIPT_BYTES, Party, Scenario, Transcript, replay,
+    };
+    use switchboard_testkit::conformance::{Expect, RustBot};
+
+    use super::{Flaw, Reference, broken};
+
+    fn good() -> RustBot {
+        RustBot::new(Reference { flaw: None })
+    }
+
+    fn refund() -> Scenario {
+        Scenario::new("refund")
+            .says("where is my parcel?")
+            .expect_reply(Expect::contains("parcel"))
+            .fault(Fault::Redeliver(3))
+            .says("it is late")
+            .expect_reply(Expect::contains("late"))
+            .fault(Fault::CrashAndRestart)
+            .says("still nothing")
+            .expect_reply(Expect::contains("still nothing"))
+            .says("I want a human")
+            .expect_handoff()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_scenario_records_what_the_customer_saw_and_replays_the_same() {
+        let transcript = refund().run(good()).await.unwrap();
+        let said = |party, text: &str| Entry {
+            party,
+            text: text.to_owned(),
+        };
+        assert_eq!(
+            transcript.entries,
+            [
+                said(Party::Customer, "where is my parcel?"),
+                said(Party::Bot, "you said: where is my parcel?"),
+                said(Party::Customer, "it is late"),
+                said(Party::Bot, "you said: it is late"),
+                said(Party::Customer, "still nothing"),
+                said(Party::Bot, "you said: still nothing"),
+                said(Party::Customer, "I want a human"),
+                said(Party::Handoff, "Human0"),
+            ],
+            "exactly once under redelivery and a crash, then the handoff"
+        );
+        let golden = Transcript::from_json(&transcript.to_json()).unwrap();
+        assert_eq!(golden, transcript);
+        assert_eq!(replay(&golden, good()).await.unwrap(), Vec::<String>::new());
+
+        // Another bot: the replay says where it differs.
+        let diff = replay(&golden, broken(Flaw::Greets)).await.unwrap();
+        assert_eq!(diff.len(), 6, "{diff:#?}");
+        assert!(
+            diff[0].starts_with("1: - Bot: \"you said: where is my parcel?\""),
+            "{diff:#?}"
+        );
+        assert!(
+            diff[1].starts_with("1: + Bot: \"Hello! How can I help?\""),
+            "{diff:#?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_step_that_does_not_hold_fails_with_its_number_and_the_transcript() {
+        let error = Scenario::new("wrong")
+            .says("hello")
+            .expect_reply(Expect::contains("goodbye"))
+            .run(good())
+            .await
+            .unwrap_err();
+        assert_eq!(error.step, 2);
+        assert!(
+            error.why.contains("expected a text containing \"goodbye\""),
+            "{error}"
+        );
+        assert_eq!(error.transcript.entries.len(), 2);
+
+        let error = Scenario::new("quiet")
+            .says("hello")
+            .expect_silence(Duration::from_secs(3))
+            .run(good())
+            .await
+            .unwrap_err();
+        assert_eq!(error.step, 2);
+        assert!(error.why.contains("should have kept quiet"), "{error}");
+
+        let error = Scenario::new("mute")
+            .answer_wait(Duration::from_secs(3))
+            .says("hello")
+            .expect_reply(Expect::Anything)
+            .run(broken(Flaw::Silent))
+            .await
+            .unwrap_err();
+        assert_eq!(error.step, 2);
+        assert!(error.why.contains("no answer within 3s"), "{error}");
+
+        let error = Scenario::new("backwards")
+            .expect_handoff()
+            .run(good())
+            .await
+            .unwrap_err();
+        assert_eq!(error.step, 1);
+        assert!(error.why.contains("start with says"), "{error}");
+    }
+
+    #[test]
+    fn transcripts_that_are_too_large_or_not_transcripts_are_refused() {
+        assert!(Transcript::from_json("{").is_err());
+        assert!(
+            Transcript::from_json(r#"{"scenario":"x","entries":[{"party":"robot","text":""}]}"#)
+                .is_err()
+        );
+        let big = format!(
+            r#"{{"scenario":"{}","entries":[]}}"#,
+            "x".repeat(MAX_TRANSCRIPT_BYTES)
+        );
+        assert!(
+            Transcript::from_json(&big)
+                .unwrap_err()
+                .to_string()
+                .contains("at most")
+        );
+        let entry = r#"{"party":"bot","text":"a"}"#;
+        let many = format!(
+            r#"{{"scenario":"x","entries":[{}]}}"#,
+            vec![entry; MAX_ENTRIES + 1].join(",")
+        );
+        assert!(
+            Transcript::from_json(&many)
+                .unwrap_err()
+                .to_string()
+                .contains("entries")
+        );
+        let fine = format!(
+            r#"{{"scenario":"x","entries":[{}]}}"#,
+            vec![entry; MAX_ENTRIES].join(",")
+        );
+        assert_eq!(
+            Transcript::from_json(&fine).unwrap().entries.len(),
+            MAX_ENTRIES
+        );
+    }
+}

@@ -43,16 +43,38 @@ pub(crate) struct Scene {
 
 impl Scene {
     async fn new(suite: &Suite, check: Check) -> Result<Self, String> {
+        Self::build(
+            check.name(),
+            Arc::clone(&suite.launcher),
+            suite.answer_wait,
+            &suite.human_teams,
+            &suite.handoff_team,
+            check == Check::NoBotLoop,
+        )
+        .await
+    }
+
+    /// A world named `name` with the bot `launcher` starts enrolled as [`BOT_NAME`], a human
+    /// for each of `human_teams`, handoffs to any human going to `handoff_team`, and
+    /// [`PEER_NAME`] enrolled too if `peer`.
+    pub(crate) async fn build(
+        name: &str,
+        launcher: Arc<dyn Launcher>,
+        answer_wait: Duration,
+        human_teams: &[String],
+        handoff_team: &str,
+        peer: bool,
+    ) -> Result<Self, String> {
         let mut routing = Routing::default();
-        routing.handoff_team.clone_from(&suite.handoff_team);
+        handoff_team.clone_into(&mut routing.handoff_team);
         let mut agents = vec![AgentSpec::bot(BOT_NAME, &routing.fallback_team)];
-        for (i, team) in suite.human_teams.iter().enumerate() {
+        for (i, team) in human_teams.iter().enumerate() {
             agents.push(AgentSpec::human(&format!("{HUMAN_NAME}{i}"), team));
         }
-        if check == Check::NoBotLoop {
+        if peer {
             agents.push(AgentSpec::bot(PEER_NAME, "peers"));
         }
-        let world = World::start(check.name(), &routing, &agents)
+        let world = World::start(name, &routing, &agents)
             .await
             .map_err(|e| e.to_string())?;
         let hostile = HostileRelay::start(world.url()).await;
@@ -71,22 +93,22 @@ impl Scene {
             world,
             hostile,
             env,
-            launcher: Arc::clone(&suite.launcher),
+            launcher,
             bot: None,
-            answer_wait: suite.answer_wait,
+            answer_wait,
             others: Vec::new(),
         })
     }
 
     /// Starts the bot under test.
-    async fn start(&mut self) -> Result<(), String> {
+    pub(crate) async fn start(&mut self) -> Result<(), String> {
         self.bot = Some(self.launcher.launch(&self.env).await?);
         Ok(())
     }
 
     /// Kills the bot under test (as a crash) and starts it again on the same keystore and
     /// store.
-    async fn restart(&mut self) -> Result<(), String> {
+    pub(crate) async fn restart(&mut self) -> Result<(), String> {
         if let Some(bot) = self.bot.take() {
             bot.kill().await;
         }
@@ -94,7 +116,7 @@ impl Scene {
     }
 
     /// The bot's device.
-    fn bot_device(&self) -> Result<switchboard_protocol::DeviceId, String> {
+    pub(crate) fn bot_device(&self) -> Result<switchboard_protocol::DeviceId, String> {
         Ok(self
             .world
             .enrollment(BOT_NAME)
@@ -103,12 +125,12 @@ impl Scene {
     }
 
     /// A customer whose first message is `first`.
-    async fn customer(&self, first: &str) -> Result<Talker, String> {
+    pub(crate) async fn customer(&self, first: &str) -> Result<Talker, String> {
         Talker::open(&self.world, first, self.answer_wait).await
     }
 
     /// Stops the bots and the world; a bot that fails to stop is reported.
-    async fn finish(mut self) -> Result<(), String> {
+    pub(crate) async fn finish(mut self) -> Result<(), String> {
         for other in self.others.drain(..) {
             other.kill().await;
         }

@@ -28,6 +28,7 @@ mod customer;
 mod launch;
 mod peer;
 mod report;
+pub mod scenario;
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
