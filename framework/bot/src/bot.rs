@@ -19,6 +19,9 @@ use crate::error::BotError;
 #[async_trait]
 pub trait Bot: Send + Sync + 'static {
     /// A thread forwarded to this bot, with what the customer wrote before (the history grant).
+    /// The runtime waits up to 3 s after the bot joined for the grant; one that comes later
+    /// (the relay was refusing requests meanwhile, say) brings its texts through
+    /// [`Bot::on_message`] instead, after this hook was called with no history.
     async fn on_thread(
         &self,
         cx: &mut Ctx,

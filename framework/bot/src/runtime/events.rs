@@ -109,11 +109,27 @@ pub(super) fn map_event(
                 .map(|m| message_of(thread, m))
                 .collect();
             history.extend(granted.iter().cloned());
-            if let (Some(pending), Some(s)) = (blob.pending.take(), state) {
-                events.push(BotEvent::Thread {
+            match (blob.pending.take(), state) {
+                (Some(pending), Some(s)) => events.push(BotEvent::Thread {
                     info: thread_info(rt.me, s, pending),
                     history: granted,
-                });
+                }),
+                // Late: the bot was told of the thread without it (the grant came after
+                // PENDING_JOIN_WAIT, say behind a relay that was refusing requests). What the
+                // customer wrote before still reaches the bot, as messages.
+                (None, Some(_)) => {
+                    for message in granted {
+                        if message.sender != rt.me
+                            && matches!(
+                                message.content,
+                                Content::Text { .. } | Content::Reply { .. }
+                            )
+                        {
+                            events.push(BotEvent::Message(message));
+                        }
+                    }
+                }
+                (_, None) => {}
             }
         }
         Event::RosterChanged { .. } => {

@@ -160,7 +160,8 @@ impl Runtime {
         // Post what the outbox still holds, then acknowledge what was handled.
         let _ = tokio::time::timeout(self.shutdown_timeout, tasks::sweep(&shared)).await;
         shared.flush_forgotten().await;
-        tasks::flush_acks(&shared, &self.cursor_key).await;
+        // At shutdown, one try: a refused acknowledgement leaves the items to come again.
+        let _ = tasks::flush_acks(&shared, &self.cursor_key).await;
         background.shutdown().await;
         self.device.lock().await.flush_acks().await;
         Ok(())

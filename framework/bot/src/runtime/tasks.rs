@@ -218,30 +218,45 @@ fn pause_after(e: &ClientError, backoff: Duration) -> Duration {
     worker::jittered(backoff)
 }
 
-/// Acknowledges handled items as they are committed.
+/// The longest pause a relay's `Retry-After` imposes on the acknowledgements (a relay asking
+/// for more is asked again then).
+const MAX_ACK_PAUSE: Duration = Duration::from_secs(60);
+
+/// Acknowledges handled items as they are committed; after an acknowledgement the relay
+/// refused with `Retry-After`, not before that time.
 pub(super) async fn acker(shared: Arc<Shared>, cursor_key: String) {
+    let mut pause = ACK_EVERY;
     loop {
-        tokio::time::sleep(ACK_EVERY).await;
-        flush_acks(&shared, &cursor_key).await;
+        tokio::time::sleep(pause).await;
+        pause = flush_acks(&shared, &cursor_key)
+            .await
+            .map_or(ACK_EVERY, |asked| asked.clamp(ACK_EVERY, MAX_ACK_PAUSE));
     }
 }
 
 /// Acknowledges up to the highest position below which everything is committed, once those
 /// commits are on disk ([`BotStore::sync`](crate::store::BotStore::sync): replies are posted
 /// as soon as their commit returns, but the relay lets an item go only once a power failure
-/// cannot take its commit back), and keeps that position as this instance's cursor.
-pub(super) async fn flush_acks(shared: &Shared, cursor_key: &str) {
+/// cannot take its commit back), and keeps that position as this instance's cursor. Returns
+/// the relay's `Retry-After` if it refused the acknowledgement with one.
+pub(super) async fn flush_acks(shared: &Shared, cursor_key: &str) -> Option<Duration> {
     let up_to = shared.acks().up_to();
     if up_to <= shared.acked.load(Ordering::Relaxed) {
-        return;
+        return None;
     }
     if let Err(e) = shared.store.sync().await {
         tracing::warn!(error = %e, up_to, "cannot sync the store; acknowledging later");
-        return;
+        return None;
     }
     if let Err(e) = shared.relay.ack(up_to, Some(&shared.instance)).await {
         tracing::warn!(error = %e, up_to, "ack failed; the next one covers it");
-        return;
+        return match e {
+            ClientError::Refused {
+                retry_after: Some(secs),
+                ..
+            } => Some(Duration::from_secs(secs)),
+            _ => None,
+        };
     }
     if let Err(e) = shared
         .store
@@ -249,9 +264,10 @@ pub(super) async fn flush_acks(shared: &Shared, cursor_key: &str) {
         .await
     {
         tracing::warn!(error = %e, "cannot keep the inbox cursor");
-        return;
+        return None;
     }
     shared.acked.fetch_max(up_to, Ordering::Relaxed);
+    None
 }
 
 /// Posts what the outbox holds, now and then (messages whose delivery failed, and after a
