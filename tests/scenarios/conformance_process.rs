@@ -2,7 +2,7 @@
 //! the environment variables of docs/conformance.md: `switchboard-test-bot` behind a shell
 //! line that turns the variables into its flags.
 
-use switchboard_testkit::conformance::{Expect, ProcessBot, Suite, Verdict};
+use switchboard_testkit::conformance::{Check, Expect, ProcessBot, Suite, Verdict};
 
 /// The test bot's command line, from the suite's environment variables.
 const SCRIPT: &str = r#"exec "$0" --keystore "$SWITCHBOARD_KEYSTORE" --key-file "$SWITCHBOARD_KEY_FILE" --relay "$SWITCHBOARD_RELAY" --store "$SWITCHBOARD_STORE" --instance "$SWITCHBOARD_INSTANCE""#;
@@ -39,14 +39,69 @@ async fn a_bot_process_that_never_gets_ready_fails_with_its_log() {
         ["-c", "echo starting; echo 'no keystore here' >&2; exit 3"],
     );
     let report = Suite::new("broken process", bot)
-        .only(&[switchboard_testkit::conformance::Check::AnswersForwardedThread])
+        .only(&[Check::AnswersForwardedThread])
         .await;
     assert!(!report.passed());
-    match report.verdict(switchboard_testkit::conformance::Check::AnswersForwardedThread) {
+    match report.verdict(Check::AnswersForwardedThread) {
         Some(Verdict::Failed(why)) => {
             assert!(why.contains("did not print `ready`"), "{why}");
             assert!(why.contains("no keystore here"), "the log is quoted: {why}");
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// The bot written on `switchboard-client` alone (`switchboard-client-bot`), as a process.
+/// It is at most once across a crash (see its docs), so the crash check is skipped for it.
+fn client_bot(flaw: Option<&str>) -> ProcessBot {
+    let script = match flaw {
+        None => r#"exec "$0""#.to_owned(),
+        Some(flaw) => format!(r#"SWITCHBOARD_CLIENT_BOT_FLAW={flaw} exec "$0""#),
+    };
+    ProcessBot::new(
+        "sh",
+        [
+            "-c".to_owned(),
+            script,
+            env!("CARGO_BIN_EXE_switchboard-client-bot").to_owned(),
+        ],
+    )
+}
+
+fn client_suite(name: &str, bot: ProcessBot) -> Suite {
+    Suite::new(name, bot)
+        .ask("hello there", Expect::contains("you said: hello there"))
+        .ask("one", Expect::contains("you said: one"))
+        .never_hands_off("the client bot answers every text")
+        .skip(
+            Check::ExactlyOnce,
+            "a Device saves its cursor before the bot answers: at most once across a crash",
+        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_without_the_sdk_passes_the_suite_as_a_process() {
+    let report = client_suite("client bot", client_bot(None)).await;
+    report.assert_passed();
+    let passed = report
+        .results
+        .iter()
+        .filter(|r| r.verdict == Verdict::Passed)
+        .count();
+    assert_eq!(passed, Check::ALL.len() - 2, "{}", report.table());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_that_ignores_retry_after_fails_honours_retry_after() {
+    let report = client_suite(
+        "client bot ignoring Retry-After",
+        client_bot(Some("ignore-retry-after")),
+    )
+    .await;
+    assert_eq!(
+        report.failed(),
+        [Check::HonoursRetryAfter],
+        "\n{}",
+        report.table()
+    );
 }

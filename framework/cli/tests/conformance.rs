@@ -86,7 +86,7 @@ fn the_echo_bot_process_passes_and_its_junit_report_parses() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("5 passed, 0 failed, 1 skipped"), "{stdout}");
+    assert!(stdout.contains("6 passed, 0 failed, 1 skipped"), "{stdout}");
 
     let xml = std::fs::read_to_string(&junit).unwrap();
     let doc = roxmltree::Document::parse(&xml).unwrap();
@@ -95,7 +95,7 @@ fn the_echo_bot_process_passes_and_its_junit_report_parses() {
         .find(|n| n.has_tag_name("testsuite"))
         .unwrap();
     assert_eq!(suite.attribute("name"), Some("switchboard"));
-    assert_eq!(suite.attribute("tests"), Some("6"));
+    assert_eq!(suite.attribute("tests"), Some("7"));
     assert_eq!(suite.attribute("failures"), Some("0"));
     assert_eq!(suite.attribute("skipped"), Some("1"));
     let cases = testcases(&xml);
@@ -108,7 +108,8 @@ fn the_echo_bot_process_passes_and_its_junit_report_parses() {
             "exactly_once_under_redelivery_and_restart",
             "answers_in_time",
             "hands_off_when_asked",
-            "no_bot_loop"
+            "no_bot_loop",
+            "honours_retry_after"
         ]
     );
     for (name, failure, skipped) in &cases {

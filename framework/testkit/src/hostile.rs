@@ -37,6 +37,23 @@ use switchboard_protocol::{DeviceId, decode, encode};
 /// The largest request body forwarded (the relay's own limit is 4 MiB).
 const MAX_BODY: usize = 8 * 1024 * 1024;
 
+/// How many requests [`HostileRelay::requests`] keeps (the oldest are dropped beyond).
+pub const REQUEST_LOG: usize = 10_000;
+
+/// A request that came through the proxy.
+#[derive(Clone, Debug)]
+pub struct Logged {
+    /// When it came.
+    pub at: std::time::Instant,
+    /// Its method.
+    pub method: Method,
+    /// Its path and query.
+    pub path: String,
+    /// The status the proxy answered it with instead of forwarding it
+    /// ([`HostileRelay::fail_next`]), if it did.
+    pub fault: Option<StatusCode>,
+}
+
 /// How many delivered items a redelivering device's buffer keeps (per device and instance);
 /// the oldest positions are dropped beyond.
 pub const REDELIVERY_BUFFER: usize = 10_000;
@@ -58,6 +75,8 @@ struct Tampering {
     delivered: HashMap<DeviceId, Vec<InboxItem>>,
     watchers: Vec<Watcher>,
     answer_watchers: Vec<AnswerWatcher>,
+    /// The last [`REQUEST_LOG`] requests.
+    requests: std::collections::VecDeque<Logged>,
     /// How many times in all each item is delivered, by device ([`HostileRelay::redeliver`]).
     redeliver: HashMap<DeviceId, u32>,
     /// Items already delivered to a redelivering device, by device and lease instance.
@@ -202,6 +221,13 @@ impl HostileRelay {
         self.tampering().watchers.push(watcher);
     }
 
+    /// The requests that came through the proxy, oldest first (at most [`REQUEST_LOG`]), with
+    /// the fault each was answered with, if any.
+    #[must_use]
+    pub fn requests(&self) -> Vec<Logged> {
+        self.tampering().requests.iter().cloned().collect()
+    }
+
     /// Calls `watcher` with the method, path and status of every answer of the relay, before
     /// it is passed on (a message refused as a generation sealed twice is a `POST` to
     /// `/v1/threads/{thread}/messages` answered `409 Conflict`).
@@ -328,6 +354,16 @@ async fn answer(proxy: Proxy, request: Request) -> Response {
         for watcher in &tampering.watchers {
             watcher(&parts.method, &path_and_query);
         }
+        if tampering.requests.len() >= REQUEST_LOG {
+            tampering.requests.pop_front();
+        }
+        let fault = tampering.failing.as_ref().map(|f| f.status);
+        tampering.requests.push_back(Logged {
+            at: std::time::Instant::now(),
+            method: parts.method.clone(),
+            path: path_and_query.clone(),
+            fault,
+        });
         if let Some(failing) = tampering.failing.as_mut() {
             let (status, retry_after) = (failing.status, failing.retry_after);
             failing.left = failing.left.saturating_sub(1);

@@ -136,6 +136,7 @@ async fn a_silent_bot_fails_every_check_that_needs_an_answer() {
             Check::ExactlyOnce,
             Check::AnswersInTime,
             Check::NoBotLoop,
+            Check::HonoursRetryAfter,
         ],
     );
 }

@@ -162,6 +162,7 @@ pub(crate) async fn run(suite: &Suite, check: Check) -> Result<(), String> {
         Check::AnswersInTime => answers_in_time(suite, &scene).await,
         Check::HandsOffWhenAsked => hands_off_when_asked(suite, &scene).await,
         Check::NoBotLoop => no_bot_loop(suite, &mut scene).await,
+        Check::HonoursRetryAfter => honours_retry_after(suite, &scene).await,
     };
     let outcome = outcome.map_err(|why| {
         let log = scene.log_tail();
@@ -430,6 +431,66 @@ async fn no_bot_loop(suite: &Suite, scene: &mut Scene) -> Result<(), String> {
         return Err(format!(
             "in a group with another bot that answers everything, {BOT_NAME} sent {sent} messages in {LOOP_WATCH:?} after one customer message (at most {LOOP_LIMIT} allowed): it answers bots"
         ));
+    }
+    Ok(())
+}
+
+/// How many of the bot's requests [`Check::HonoursRetryAfter`] refuses.
+const RATE_LIMITED: u32 = 3;
+/// The `Retry-After` they carry, in seconds.
+const RETRY_AFTER_SECS: u64 = 2;
+/// How much sooner than `Retry-After` a request may come (clock and scheduling slack).
+const RETRY_SLACK: Duration = Duration::from_millis(150);
+
+/// A request's kind: its method and path without the query, thread ids replaced.
+fn kind(method: &Method, path: &str) -> String {
+    let path = path.split('?').next().unwrap_or_default();
+    let parts: Vec<&str> = path
+        .split('/')
+        .map(|part| {
+            if part.len() == 32 && part.chars().all(|c| c.is_ascii_hexdigit()) {
+                "{id}"
+            } else {
+                part
+            }
+        })
+        .collect();
+    format!("{method} {}", parts.join("/"))
+}
+
+async fn honours_retry_after(suite: &Suite, scene: &Scene) -> Result<(), String> {
+    // One answered thread first: the bot runs and is connected.
+    let mut warm = scene.customer(&suite.first.text).await?;
+    first_answer(&mut warm).await?;
+    scene
+        .hostile
+        .fail_next(RATE_LIMITED, 429, Some(RETRY_AFTER_SECS));
+    let mut customer = scene.customer(&suite.first.text).await?;
+    first_answer(&mut customer).await?;
+    let requests = scene.hostile.requests();
+    let limited: Vec<_> = requests
+        .iter()
+        .filter(|r| r.fault == Some(StatusCode::TOO_MANY_REQUESTS))
+        .collect();
+    if limited.is_empty() {
+        return Err(
+            "the bot sent no request the proxy could refuse (the check could not run)".to_owned(),
+        );
+    }
+    let wait = Duration::from_secs(RETRY_AFTER_SECS).saturating_sub(RETRY_SLACK);
+    for refused in &limited {
+        let what = kind(&refused.method, &refused.path);
+        let again = requests.iter().find(|r| {
+            r.at > refused.at
+                && kind(&r.method, &r.path) == what
+                && r.at.duration_since(refused.at) < wait
+        });
+        if let Some(again) = again {
+            return Err(format!(
+                "{what} was refused with 429 and Retry-After: {RETRY_AFTER_SECS}, and sent again {:?} later",
+                again.at.duration_since(refused.at)
+            ));
+        }
     }
     Ok(())
 }

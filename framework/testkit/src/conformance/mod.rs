@@ -75,17 +75,21 @@ pub enum Check {
     /// In a group with another bot that answers everything, the bot does not answer it
     /// without end.
     NoBotLoop,
+    /// A request the relay refuses with 429 and `Retry-After` is not sent again (nor another
+    /// of its kind) before that time, and the customer's question is answered all the same.
+    HonoursRetryAfter,
 }
 
 impl Check {
     /// Every check, in the order the suite runs them.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::AnswersForwardedThread,
         Self::ReadsRoutingMessage,
         Self::ExactlyOnce,
         Self::AnswersInTime,
         Self::HandsOffWhenAsked,
         Self::NoBotLoop,
+        Self::HonoursRetryAfter,
     ];
 
     /// Its name (in tables and JUnit).
@@ -98,6 +102,7 @@ impl Check {
             Self::AnswersInTime => "answers_in_time",
             Self::HandsOffWhenAsked => "hands_off_when_asked",
             Self::NoBotLoop => "no_bot_loop",
+            Self::HonoursRetryAfter => "honours_retry_after",
         }
     }
 
@@ -125,6 +130,9 @@ impl Check {
                 "a message the rules give to a human makes the bot ask the admin for a handoff"
             }
             Self::NoBotLoop => "the bot does not answer another bot without end in a group",
+            Self::HonoursRetryAfter => {
+                "the bot waits the Retry-After of a 429 before it asks again, and still answers"
+            }
         }
     }
 }

@@ -1,0 +1,155 @@
+//! `switchboard-client-bot`: a bot written without the SDK, on `switchboard-client`'s `Device`
+//! alone, run as a process by the conformance scenarios to prove the suite's process boundary.
+//! It reads its world from the conformance suite's variables (`SWITCHBOARD_KEYSTORE`,
+//! `SWITCHBOARD_KEY_FILE`, `SWITCHBOARD_RELAY`), prints `ready`, and answers every text of the
+//! customer with `you said: TEXT` (the messages a thread was forwarded with too), in threads
+//! where it may post. SIGTERM ends it (status 0).
+//!
+//! A `Device` saves its inbox cursor before it returns what it received: a crash between
+//! receiving a question and answering it loses the answer (at most once), so this bot is run
+//! without the suite's crash check.
+//!
+//! `SWITCHBOARD_CLIENT_BOT_FLAW=ignore-retry-after` makes it retry a refused request at once,
+//! whatever the relay's `Retry-After` says (for the check that catches that).
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use switchboard_client::{ClientError, Device, Event, KeystoreSecret};
+use switchboard_protocol::{Content, Sender, ThreadId};
+
+/// How long one receive long-polls.
+const POLL: Duration = Duration::from_secs(1);
+/// How often a post is tried before the answer is given up.
+const ATTEMPTS: u32 = 6;
+/// The pause after a failure without `Retry-After`.
+const BACKOFF: Duration = Duration::from_millis(200);
+
+/// How to misbehave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flaw {
+    None,
+    IgnoreRetryAfter,
+}
+
+fn var(name: &str) -> Result<String, String> {
+    std::env::var(name).map_err(|_| format!("{name} is not set"))
+}
+
+/// How long to wait after `error` before trying again.
+fn pause(error: &ClientError, flaw: Flaw) -> Duration {
+    match error {
+        _ if flaw == Flaw::IgnoreRetryAfter => Duration::ZERO,
+        ClientError::Refused {
+            retry_after: Some(secs),
+            ..
+        } => Duration::from_secs(*secs),
+        _ => BACKOFF,
+    }
+}
+
+/// Answers `text` in `thread`, if the bot may post there; retries what the relay refuses
+/// for now.
+async fn answer(device: &mut Device, thread: ThreadId, text: &str, flaw: Flaw) {
+    let may_post = device
+        .thread(thread)
+        .is_some_and(|s| s.roster().may_post(device.id()));
+    if !may_post || text.trim().is_empty() {
+        return;
+    }
+    let reply: String = text.trim().chars().take(1000).collect();
+    let content = Content::text(format!("you said: {reply}"));
+    for _ in 0..ATTEMPTS {
+        match device.send(thread, &content, None).await {
+            Ok(_) => return,
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "the answer was not posted; trying again");
+                tokio::time::sleep(pause(&e, flaw)).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the answer was refused");
+                return;
+            }
+        }
+    }
+    tracing::error!("the answer was given up after {ATTEMPTS} attempts");
+}
+
+async fn run() -> Result<(), String> {
+    let keystore = PathBuf::from(var("SWITCHBOARD_KEYSTORE")?);
+    let key_file = PathBuf::from(var("SWITCHBOARD_KEY_FILE")?);
+    let relay = var("SWITCHBOARD_RELAY")?;
+    let flaw = match std::env::var("SWITCHBOARD_CLIENT_BOT_FLAW").as_deref() {
+        Err(_) | Ok("") => Flaw::None,
+        Ok("ignore-retry-after") => Flaw::IgnoreRetryAfter,
+        Ok(other) => return Err(format!("unknown SWITCHBOARD_CLIENT_BOT_FLAW {other:?}")),
+    };
+    let mut device = Device::open(&keystore, &KeystoreSecret::KeyFile(key_file), Some(&relay))
+        .await
+        .map_err(|e| e.to_string())?;
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "ready")
+            .and_then(|()| stdout.flush())
+            .map_err(|e| e.to_string())?;
+    }
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    loop {
+        let received = tokio::select! {
+            _ = terminate.recv() => break,
+            received = device.receive(POLL) => received,
+        };
+        let events = match received {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::warn!(error = %e, "receiving failed");
+                tokio::time::sleep(pause(&e, flaw)).await;
+                continue;
+            }
+        };
+        for event in events {
+            match event {
+                Event::History { thread, messages } => {
+                    for message in messages {
+                        if let (Sender::Customer, Content::Text { text }) =
+                            (&message.sender_info, &message.content)
+                        {
+                            answer(&mut device, thread, text, flaw).await;
+                        }
+                    }
+                }
+                Event::Message {
+                    thread, message, ..
+                } => {
+                    if let (Sender::Customer, Content::Text { text }) =
+                        (&message.sender_info, &message.content)
+                    {
+                        answer(&mut device, thread, text, flaw).await;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    device.flush_acks().await;
+    Ok(())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "switchboard-client-bot: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
