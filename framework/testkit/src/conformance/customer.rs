@@ -14,6 +14,9 @@ use crate::world::World;
 /// stored without bound).
 const MAX_KEPT: usize = 1_000;
 
+/// The most characters of one message a customer keeps (the rest is cut).
+const MAX_TEXT_CHARS: usize = 4_000;
+
 /// How long one receive waits at most.
 const POLL: Duration = Duration::from_millis(300);
 
@@ -24,7 +27,7 @@ pub(crate) struct Said {
     pub(crate) name: String,
     /// Its kind in its credential.
     pub(crate) kind: AgentKind,
-    /// The text (of a text message or a reply).
+    /// The text (of a text message or a reply), its first [`MAX_TEXT_CHARS`] characters.
     pub(crate) text: String,
 }
 
@@ -111,6 +114,10 @@ impl Talker {
                     return;
                 };
                 if self.said.len() < MAX_KEPT {
+                    let text = match text.char_indices().nth(MAX_TEXT_CHARS) {
+                        Some((end, _)) => text.get(..end).unwrap_or_default().to_owned(),
+                        None => text,
+                    };
                     self.said.push(Said {
                         name: display_name,
                         kind,
