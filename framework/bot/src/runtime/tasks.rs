@@ -206,16 +206,20 @@ async fn hand_out(
     Fetched::Again
 }
 
+/// The relay's `Retry-After`, if it refused a request with one.
+fn relay_retry_after(e: &ClientError) -> Option<Duration> {
+    match e {
+        ClientError::Refused {
+            retry_after: Some(secs),
+            ..
+        } => Some(Duration::from_secs(*secs)),
+        _ => None,
+    }
+}
+
 /// The pause after a failed fetch: the relay's `Retry-After`, or the backoff with jitter.
 fn pause_after(e: &ClientError, backoff: Duration) -> Duration {
-    if let ClientError::Refused {
-        retry_after: Some(secs),
-        ..
-    } = e
-    {
-        return Duration::from_secs(*secs);
-    }
-    worker::jittered(backoff)
+    relay_retry_after(e).unwrap_or_else(|| worker::jittered(backoff))
 }
 
 /// The longest pause a relay's `Retry-After` imposes on the acknowledgements (a relay asking
@@ -250,13 +254,7 @@ pub(super) async fn flush_acks(shared: &Shared, cursor_key: &str) -> Option<Dura
     }
     if let Err(e) = shared.relay.ack(up_to, Some(&shared.instance)).await {
         tracing::warn!(error = %e, up_to, "ack failed; the next one covers it");
-        return match e {
-            ClientError::Refused {
-                retry_after: Some(secs),
-                ..
-            } => Some(Duration::from_secs(secs)),
-            _ => None,
-        };
+        return relay_retry_after(&e);
     }
     if let Err(e) = shared
         .store
