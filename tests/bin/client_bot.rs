@@ -9,8 +9,13 @@
 //! receiving a question and answering it loses the answer (at most once), so this bot is run
 //! without the suite's crash check.
 //!
-//! `SWITCHBOARD_CLIENT_BOT_FLAW=ignore-retry-after` makes it retry a refused request at once,
-//! whatever the relay's `Retry-After` says (for the check that catches that).
+//! `SWITCHBOARD_CLIENT_BOT_FLAW` makes it misbehave, for the checks that catch each flaw:
+//! - `ignore-retry-after`: it retries a refused request at once, whatever the relay's
+//!   `Retry-After` says;
+//! - `exit-on-refused`: it exits (status 1) when its device refuses an inbox item (one that
+//!   was tampered with or is not for it), as a bot that treats every error as fatal;
+//! - `exit-when-relay-down`: it exits when the relay cannot be reached or answers 5xx;
+//! - `newest-first`: it fetches every 1.5 s and answers what came in one fetch newest first.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -32,7 +37,13 @@ const BACKOFF: Duration = Duration::from_millis(200);
 enum Flaw {
     None,
     IgnoreRetryAfter,
+    ExitOnRefused,
+    ExitWhenRelayDown,
+    NewestFirst,
 }
+
+/// How long the `newest-first` bot waits between fetches.
+const BATCHING: Duration = Duration::from_millis(1500);
 
 fn var(name: &str) -> Result<String, String> {
     std::env::var(name).map_err(|_| format!("{name} is not set"))
@@ -84,6 +95,9 @@ async fn run() -> Result<(), String> {
     let flaw = match std::env::var("SWITCHBOARD_CLIENT_BOT_FLAW").as_deref() {
         Err(_) | Ok("") => Flaw::None,
         Ok("ignore-retry-after") => Flaw::IgnoreRetryAfter,
+        Ok("exit-on-refused") => Flaw::ExitOnRefused,
+        Ok("exit-when-relay-down") => Flaw::ExitWhenRelayDown,
+        Ok("newest-first") => Flaw::NewestFirst,
         Ok(other) => return Err(format!("unknown SWITCHBOARD_CLIENT_BOT_FLAW {other:?}")),
     };
     let mut device = Device::open(&keystore, &KeystoreSecret::KeyFile(key_file), Some(&relay))
@@ -102,16 +116,27 @@ async fn run() -> Result<(), String> {
             _ = terminate.recv() => break,
             received = device.receive(POLL) => received,
         };
-        let events = match received {
+        let mut events = match received {
             Ok(events) => events,
             Err(e) => {
+                let down = matches!(e, ClientError::Unreachable { .. })
+                    || matches!(e, ClientError::Refused { status, .. } if status >= 500);
+                if flaw == Flaw::ExitWhenRelayDown && down {
+                    return Err(format!("the relay is down: {e}"));
+                }
                 tracing::warn!(error = %e, "receiving failed");
                 tokio::time::sleep(pause(&e, flaw)).await;
                 continue;
             }
         };
+        if flaw == Flaw::NewestFirst {
+            events.reverse();
+        }
         for event in events {
             match event {
+                Event::Refused { reason, .. } if flaw == Flaw::ExitOnRefused => {
+                    return Err(format!("an inbox item was refused: {reason}"));
+                }
                 Event::History { thread, messages } => {
                     for message in messages {
                         if let (Sender::Customer, Content::Text { text }) =
@@ -131,6 +156,12 @@ async fn run() -> Result<(), String> {
                     }
                 }
                 _ => {}
+            }
+        }
+        if flaw == Flaw::NewestFirst {
+            tokio::select! {
+                _ = terminate.recv() => break,
+                () = tokio::time::sleep(BATCHING) => {}
             }
         }
     }

@@ -72,6 +72,8 @@ fn client_suite(name: &str, bot: ProcessBot) -> Suite {
     Suite::new(name, bot)
         .ask("hello there", Expect::contains("you said: hello there"))
         .ask("one", Expect::contains("you said: one"))
+        .ask("two", Expect::contains("you said: two"))
+        .ask("three", Expect::contains("you said: three"))
         .never_hands_off("the client bot answers every text")
         .skip(
             Check::ExactlyOnce,
@@ -91,17 +93,28 @@ async fn a_bot_without_the_sdk_passes_the_suite_as_a_process() {
     assert_eq!(passed, Check::ALL.len() - 2, "{}", report.table());
 }
 
+/// Runs the suite against the client bot with `flaw` and asserts that `check` alone fails.
+async fn fails_only(flaw: &str, check: Check) {
+    let report = client_suite(&format!("client bot, {flaw}"), client_bot(Some(flaw))).await;
+    assert_eq!(report.failed(), [check], "\n{}", report.table());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bot_that_ignores_retry_after_fails_honours_retry_after() {
-    let report = client_suite(
-        "client bot ignoring Retry-After",
-        client_bot(Some("ignore-retry-after")),
-    )
-    .await;
-    assert_eq!(
-        report.failed(),
-        [Check::HonoursRetryAfter],
-        "\n{}",
-        report.table()
-    );
+    fails_only("ignore-retry-after", Check::HonoursRetryAfter).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_that_exits_on_a_refused_item_fails_ignores_foreign_items() {
+    fails_only("exit-on-refused", Check::IgnoresForeignItems).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_that_exits_when_the_relay_is_down_fails_recovers_after_relay_restart() {
+    fails_only("exit-when-relay-down", Check::RecoversAfterRelayRestart).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_that_answers_newest_first_fails_keeps_order_per_thread() {
+    fails_only("newest-first", Check::KeepsThreadOrder).await;
 }

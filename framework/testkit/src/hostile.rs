@@ -54,6 +54,10 @@ pub struct Logged {
     pub fault: Option<StatusCode>,
 }
 
+/// How many delivered items [`HostileRelay::delivered`] keeps per device (the oldest are
+/// dropped beyond).
+pub const DELIVERED_LOG: usize = 10_000;
+
 /// How many delivered items a redelivering device's buffer keeps (per device and instance);
 /// the oldest positions are dropped beyond.
 pub const REDELIVERY_BUFFER: usize = 10_000;
@@ -206,7 +210,15 @@ impl HostileRelay {
             .push((item, slip));
     }
 
-    /// Every inbox item the relay delivered to `device` through this proxy, in order.
+    /// How many items [`HostileRelay::inject`]ed for `device` still wait for an inbox answer
+    /// to ride along with.
+    #[must_use]
+    pub fn pending_injections(&self, device: DeviceId) -> usize {
+        self.tampering().injected.get(&device).map_or(0, Vec::len)
+    }
+
+    /// The last [`DELIVERED_LOG`] inbox items the relay delivered to `device` through this
+    /// proxy, in order.
     #[must_use]
     pub fn delivered(&self, device: DeviceId) -> Vec<InboxItem> {
         self.tampering()
@@ -480,6 +492,9 @@ fn tamper_inbox(proxy: &Proxy, device: DeviceId, instance: Option<String>, bytes
     let delivered = tampering.delivered.entry(device).or_default();
     for item in &answer.items {
         if !delivered.iter().any(|d| d.seq == item.seq) {
+            if delivered.len() >= DELIVERED_LOG {
+                delivered.remove(0);
+            }
             delivered.push(item.clone());
         }
     }

@@ -155,11 +155,25 @@ impl SimCustomer {
     /// # Errors
     /// [`ClientError::UnknownThread`]; protocol and relay errors.
     pub async fn send(&mut self, thread: ThreadId, text: &str) -> Result<MessageId, ClientError> {
+        self.send_content(thread, &Content::text(text), None).await
+    }
+
+    /// Seals `content` (quoting `quoted`, for a reply) into `thread` and posts it. Returns the
+    /// message's id.
+    ///
+    /// # Errors
+    /// As [`SimCustomer::send`]; [`ClientError::Protocol`] for content that cannot be sealed.
+    pub async fn send_content(
+        &mut self,
+        thread: ThreadId,
+        content: &Content,
+        quoted: Option<MessageId>,
+    ) -> Result<MessageId, ClientError> {
         let state = self
             .threads
             .get_mut(&thread)
             .ok_or(ClientError::UnknownThread(thread))?;
-        let sealed = state.seal_with(&self.keys, &Content::text(text), None, &mut self.rng)?;
+        let sealed = state.seal_with(&self.keys, content, quoted, &mut self.rng)?;
         self.relay.post_message(thread, &sealed).await?;
         Ok(sealed.header.message_id())
     }

@@ -28,7 +28,7 @@ use switchboard_admin::{Admin, AdminError, Config, Outcome};
 use switchboard_client::{ClientError, Device, ExpectedKey, KeystoreSecret, NewDevice, NewRole};
 use switchboard_protocol::{AgentKind, DeviceId, EntityId, Epoch, Fingerprint, ThreadId};
 use switchboard_relay::http::Limits;
-use switchboard_relay::server::Running;
+use switchboard_relay::server::{Running, ServerConfig};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
@@ -228,6 +228,8 @@ impl Shared {
 /// A relay, the entity's admin and its agents (see the module docs).
 pub struct World {
     relay: Option<Running>,
+    /// The relay's database if it is a file ([`World::start_durable`]), for restarts.
+    relay_db: Option<String>,
     url: String,
     dir: PathBuf,
     entity: EntityId,
@@ -261,15 +263,32 @@ impl World {
         routing: &Routing,
         agents: &[AgentSpec],
     ) -> Result<Self, WorldError> {
-        let relay = switchboard_relay::server::start_with_limits(
-            "sqlite::memory:",
-            "127.0.0.1:0",
-            Limits::lifted(),
-        )
-        .await
-        .map_err(|e| WorldError::Setup(format!("the relay: {e}")))?;
-        let url = relay.url();
+        Self::start_in(scratch_dir(name), None, routing, agents).await
+    }
+
+    /// [`World::start`] with the relay's store in a SQLite file of the world's directory, so
+    /// that [`World::restart_relay`] can stop the relay and start it again with what it held.
+    ///
+    /// # Errors
+    /// As [`World::start`].
+    pub async fn start_durable(
+        name: &str,
+        routing: &Routing,
+        agents: &[AgentSpec],
+    ) -> Result<Self, WorldError> {
         let dir = scratch_dir(name);
+        let db = format!("sqlite://{}", dir.join("relay.db").display());
+        Self::start_in(dir, Some(db), routing, agents).await
+    }
+
+    async fn start_in(
+        dir: PathBuf,
+        relay_db: Option<String>,
+        routing: &Routing,
+        agents: &[AgentSpec],
+    ) -> Result<Self, WorldError> {
+        let relay = start_relay(relay_db.as_deref(), "127.0.0.1:0").await?;
+        let url = relay.url();
         let setup = |e: std::io::Error| WorldError::Setup(e.to_string());
         KeystoreSecret::create_key_file(&dir.join("admin.key")).map_err(ClientError::from)?;
         let config_path = dir.join("entity.toml");
@@ -289,6 +308,7 @@ impl World {
         let task = tokio::spawn(step_admin(admin, rx, stopped, Arc::clone(&shared)));
         Ok(Self {
             relay: Some(relay),
+            relay_db,
             url,
             dir,
             entity: EntityId::new(ENTITY).map_err(|e| WorldError::Setup(e.to_string()))?,
@@ -435,6 +455,33 @@ impl World {
             .await
     }
 
+    /// Stops the relay, waits `down`, and starts it again on the same address and store (a
+    /// relay restart: its sessions are gone, what it stored is not). Every device's requests
+    /// meanwhile fail to connect.
+    ///
+    /// # Errors
+    /// [`WorldError::Setup`] if the world was not started with [`World::start_durable`], or
+    /// the relay fails to stop or to start again.
+    pub async fn restart_relay(&mut self, down: Duration) -> Result<(), WorldError> {
+        let Some(db) = self.relay_db.clone() else {
+            return Err(WorldError::Setup(
+                "the relay of this world keeps its store in memory: start it with World::start_durable to restart it".to_owned(),
+            ));
+        };
+        if let Some(relay) = self.relay.take() {
+            let addr = relay.addr();
+            relay
+                .stop()
+                .await
+                .map_err(|e| WorldError::Setup(format!("stopping the relay: {e}")))?;
+            tokio::time::sleep(down).await;
+            self.relay = Some(start_relay(Some(&db), &addr.to_string()).await?);
+            Ok(())
+        } else {
+            Err(WorldError::Setup("the relay is not running".to_owned()))
+        }
+    }
+
     /// Stops the admin (bounded) and the relay.
     ///
     /// # Errors
@@ -458,6 +505,23 @@ impl World {
         }
         Ok(())
     }
+}
+
+/// A relay with lifted limits (tests send faster than people, from one address) on `db` (in
+/// memory if `None`), listening on `listen`.
+async fn start_relay(db: Option<&str>, listen: &str) -> Result<Running, WorldError> {
+    switchboard_relay::server::start_with(
+        db.unwrap_or("sqlite::memory:"),
+        listen,
+        ServerConfig {
+            limits: Limits::lifted(),
+            // A restart should not wait out the long-polls in flight.
+            shutdown_grace_secs: 1,
+            ..ServerConfig::default()
+        },
+    )
+    .await
+    .map_err(|e| WorldError::Setup(format!("the relay on {listen}: {e}")))
 }
 
 impl Drop for World {

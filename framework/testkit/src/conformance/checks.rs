@@ -6,13 +6,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use switchboard_admin::Outcome;
-use switchboard_protocol::ThreadId;
+use switchboard_protocol::api::{InboxItem, ItemKind};
+use switchboard_protocol::{Content, ReceiptKind, ThreadId};
 use tokio::time::Instant;
 
 use super::customer::Talker;
 use super::launch::{BotEnv, Launched, Launcher, RustBot};
 use super::{BOT_NAME, Check, HUMAN_NAME, PEER_NAME, Suite};
-use crate::hostile::{HostileRelay, Method, StatusCode};
+use crate::hostile::{HostileRelay, Method, Slip, StatusCode};
 use crate::world::{AgentSpec, Routing, World};
 
 /// How long customers keep listening after they were answered, for duplicates and loops.
@@ -27,6 +28,14 @@ const LOOP_WATCH: Duration = Duration::from_secs(8);
 /// The most messages the bot under test may send in the group of [`Check::NoBotLoop`]: one
 /// answer to each customer message and a few to the other bot.
 const LOOP_LIMIT: usize = 6;
+
+/// The words in a customer's first message that route the thread to [`BYSTANDER_NAME`]: its
+/// join commit (a wrap for that human) is shown to the bot in [`Check::IgnoresForeignItems`].
+pub(crate) const BYSTANDER_WORD: &str = "conformance bystander";
+/// A human agent of a team of its own, [`BYSTANDER_TEAM`], in every check's world.
+pub(crate) const BYSTANDER_NAME: &str = "Bystander";
+/// The bystander's team (no other agent is in it).
+const BYSTANDER_TEAM: &str = "conformance-bystanders";
 
 /// A check's world: the relay, the admin, the bot under test behind the proxy.
 pub(crate) struct Scene {
@@ -50,13 +59,16 @@ impl Scene {
             &suite.human_teams,
             &suite.handoff_team,
             check == Check::NoBotLoop,
+            check == Check::RecoversAfterRelayRestart,
         )
         .await
     }
 
     /// A world named `name` with the bot `launcher` starts enrolled as [`BOT_NAME`], a human
     /// for each of `human_teams`, handoffs to any human going to `handoff_team`, and
-    /// [`PEER_NAME`] enrolled too if `peer`.
+    /// [`PEER_NAME`] enrolled too if `peer`; the relay's store in a file (so that it can be
+    /// restarted) if `durable`. A first message with [`BYSTANDER_WORD`] is routed to
+    /// [`BYSTANDER_NAME`].
     pub(crate) async fn build(
         name: &str,
         launcher: Arc<dyn Launcher>,
@@ -64,19 +76,26 @@ impl Scene {
         human_teams: &[String],
         handoff_team: &str,
         peer: bool,
+        durable: bool,
     ) -> Result<Self, String> {
-        let mut routing = Routing::default();
+        let mut routing = Routing::default().rule(&[BYSTANDER_WORD], BYSTANDER_TEAM);
         handoff_team.clone_into(&mut routing.handoff_team);
-        let mut agents = vec![AgentSpec::bot(BOT_NAME, &routing.fallback_team)];
+        let mut agents = vec![
+            AgentSpec::bot(BOT_NAME, &routing.fallback_team),
+            AgentSpec::human(BYSTANDER_NAME, BYSTANDER_TEAM),
+        ];
         for (i, team) in human_teams.iter().enumerate() {
             agents.push(AgentSpec::human(&format!("{HUMAN_NAME}{i}"), team));
         }
         if peer {
             agents.push(AgentSpec::bot(PEER_NAME, "peers"));
         }
-        let world = World::start(name, &routing, &agents)
-            .await
-            .map_err(|e| e.to_string())?;
+        let world = if durable {
+            World::start_durable(name, &routing, &agents).await
+        } else {
+            World::start(name, &routing, &agents).await
+        }
+        .map_err(|e| e.to_string())?;
         let hostile = HostileRelay::start(world.url()).await;
         let me = world.enrollment(BOT_NAME).map_err(|e| e.to_string())?;
         let env = BotEnv {
@@ -163,6 +182,9 @@ pub(crate) async fn run(suite: &Suite, check: Check) -> Result<(), String> {
         Check::HandsOffWhenAsked => hands_off_when_asked(suite, &scene).await,
         Check::NoBotLoop => no_bot_loop(suite, &mut scene).await,
         Check::HonoursRetryAfter => honours_retry_after(suite, &scene).await,
+        Check::IgnoresForeignItems => ignores_foreign_items(suite, &scene).await,
+        Check::RecoversAfterRelayRestart => recovers_after_relay_restart(suite, &mut scene).await,
+        Check::KeepsThreadOrder => keeps_thread_order(suite, &scene).await,
     };
     let outcome = outcome.map_err(|why| {
         let log = scene.log_tail();
@@ -493,4 +515,335 @@ async fn honours_retry_after(suite: &Suite, scene: &Scene) -> Result<(), String>
         }
     }
     Ok(())
+}
+
+/// The question asked again in a thread after a fault: the first of the later ones, if the
+/// suite has any (a bot that answers one question per thread is asked in new threads only).
+fn follow_up(suite: &Suite) -> Option<&str> {
+    suite.then.first().map(|ask| ask.text.as_str())
+}
+
+/// Asks the suite's follow-up question in each of `customers`' threads, if it has one, and
+/// waits for each answer.
+async fn follow_up_in(
+    suite: &Suite,
+    customers: &mut [&mut Talker],
+    after: &str,
+) -> Result<(), String> {
+    if let Some(text) = follow_up(suite) {
+        for customer in customers.iter_mut() {
+            answer_next(customer, text)
+                .await
+                .map_err(|why| format!("after {after}: {why}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Keeps every customer listening for [`LINGER`] (for duplicates and late answers).
+async fn linger_all(customers: &mut [&mut Talker]) {
+    let deadline = Instant::now() + LINGER;
+    while Instant::now() < deadline {
+        for customer in customers.iter_mut() {
+            customer.pump(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// `item` with one character of its longest text (a ciphertext or signature) changed.
+fn tampered(item: &InboxItem) -> InboxItem {
+    fn longest(value: &mut serde_json::Value) -> Option<&mut String> {
+        match value {
+            serde_json::Value::String(text) => Some(text),
+            serde_json::Value::Array(values) => values
+                .iter_mut()
+                .filter_map(longest)
+                .max_by_key(|t| t.len()),
+            serde_json::Value::Object(fields) => fields
+                .values_mut()
+                .filter_map(longest)
+                .max_by_key(|t| t.len()),
+            _ => None,
+        }
+    }
+    let mut item = item.clone();
+    if let Some(text) = longest(&mut item.payload) {
+        let middle = text.len() / 2;
+        let changed: String = text
+            .char_indices()
+            .map(|(i, c)| match (i == middle, c) {
+                (true, 'A') => 'B',
+                (true, _) => 'A',
+                (false, c) => c,
+            })
+            .collect();
+        *text = changed;
+    }
+    item
+}
+
+/// `item`, a message, with a content type this protocol version does not know in its header.
+fn unknown_content(item: &InboxItem) -> InboxItem {
+    let mut item = item.clone();
+    if let Some(header) = item
+        .payload
+        .get_mut("header")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        header.insert(
+            "content_type".to_owned(),
+            serde_json::Value::String("hologram".to_owned()),
+        );
+    }
+    item
+}
+
+/// A customer whose thread is routed to [`BYSTANDER_NAME`], and the join commit of that thread
+/// (a wrap for the bystander, not for the bot), read from the bystander's inbox.
+async fn bystander_commit(suite: &Suite, scene: &Scene) -> Result<(Talker, InboxItem), String> {
+    let bystander = scene
+        .customer(&format!("{BYSTANDER_WORD}: a question for a person"))
+        .await?;
+    let human = BYSTANDER_NAME;
+    let routed = scene
+        .world
+        .outcome(
+            suite.answer_wait,
+            |o| matches!(o, Outcome::Routed { thread, .. } if *thread == bystander.thread),
+        )
+        .await
+        .map_err(|e| {
+            format!("the bystander's thread was not routed (the check could not run): {e}")
+        })?;
+    if let Outcome::Routed { agent, .. } = &routed
+        && agent != human
+    {
+        return Err(format!(
+            "the bystander's thread was routed to {agent}, not {human} (the check could not run)"
+        ));
+    }
+    let device = scene
+        .world
+        .open_agent(human)
+        .await
+        .map_err(|e| format!("opening {human}'s device: {e}"))?;
+    let deadline = Instant::now() + suite.answer_wait;
+    while Instant::now() < deadline {
+        let items = device
+            .relay()
+            .inbox(0, 100, Duration::from_secs(1), None)
+            .await
+            .map_err(|e| format!("reading {human}'s inbox: {e}"))?;
+        if let Some(commit) = items
+            .into_iter()
+            .find(|i| i.kind == ItemKind::Commit && i.thread == bystander.thread)
+        {
+            return Ok((bystander, commit));
+        }
+    }
+    Err(format!(
+        "the thread routed to {human} was not assigned within {:?} (the check could not run)",
+        suite.answer_wait
+    ))
+}
+
+async fn ignores_foreign_items(suite: &Suite, scene: &Scene) -> Result<(), String> {
+    let bot = scene.bot_device()?;
+    let mut first = scene.customer(&suite.first.text).await?;
+    let answer = first_answer_id(&mut first).await?;
+    let mut second = scene.customer(&suite.first.text).await?;
+    first_answer(&mut second).await?;
+    // A message of the customer to copy: a typing indicator (nothing to answer). A bot that
+    // hands every thread on after its answer is no longer sent it: then only the history
+    // grant is copied.
+    first.send(&Content::Typing { active: true }).await?;
+    let thread = first.thread;
+    let of_first = |kind: ItemKind| {
+        scene
+            .hostile
+            .delivered(bot)
+            .into_iter()
+            .rev()
+            .find(|i| i.kind == kind && i.thread == thread)
+    };
+    let deadline = Instant::now() + LINGER;
+    let message = loop {
+        let message = of_first(ItemKind::Message);
+        if message.is_some() || Instant::now() >= deadline {
+            break message;
+        }
+        first.pump(Duration::from_millis(200)).await;
+    };
+    let grant = of_first(ItemKind::History).ok_or(
+        "the history grant of the customer's thread did not reach the bot through the proxy (the check could not run)",
+    )?;
+    let mut foreign = vec![tampered(&grant)];
+    let copied = message.as_ref().unwrap_or(&grant);
+    if let Some(message) = &message {
+        foreign.push(tampered(message));
+        foreign.push(unknown_content(message));
+    }
+    foreign.push(InboxItem {
+        thread: second.thread,
+        ..copied.clone()
+    });
+    foreign.push(InboxItem {
+        thread: ThreadId::from_bytes([0x5a; 16]),
+        ..copied.clone()
+    });
+    let (mut bystander, commit) = bystander_commit(suite, scene).await?;
+    foreign.push(commit);
+    let count = foreign.len();
+    for item in foreign {
+        scene.hostile.inject(bot, item, Slip::Before);
+    }
+    // More content with nothing to answer.
+    first
+        .send(&Content::Receipt {
+            kind: ReceiptKind::Read,
+            messages: vec![answer],
+        })
+        .await?;
+    first.send(&Content::Typing { active: false }).await?;
+    // A new thread: its items carry the foreign ones to the bot, and it must be answered.
+    let after = format!("{count} foreign items");
+    let mut third = scene.customer(&suite.first.text).await?;
+    first_answer(&mut third)
+        .await
+        .map_err(|why| format!("a new thread after {after}: {why}"))?;
+    if scene.hostile.pending_injections(bot) > 0 {
+        return Err(
+            "the foreign items did not reach the bot with the new thread's (the check could not run)"
+                .to_owned(),
+        );
+    }
+    first.linger(LINGER).await;
+    if first.count_of(BOT_NAME) > 1 {
+        return Err(format!(
+            "the bot answered a typing indicator, a read receipt or one of {count} foreign items: {:?}",
+            first.texts_of(BOT_NAME)
+        ));
+    }
+    follow_up_in(suite, &mut [&mut first, &mut second], &after).await?;
+    linger_all(&mut [&mut first, &mut second, &mut third, &mut bystander]).await;
+    let asked = 1 + usize::from(follow_up(suite).is_some());
+    exactly(&[
+        (
+            "the customer whose messages were tampered with",
+            &first,
+            asked,
+        ),
+        ("the customer of the relabelled message", &second, asked),
+        ("the customer of a new thread after them", &third, 1),
+    ])?;
+    if bystander.count_of(BOT_NAME) > 0 {
+        return Err(format!(
+            "the bot spoke in a thread it was not added to: {:?}",
+            bystander.texts_of(BOT_NAME)
+        ));
+    }
+    Ok(())
+}
+
+/// The first answer in a customer's thread (as [`first_answer`]), and its message id.
+async fn first_answer_id(customer: &mut Talker) -> Result<switchboard_protocol::MessageId, String> {
+    first_answer(customer).await?;
+    customer
+        .said
+        .iter()
+        .find(|s| s.name == BOT_NAME)
+        .map(|s| s.id)
+        .ok_or_else(|| "the first answer was not kept".to_owned())
+}
+
+/// How long the relay is down in [`Check::RecoversAfterRelayRestart`].
+const RELAY_DOWN: Duration = Duration::from_secs(2);
+
+async fn recovers_after_relay_restart(suite: &Suite, scene: &mut Scene) -> Result<(), String> {
+    let mut before = scene.customer(&suite.first.text).await?;
+    first_answer(&mut before).await?;
+    scene
+        .world
+        .restart_relay(RELAY_DOWN)
+        .await
+        .map_err(|e| format!("restarting the relay: {e}"))?;
+    follow_up_in(suite, &mut [&mut before], "the relay's restart").await?;
+    let mut after = scene.customer(&suite.first.text).await?;
+    first_answer(&mut after)
+        .await
+        .map_err(|why| format!("a new thread after the relay's restart: {why}"))?;
+    linger_all(&mut [&mut before, &mut after]).await;
+    exactly(&[
+        (
+            "the customer of the thread from before the restart",
+            &before,
+            1 + usize::from(follow_up(suite).is_some()),
+        ),
+        ("the customer of a new thread after the restart", &after, 1),
+    ])
+}
+
+/// How many threads [`Check::KeepsThreadOrder`] runs at once.
+const ORDERED_THREADS: usize = 3;
+
+async fn keeps_thread_order(suite: &Suite, scene: &Scene) -> Result<(), String> {
+    let mut customers = Vec::new();
+    for _ in 0..ORDERED_THREADS {
+        customers.push(scene.customer(&suite.first.text).await?);
+    }
+    for customer in &mut customers {
+        first_answer(customer).await?;
+    }
+    // Every customer's later questions back to back, the threads interleaved.
+    for ask in &suite.then {
+        for customer in &mut customers {
+            customer.say(&ask.text).await?;
+        }
+    }
+    let want = 1 + suite.then.len();
+    let deadline = Instant::now() + suite.answer_wait;
+    while Instant::now() < deadline && customers.iter().any(|c| c.count_of(BOT_NAME) < want) {
+        for customer in &mut customers {
+            customer.pump(Duration::from_millis(100)).await;
+        }
+    }
+    let mut all: Vec<&mut Talker> = customers.iter_mut().collect();
+    linger_all(&mut all).await;
+    for (n, customer) in customers.iter().enumerate() {
+        let texts = customer.texts_of(BOT_NAME);
+        let answers = texts.get(1..).unwrap_or_default();
+        if answers.len() < suite.then.len() {
+            return Err(not_answered(
+                customer,
+                &format!(
+                    "all {} questions of thread {} of {ORDERED_THREADS} (it answered {})",
+                    suite.then.len(),
+                    n + 1,
+                    answers.len()
+                ),
+                suite.answer_wait,
+            ));
+        }
+        for (i, (ask, answer)) in suite.then.iter().zip(answers).enumerate() {
+            if !ask.expect.matches(answer) {
+                return Err(format!(
+                    "in thread {} of {ORDERED_THREADS}, answer {} was {answer:?}: expected {} (the answer to {:?}); the answers in order: {answers:?}",
+                    n + 1,
+                    i + 1,
+                    ask.expect,
+                    ask.text
+                ));
+            }
+        }
+    }
+    let named: Vec<(String, &Talker)> = customers
+        .iter()
+        .enumerate()
+        .map(|(n, c)| (format!("the customer of thread {}", n + 1), c))
+        .collect();
+    let counted: Vec<(&str, &Talker, usize)> = named
+        .iter()
+        .map(|(who, c)| (who.as_str(), *c, want))
+        .collect();
+    exactly(&counted)
 }

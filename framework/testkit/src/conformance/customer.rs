@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use switchboard_client::Event;
-use switchboard_protocol::{AgentKind, Content, Sender, ThreadId};
+use switchboard_protocol::{AgentKind, Content, MessageId, Sender, ThreadId};
 use tokio::time::Instant;
 
 use crate::sim::SimCustomer;
@@ -29,6 +29,8 @@ pub(crate) struct Said {
     pub(crate) kind: AgentKind,
     /// The text (of a text message or a reply), its first [`MAX_TEXT_CHARS`] characters.
     pub(crate) text: String,
+    /// The message's id.
+    pub(crate) id: MessageId,
 }
 
 /// A customer talking in one thread.
@@ -84,6 +86,15 @@ impl Talker {
             .map_err(|e| format!("a customer sending {text:?}: {e}"))
     }
 
+    /// Sends `content` (a typing indicator, a receipt, ...) in the thread.
+    pub(crate) async fn send(&mut self, content: &Content) -> Result<(), String> {
+        self.sim
+            .send_content(self.thread, content, None)
+            .await
+            .map(drop)
+            .map_err(|e| format!("a customer sending a {:?}: {e}", content.content_type()))
+    }
+
     /// Receives once (waiting up to `wait`) and keeps what came.
     pub(crate) async fn pump(&mut self, wait: Duration) {
         match self.sim.receive(wait.min(POLL)).await {
@@ -106,6 +117,7 @@ impl Talker {
             Event::Message {
                 thread, message, ..
             } if thread == self.thread => {
+                let id = message.id;
                 let Sender::Agent { display_name, kind } = message.sender_info else {
                     return;
                 };
@@ -122,6 +134,7 @@ impl Talker {
                         name: display_name,
                         kind,
                         text,
+                        id,
                     });
                 } else {
                     self.overflow += 1;

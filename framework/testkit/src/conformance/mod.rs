@@ -78,18 +78,36 @@ pub enum Check {
     /// A request the relay refuses with 429 and `Retry-After` is not sent again (nor another
     /// of its kind) before that time, and the customer's question is answered all the same.
     HonoursRetryAfter,
+    /// Items that are not for the bot or not what they claim (tampered copies of a message and
+    /// of a history grant, a message with a content type no protocol version knows, a message
+    /// relabelled with another thread and with a thread that does not exist, a commit whose
+    /// wrap is for another agent) and content it has no answer for (typing indicators, a read
+    /// receipt) get no answer and do not stop it: its threads (and a new one) are answered
+    /// after them, once each, and it says nothing in the other agent's thread.
+    IgnoresForeignItems,
+    /// After the relay is stopped for two seconds and started again (on the same store, its
+    /// sessions gone), a question in a thread the bot answered before (if the suite has later
+    /// questions) and a new thread are answered, once each.
+    RecoversAfterRelayRestart,
+    /// In three threads at once, the customers' later questions sent back to back are answered
+    /// in the order they were asked (each answer matches the suite's [`Expect`] of the
+    /// question in its position), and none twice.
+    KeepsThreadOrder,
 }
 
 impl Check {
     /// Every check, in the order the suite runs them.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 10] = [
         Self::AnswersForwardedThread,
         Self::ReadsRoutingMessage,
         Self::ExactlyOnce,
+        Self::IgnoresForeignItems,
         Self::AnswersInTime,
         Self::HandsOffWhenAsked,
         Self::NoBotLoop,
         Self::HonoursRetryAfter,
+        Self::RecoversAfterRelayRestart,
+        Self::KeepsThreadOrder,
     ];
 
     /// Its name (in tables and JUnit).
@@ -103,6 +121,9 @@ impl Check {
             Self::HandsOffWhenAsked => "hands_off_when_asked",
             Self::NoBotLoop => "no_bot_loop",
             Self::HonoursRetryAfter => "honours_retry_after",
+            Self::IgnoresForeignItems => "ignores_foreign_and_tampered_items",
+            Self::RecoversAfterRelayRestart => "recovers_after_relay_restart",
+            Self::KeepsThreadOrder => "keeps_order_per_thread",
         }
     }
 
@@ -132,6 +153,15 @@ impl Check {
             Self::NoBotLoop => "the bot does not answer another bot without end in a group",
             Self::HonoursRetryAfter => {
                 "the bot waits the Retry-After of a 429 before it asks again, and still answers"
+            }
+            Self::IgnoresForeignItems => {
+                "tampered, misaddressed and foreign items and unanswerable content neither get an answer nor stop the bot"
+            }
+            Self::RecoversAfterRelayRestart => {
+                "the bot answers again, once, after the relay was down and restarted"
+            }
+            Self::KeepsThreadOrder => {
+                "questions sent back to back are answered in order in each of several concurrent threads"
             }
         }
     }
@@ -338,6 +368,20 @@ impl Suite {
         self
     }
 
+    /// Whether answers out of order would show: at least two questions after the first, with
+    /// expectations that differ and accept not any text.
+    fn order_visible(&self) -> bool {
+        self.then.len() >= 2
+            && self.then.iter().enumerate().all(|(i, ask)| {
+                ask.expect != Expect::Anything
+                    && self
+                        .then
+                        .iter()
+                        .skip(i + 1)
+                        .all(|other| other.expect != ask.expect)
+            })
+    }
+
     /// Why `check` is skipped, if it is.
     fn skip_reason(&self, check: Check) -> Option<String> {
         if let Some((_, why)) = self.skipped.iter().find(|(c, _)| *c == check) {
@@ -348,6 +392,10 @@ impl Suite {
                 self.no_handoff
                     .clone()
                     .unwrap_or_else(|| "no handoff trigger given (Suite::hand_off_on)".to_owned()),
+            ),
+            Check::KeepsThreadOrder if !self.order_visible() => Some(
+                "the order of answers cannot be seen: give Suite::ask at least two questions after the first, each with an Expect::contains that the answers to the others do not match"
+                    .to_owned(),
             ),
             Check::ReadsRoutingMessage if self.first.expect == Expect::Anything => Some(
                 "the first question accepts any answer (give Suite::ask an Expect::contains)"

@@ -316,6 +316,7 @@ impl Scenario {
             &self.human_teams,
             &handoff_team,
             false,
+            false,
         )
         .await
         .map_err(|why| fail(0, why, &transcript))?;
