@@ -308,12 +308,7 @@ async fn exactly_once(suite: &Suite, scene: &mut Scene) -> Result<(), String> {
     // A third, after the restart.
     let mut third = scene.customer(&suite.first.text).await?;
     first_answer(&mut third).await?;
-    let deadline = Instant::now() + LINGER;
-    while Instant::now() < deadline {
-        first.pump(Duration::from_millis(200)).await;
-        second.pump(Duration::from_millis(200)).await;
-        third.pump(Duration::from_millis(200)).await;
-    }
+    linger_all(&mut [&mut first, &mut second, &mut third]).await;
     exactly(&[
         ("the first customer", &first, 1 + suite.then.len()),
         ("the customer asking during the crash", &second, 1),
