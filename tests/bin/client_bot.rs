@@ -15,15 +15,20 @@
 //! - `exit-on-refused`: it exits (status 1) when its device refuses an inbox item (one that
 //!   was tampered with or is not for it), as a bot that treats every error as fatal;
 //! - `exit-when-relay-down`: it exits when the relay cannot be reached or answers 5xx;
-//! - `newest-first`: it fetches every 1.5 s and answers what came in one fetch newest first.
+//! - `newest-first`: it fetches every 1.5 s and answers what came in one fetch newest first;
+//! - `ignores-floor`: it keeps a copy of each thread's state as it was when it last answered
+//!   there, and where its device may no longer post (another agent holds the floor) it seals
+//!   the answer from that copy and posts it itself;
+//! - `farewell`: from that copy it says goodbye in a thread it was removed from.
 
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use switchboard_client::{ClientError, Device, Event, KeystoreSecret};
-use switchboard_protocol::{Content, Sender, ThreadId};
+use switchboard_protocol::{Content, Sender, ThreadId, ThreadSnapshot, ThreadState};
 
 /// How long one receive long-polls.
 const POLL: Duration = Duration::from_secs(1);
@@ -40,7 +45,13 @@ enum Flaw {
     ExitOnRefused,
     ExitWhenRelayDown,
     NewestFirst,
+    IgnoresFloor,
+    Farewell,
 }
+
+/// Each thread's state as it was when the bot last answered there (kept for the
+/// `ignores-floor` and `farewell` flaws only).
+type Stale = HashMap<ThreadId, ThreadSnapshot>;
 
 /// How long the `newest-first` bot waits between fetches.
 const BATCHING: Duration = Duration::from_millis(1500);
@@ -61,20 +72,57 @@ fn pause(error: &ClientError, flaw: Flaw) -> Duration {
     }
 }
 
+/// Seals `content` from the stale copy of `thread`'s state and posts it past the device (the
+/// flaws `ignores-floor` and `farewell`).
+async fn post_from_copy(device: &Device, stale: &mut Stale, thread: ThreadId, content: &Content) {
+    let Some(snapshot) = stale.remove(&thread) else {
+        return;
+    };
+    let sealed = ThreadState::restore(device.keys(), snapshot)
+        .map_err(|e| e.to_string())
+        .and_then(|mut state| {
+            let sealed = state
+                .seal(device.keys(), content, None)
+                .map_err(|e| e.to_string());
+            stale.insert(thread, state.snapshot());
+            sealed
+        });
+    match sealed {
+        Ok(sealed) => match device.relay().post_message(thread, &sealed).await {
+            Ok(_) => tracing::info!("posted from the old copy of the thread"),
+            Err(e) => tracing::warn!(error = %e, "the relay refused the post from the old copy"),
+        },
+        Err(e) => tracing::warn!(error = %e, "sealing from the old copy failed"),
+    }
+}
+
 /// Answers `text` in `thread`, if the bot may post there; retries what the relay refuses
 /// for now.
-async fn answer(device: &mut Device, thread: ThreadId, text: &str, flaw: Flaw) {
+async fn answer(device: &mut Device, stale: &mut Stale, thread: ThreadId, text: &str, flaw: Flaw) {
     let may_post = device
         .thread(thread)
         .is_some_and(|s| s.roster().may_post(device.id()));
-    if !may_post || text.trim().is_empty() {
+    if text.trim().is_empty() {
         return;
     }
     let reply: String = text.trim().chars().take(1000).collect();
     let content = Content::text(format!("you said: {reply}"));
+    if !may_post {
+        if flaw == Flaw::IgnoresFloor {
+            post_from_copy(device, stale, thread, &content).await;
+        }
+        return;
+    }
     for _ in 0..ATTEMPTS {
         match device.send(thread, &content, None).await {
-            Ok(_) => return,
+            Ok(_) => {
+                if matches!(flaw, Flaw::IgnoresFloor | Flaw::Farewell)
+                    && let Some(state) = device.thread(thread)
+                {
+                    stale.insert(thread, state.snapshot());
+                }
+                return;
+            }
             Err(e) if e.is_transient() => {
                 tracing::warn!(error = %e, "the answer was not posted; trying again");
                 tokio::time::sleep(pause(&e, flaw)).await;
@@ -98,6 +146,8 @@ async fn run() -> Result<(), String> {
         Ok("exit-on-refused") => Flaw::ExitOnRefused,
         Ok("exit-when-relay-down") => Flaw::ExitWhenRelayDown,
         Ok("newest-first") => Flaw::NewestFirst,
+        Ok("ignores-floor") => Flaw::IgnoresFloor,
+        Ok("farewell") => Flaw::Farewell,
         Ok(other) => return Err(format!("unknown SWITCHBOARD_CLIENT_BOT_FLAW {other:?}")),
     };
     let mut device = Device::open(&keystore, &KeystoreSecret::KeyFile(key_file), Some(&relay))
@@ -109,6 +159,7 @@ async fn run() -> Result<(), String> {
             .and_then(|()| stdout.flush())
             .map_err(|e| e.to_string())?;
     }
+    let mut stale = Stale::new();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| e.to_string())?;
     loop {
@@ -142,9 +193,16 @@ async fn run() -> Result<(), String> {
                         if let (Sender::Customer, Content::Text { text }) =
                             (&message.sender_info, &message.content)
                         {
-                            answer(&mut device, thread, text, flaw).await;
+                            answer(&mut device, &mut stale, thread, text, flaw).await;
                         }
                     }
+                }
+                Event::Removed { thread } if flaw == Flaw::Farewell => {
+                    let goodbye = Content::text("I was taken off this conversation: goodbye!");
+                    post_from_copy(&device, &mut stale, thread, &goodbye).await;
+                }
+                Event::Removed { thread } => {
+                    stale.remove(&thread);
                 }
                 Event::Message {
                     thread, message, ..
@@ -152,7 +210,7 @@ async fn run() -> Result<(), String> {
                     if let (Sender::Customer, Content::Text { text }) =
                         (&message.sender_info, &message.content)
                     {
-                        answer(&mut device, thread, text, flaw).await;
+                        answer(&mut device, &mut stale, thread, text, flaw).await;
                     }
                 }
                 _ => {}

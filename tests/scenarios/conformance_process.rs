@@ -95,8 +95,22 @@ async fn a_bot_without_the_sdk_passes_the_suite_as_a_process() {
 
 /// Runs the suite against the client bot with `flaw` and asserts that `check` alone fails.
 async fn fails_only(flaw: &str, check: Check) {
+    fails_only_saying(flaw, check, "").await;
+}
+
+/// [`fails_only`], and the failure says `why`.
+async fn fails_only_saying(flaw: &str, check: Check, why: &str) {
     let report = client_suite(&format!("client bot, {flaw}"), client_bot(Some(flaw))).await;
     assert_eq!(report.failed(), [check], "\n{}", report.table());
+    let said = report.results.iter().find_map(|r| match &r.verdict {
+        Verdict::Failed(said) => Some(said.as_str()),
+        _ => None,
+    });
+    assert!(
+        said.is_some_and(|said| said.contains(why)),
+        "expected a failure saying {why:?}:\n{}",
+        report.table()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,4 +131,24 @@ async fn a_bot_that_exits_when_the_relay_is_down_fails_recovers_after_relay_rest
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bot_that_answers_newest_first_fails_keeps_order_per_thread() {
     fails_only("newest-first", Check::KeepsThreadOrder).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_that_answers_without_the_floor_fails_stops_posting() {
+    fails_only_saying(
+        "ignores-floor",
+        Check::StopsWithoutTheFloor,
+        "that only the floor holder may send",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_that_says_goodbye_when_removed_fails_stops_posting() {
+    fails_only_saying(
+        "farewell",
+        Check::StopsWithoutTheFloor,
+        "was removed from a thread and then posted",
+    )
+    .await;
 }

@@ -459,6 +459,29 @@ impl Admin {
             .await
     }
 
+    /// Gives the floor of `thread` to the agent `name`, a member already (a new epoch with the
+    /// same members: the others stay and may only send receipts and typing indicators). The
+    /// audit log is not written: nobody gains or loses access to the thread.
+    ///
+    /// # Errors
+    /// [`AdminError::UnknownAgent`]; protocol errors (the agent is not a member of the
+    /// thread, ...); relay errors.
+    pub async fn give_floor(&mut self, thread: ThreadId, name: &str) -> Result<Epoch, AdminError> {
+        let device = self.agent(name)?.device;
+        let commit = self
+            .device
+            .prepare_commit(
+                thread,
+                CommitAction::SetFloor {
+                    floor: Floor::Agent(device),
+                },
+            )
+            .await?;
+        let epoch = commit.epoch;
+        self.device.post_commit(&commit).await?;
+        Ok(epoch)
+    }
+
     fn thread_floor(&self, thread: ThreadId) -> Result<Floor, AdminError> {
         Ok(self
             .device

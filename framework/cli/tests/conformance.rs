@@ -90,7 +90,10 @@ fn the_echo_bot_process_passes_and_its_junit_report_parses() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("9 passed, 0 failed, 1 skipped"), "{stdout}");
+    assert!(
+        stdout.contains("10 passed, 0 failed, 1 skipped"),
+        "{stdout}"
+    );
 
     let xml = std::fs::read_to_string(&junit).unwrap();
     let doc = roxmltree::Document::parse(&xml).unwrap();
@@ -99,7 +102,7 @@ fn the_echo_bot_process_passes_and_its_junit_report_parses() {
         .find(|n| n.has_tag_name("testsuite"))
         .unwrap();
     assert_eq!(suite.attribute("name"), Some("switchboard"));
-    assert_eq!(suite.attribute("tests"), Some("10"));
+    assert_eq!(suite.attribute("tests"), Some("11"));
     assert_eq!(suite.attribute("failures"), Some("0"));
     assert_eq!(suite.attribute("skipped"), Some("1"));
     let cases = testcases(&xml);
@@ -111,6 +114,7 @@ fn the_echo_bot_process_passes_and_its_junit_report_parses() {
             "reads_routing_message",
             "exactly_once_under_redelivery_and_restart",
             "ignores_foreign_and_tampered_items",
+            "stops_posting_after_floor_loss_or_removal",
             "answers_in_time",
             "hands_off_when_asked",
             "no_bot_loop",

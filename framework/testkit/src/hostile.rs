@@ -32,7 +32,7 @@ use axum::response::{IntoResponse, Response};
 use switchboard_protocol::api::{ErrorBody, ErrorCode, ErrorDetail, InboxAnswer, InboxItem};
 use switchboard_protocol::request::headers;
 use switchboard_protocol::session::{SessionGrant, headers as session_headers};
-use switchboard_protocol::{DeviceId, decode, encode};
+use switchboard_protocol::{DeviceId, MessageHeader, SealedMessage, decode, encode};
 
 /// The largest request body forwarded (the relay's own limit is 4 MiB).
 const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -52,6 +52,22 @@ pub struct Logged {
     /// The status the proxy answered it with instead of forwarding it
     /// ([`HostileRelay::fail_next`]), if it did.
     pub fault: Option<StatusCode>,
+}
+
+/// A sealed message a device posted through the proxy (`POST /v1/threads/{thread}/messages`),
+/// as its header says (the header travels in the clear: the proxy sees what the relay sees).
+#[derive(Clone, Debug)]
+pub struct PostedMessage {
+    /// When it came.
+    pub at: std::time::Instant,
+    /// The device that sent it (signed the request, or opened the session it came in).
+    pub device: Option<DeviceId>,
+    /// The message's header: thread, epoch, sender, generation, content type.
+    pub header: MessageHeader,
+    /// The relay's answer; `None` if the relay could not be reached. (A post the proxy fails
+    /// itself, [`HostileRelay::fail_next`], is answered before its body is read and is not
+    /// listed.)
+    pub status: Option<StatusCode>,
 }
 
 /// How many delivered items [`HostileRelay::delivered`] keeps per device (the oldest are
@@ -81,6 +97,8 @@ struct Tampering {
     answer_watchers: Vec<AnswerWatcher>,
     /// The last [`REQUEST_LOG`] requests.
     requests: std::collections::VecDeque<Logged>,
+    /// The last [`REQUEST_LOG`] messages posted.
+    posts: std::collections::VecDeque<PostedMessage>,
     /// How many times in all each item is delivered, by device ([`HostileRelay::redeliver`]).
     redeliver: HashMap<DeviceId, u32>,
     /// Items already delivered to a redelivering device, by device and lease instance.
@@ -240,6 +258,13 @@ impl HostileRelay {
         self.tampering().requests.iter().cloned().collect()
     }
 
+    /// The sealed messages posted through the proxy, oldest first (at most [`REQUEST_LOG`]),
+    /// with the relay's answer to each. A message posted again (a retry) is listed again.
+    #[must_use]
+    pub fn posts(&self) -> Vec<PostedMessage> {
+        self.tampering().posts.iter().cloned().collect()
+    }
+
     /// Calls `watcher` with the method, path and status of every answer of the relay, before
     /// it is passed on (a message refused as a generation sealed twice is a `POST` to
     /// `/v1/threads/{thread}/messages` answered `409 Conflict`).
@@ -397,6 +422,15 @@ async fn answer(proxy: Proxy, request: Request) -> Response {
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
         return StatusCode::PAYLOAD_TOO_LARGE.into_response();
     };
+    let posted = (parts.method == Method::POST && is_message_post(parts.uri.path()))
+        .then(|| decode::<SealedMessage>(&body).ok())
+        .flatten()
+        .map(|message| PostedMessage {
+            at: std::time::Instant::now(),
+            device,
+            header: message.header,
+            status: None,
+        });
     let mut upstream = proxy.http.request(
         parts.method.clone(),
         format!("{}{path_and_query}", proxy.upstream),
@@ -406,11 +440,26 @@ async fn answer(proxy: Proxy, request: Request) -> Response {
             upstream = upstream.header(name.as_str(), value.as_bytes());
         }
     }
-    let answer = match upstream.body(body.to_vec()).send().await {
-        Ok(answer) => answer,
-        Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    let sent = upstream.body(body.to_vec()).send().await;
+    let status = sent.as_ref().ok().map(|answer| {
+        StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY)
+    });
+    if let Some(mut posted) = posted {
+        posted.status = status;
+        let mut tampering = proxy
+            .tampering
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if tampering.posts.len() >= REQUEST_LOG {
+            tampering.posts.pop_front();
+        }
+        tampering.posts.push_back(posted);
+    }
+    let (answer, status) = match (sent, status) {
+        (Ok(answer), Some(status)) => (answer, status),
+        (Err(e), _) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+        (Ok(_), None) => return StatusCode::BAD_GATEWAY.into_response(),
     };
-    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     for watcher in &proxy
         .tampering
         .lock()
@@ -450,6 +499,13 @@ async fn answer(proxy: Proxy, request: Request) -> Response {
         _ => bytes,
     };
     (status, headers, Body::from(bytes)).into_response()
+}
+
+/// Whether `path` is `/v1/threads/{thread}/messages`.
+fn is_message_post(path: &str) -> bool {
+    path.strip_prefix("/v1/threads/")
+        .and_then(|rest| rest.strip_suffix("/messages"))
+        .is_some_and(|thread| !thread.is_empty() && !thread.contains('/'))
 }
 
 /// The relay's error body for an injected failure with `status`.

@@ -202,6 +202,7 @@ enum Command {
     AddToGroup(ThreadId, String),
     Remove(ThreadId, String),
     Transfer(ThreadId, String),
+    GiveFloor(ThreadId, String),
 }
 
 /// What the admin task shares with the world.
@@ -455,6 +456,16 @@ impl World {
             .await
     }
 
+    /// Asks the admin to give the floor of `thread` to the agent `name`, a member of it (the
+    /// other agents stay, and may only send receipts and typing indicators).
+    ///
+    /// # Errors
+    /// The admin's.
+    pub async fn give_floor(&self, thread: ThreadId, name: &str) -> Result<Epoch, WorldError> {
+        self.command(Command::GiveFloor(thread, name.to_owned()))
+            .await
+    }
+
     /// Stops the relay, waits `down`, and starts it again on the same address and store (a
     /// relay restart: its sessions are gone, what it stored is not). Every device's requests
     /// meanwhile fail to connect.
@@ -594,6 +605,7 @@ async fn step_admin(
                 Command::AddToGroup(thread, name) => admin.add_to_group(thread, &name).await,
                 Command::Remove(thread, name) => admin.remove_from_thread(thread, &name).await,
                 Command::Transfer(thread, name) => admin.transfer(thread, &name).await,
+                Command::GiveFloor(thread, name) => admin.give_floor(thread, &name).await,
             };
             let _ = reply.send(result);
         }

@@ -136,6 +136,7 @@ async fn a_silent_bot_fails_every_check_that_needs_an_answer() {
             Check::ReadsRoutingMessage,
             Check::ExactlyOnce,
             Check::IgnoresForeignItems,
+            Check::StopsWithoutTheFloor,
             Check::AnswersInTime,
             Check::NoBotLoop,
             Check::HonoursRetryAfter,

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use switchboard_admin::audit::{AuditEvent, AuditLog};
 use switchboard_admin::{Admin, Config, Outcome};
-use switchboard_client::{Device, Event, ExpectedKey, KeystoreSecret, NewDevice, NewRole};
+use switchboard_client::{
+    ClientError, Device, Event, ExpectedKey, KeystoreSecret, NewDevice, NewRole,
+};
 use switchboard_protocol::{AgentKind, Content, EntityId, HandoffTarget, Sender, ThreadId};
 use switchboard_testkit::{agent_said, gather, new_agent, said_by, scratch_dir, until};
 
@@ -417,4 +419,54 @@ async fn an_admin_in_a_device_store_routes_restarts_and_routes_on() {
         .await
         .unwrap();
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gives_the_floor_to_one_agent_of_a_group() {
+    let relay = switchboard_relay::server::start("sqlite::memory:", "127.0.0.1:0")
+        .await
+        .unwrap();
+    let url = relay.url();
+    let dir = scratch_dir("admin-floor");
+    let mut admin = Admin::init(config(&dir, &url)).await.unwrap();
+    let mut order_bot = order_bot(&mut admin, &dir, &url).await;
+    let mut dana = agent(&dir, &url, "dana", &admin).await;
+    enrol(
+        &mut admin,
+        &dana,
+        "Dana",
+        AgentKind::Human,
+        vec!["billing".into()],
+    )
+    .await;
+    let (mut customer, thread) = order_thread(&mut admin, &dir, &url).await;
+    until(&mut order_bot, |e| matches!(e, Event::Joined { .. })).await;
+
+    // Not a member yet: the floor cannot go to Dana, and nothing changes.
+    assert!(admin.give_floor(thread, "Dana").await.is_err());
+    assert!(matches!(
+        admin.give_floor(thread, "Nobody").await,
+        Err(switchboard_admin::AdminError::UnknownAgent(_))
+    ));
+    admin.add_to_group(thread, "Dana").await.unwrap();
+    until(&mut dana, |e| matches!(e, Event::Joined { .. })).await;
+    let epoch = admin.give_floor(thread, "Dana").await.unwrap();
+    until(
+        &mut order_bot,
+        |e| matches!(e, Event::RosterChanged { epoch: at, .. } if *at == epoch),
+    )
+    .await;
+
+    // The bot stays a member but may no longer say more than a receipt; Dana may.
+    let refused = order_bot
+        .send(thread, &Content::text("still here"), None)
+        .await;
+    assert!(
+        matches!(&refused, Err(ClientError::Protocol(_))),
+        "{refused:?}"
+    );
+    dana.send(thread, &Content::text("Dana has it now."), None)
+        .await
+        .unwrap();
+    until(&mut customer, |e| agent_said(e, "Dana")).await;
 }

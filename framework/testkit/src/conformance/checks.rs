@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use switchboard_admin::Outcome;
 use switchboard_protocol::api::{InboxItem, ItemKind};
-use switchboard_protocol::{Content, ReceiptKind, ThreadId};
+use switchboard_protocol::{Content, DeviceId, ReceiptKind, ThreadId};
 use tokio::time::Instant;
 
 use super::customer::Talker;
 use super::launch::{BotEnv, Launched, Launcher, RustBot};
 use super::{BOT_NAME, Check, HUMAN_NAME, PEER_NAME, Suite};
-use crate::hostile::{HostileRelay, Method, Slip, StatusCode};
+use crate::hostile::{HostileRelay, Method, PostedMessage, Slip, StatusCode};
 use crate::world::{AgentSpec, Routing, World};
 
 /// How long customers keep listening after they were answered, for duplicates and loops.
@@ -135,7 +135,7 @@ impl Scene {
     }
 
     /// The bot's device.
-    pub(crate) fn bot_device(&self) -> Result<switchboard_protocol::DeviceId, String> {
+    pub(crate) fn bot_device(&self) -> Result<DeviceId, String> {
         Ok(self
             .world
             .enrollment(BOT_NAME)
@@ -183,6 +183,7 @@ pub(crate) async fn run(suite: &Suite, check: Check) -> Result<(), String> {
         Check::NoBotLoop => no_bot_loop(suite, &mut scene).await,
         Check::HonoursRetryAfter => honours_retry_after(suite, &scene).await,
         Check::IgnoresForeignItems => ignores_foreign_items(suite, &scene).await,
+        Check::StopsWithoutTheFloor => stops_without_the_floor(suite, &scene).await,
         Check::RecoversAfterRelayRestart => recovers_after_relay_restart(suite, &mut scene).await,
         Check::KeepsThreadOrder => keeps_thread_order(suite, &scene).await,
     };
@@ -509,6 +510,140 @@ async fn honours_retry_after(suite: &Suite, scene: &Scene) -> Result<(), String>
             ));
         }
     }
+    Ok(())
+}
+
+/// How long the bot must have posted nothing in a thread before [`Check::StopsWithoutTheFloor`]
+/// removes it from there (so that nothing it posts afterwards was under way before).
+const QUIET: Duration = Duration::from_secs(1);
+
+/// What the bot `device` posted to `thread` after `since` that `counts`, as
+/// `content type (status)` texts.
+fn posted_after(
+    hostile: &HostileRelay,
+    device: DeviceId,
+    thread: ThreadId,
+    since: Instant,
+    counts: impl Fn(&PostedMessage) -> bool,
+) -> Vec<String> {
+    let since = since.into_std();
+    hostile
+        .posts()
+        .iter()
+        .filter(|p| {
+            p.device == Some(device) && p.header.thread == thread && p.at > since && counts(p)
+        })
+        .map(|p| {
+            let status = p
+                .status
+                .map_or_else(|| "no answer".to_owned(), |s| s.as_u16().to_string());
+            format!("{:?} (relay: {status})", p.header.content_type)
+        })
+        .collect()
+}
+
+/// Waits (at most `within`) until the bot `device` has posted nothing to `thread` for
+/// [`QUIET`].
+async fn quiet(hostile: &HostileRelay, device: DeviceId, thread: ThreadId, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let last = hostile
+            .posts()
+            .iter()
+            .filter(|p| p.device == Some(device) && p.header.thread == thread)
+            .map(|p| p.at)
+            .max();
+        let calm = last.is_none_or(|at| at.elapsed() >= QUIET);
+        if calm || Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn stops_without_the_floor(suite: &Suite, scene: &Scene) -> Result<(), String> {
+    let bot = scene.bot_device()?;
+    // The floor goes to the bystander in a group; the bot stays a member and hears the next
+    // question, which it may not answer.
+    if let Some(text) = follow_up(suite) {
+        let mut customer = scene.customer(&suite.first.text).await?;
+        first_answer(&mut customer).await?;
+        let thread = customer.thread;
+        let epochs = customer.epochs;
+        scene
+            .world
+            .add_to_group(thread, BYSTANDER_NAME)
+            .await
+            .map_err(|e| format!("adding {BYSTANDER_NAME} to the thread: {e}"))?;
+        let epoch = scene
+            .world
+            .give_floor(thread, BYSTANDER_NAME)
+            .await
+            .map_err(|e| format!("giving {BYSTANDER_NAME} the floor: {e}"))?;
+        if !customer
+            .until(suite.answer_wait, |c| c.epochs >= epochs + 2)
+            .await
+        {
+            return Err(format!(
+                "the customer never saw {BYSTANDER_NAME} join and take the floor (the check could not run)"
+            ));
+        }
+        let asked = Instant::now();
+        customer.say(text).await?;
+        customer.linger(LINGER).await;
+        let spoke = posted_after(&scene.hostile, bot, thread, asked, |p| {
+            !p.header.content_type.allowed_without_floor()
+        });
+        if !spoke.is_empty() {
+            return Err(format!(
+                "after the floor of a group went to {BYSTANDER_NAME} (epoch {}), the customer asked {text:?} and {BOT_NAME} posted {} message(s) that only the floor holder may send: {}",
+                epoch.0,
+                spoke.len(),
+                spoke.join(", ")
+            ));
+        }
+    }
+    // The bot is removed from a thread it answered in (unless it handed the thread on itself,
+    // which removed it): after that, nothing from it there.
+    let mut customer = scene.customer(&suite.first.text).await?;
+    first_answer(&mut customer).await?;
+    let thread = customer.thread;
+    quiet(&scene.hostile, bot, thread, suite.answer_wait).await;
+    let handed_off = |world: &World| {
+        world.outcomes().iter().any(|o| {
+            matches!(o, Outcome::HandedOff { thread: t, from, .. } if *t == thread && *from == bot)
+        })
+    };
+    let removed = Instant::now();
+    if !handed_off(&scene.world)
+        && let Err(e) = scene.world.remove(thread, BOT_NAME).await
+        && !handed_off(&scene.world)
+    {
+        return Err(format!("removing {BOT_NAME} from the thread: {e}"));
+    }
+    let earlier: Vec<_> = scene
+        .hostile
+        .posts()
+        .iter()
+        .filter(|p| p.at <= removed.into_std())
+        .map(|p| p.header.message_id())
+        .collect();
+    customer.linger(LINGER).await;
+    let spoke = posted_after(&scene.hostile, bot, thread, removed, |p| {
+        !earlier.contains(&p.header.message_id())
+    });
+    if !spoke.is_empty() {
+        return Err(format!(
+            "{BOT_NAME} was removed from a thread and then posted {} more message(s) to it: {}",
+            spoke.len(),
+            spoke.join(", ")
+        ));
+    }
+    // And it still works.
+    let mut fresh = scene.customer(&suite.first.text).await?;
+    first_answer(&mut fresh)
+        .await
+        .map_err(|why| format!("after losing the floor and being removed: {why}"))?;
     Ok(())
 }
 

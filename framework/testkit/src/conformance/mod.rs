@@ -85,6 +85,13 @@ pub enum Check {
     /// receipt) get no answer and do not stop it: its threads (and a new one) are answered
     /// after them, once each, and it says nothing in the other agent's thread.
     IgnoresForeignItems,
+    /// After the floor of a thread went to another agent (the bot still a member, in a
+    /// group), the customer's next question gets nothing from the bot but receipts and typing
+    /// indicators; after the bot was removed from another thread (once it had answered there),
+    /// it posts nothing more to that thread, not even to say goodbye; and it still answers a
+    /// new thread. For a bot that answers one question per thread (no [`Suite::ask`] after the
+    /// first) only the removal is tried.
+    StopsWithoutTheFloor,
     /// After the relay is stopped for two seconds and started again (on the same store, its
     /// sessions gone), a question in a thread the bot answered before (if the suite has later
     /// questions) and a new thread are answered, once each.
@@ -97,11 +104,12 @@ pub enum Check {
 
 impl Check {
     /// Every check, in the order the suite runs them.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::AnswersForwardedThread,
         Self::ReadsRoutingMessage,
         Self::ExactlyOnce,
         Self::IgnoresForeignItems,
+        Self::StopsWithoutTheFloor,
         Self::AnswersInTime,
         Self::HandsOffWhenAsked,
         Self::NoBotLoop,
@@ -122,6 +130,7 @@ impl Check {
             Self::NoBotLoop => "no_bot_loop",
             Self::HonoursRetryAfter => "honours_retry_after",
             Self::IgnoresForeignItems => "ignores_foreign_and_tampered_items",
+            Self::StopsWithoutTheFloor => "stops_posting_after_floor_loss_or_removal",
             Self::RecoversAfterRelayRestart => "recovers_after_relay_restart",
             Self::KeepsThreadOrder => "keeps_order_per_thread",
         }
@@ -156,6 +165,9 @@ impl Check {
             }
             Self::IgnoresForeignItems => {
                 "tampered, misaddressed and foreign items and unanswerable content neither get an answer nor stop the bot"
+            }
+            Self::StopsWithoutTheFloor => {
+                "the bot posts no answer once another agent holds the floor, and nothing once it was removed"
             }
             Self::RecoversAfterRelayRestart => {
                 "the bot answers again, once, after the relay was down and restarted"
